@@ -1,0 +1,211 @@
+"""``create_server(settings)``: builds the whole server and returns it unstarted.
+
+Nothing happens at import time. The returned :class:`BookingServer` has bound
+its port (``port`` is known, also for port 0); ``await start()`` starts
+serving and the health monitor; ``await stop(grace)`` lets in-flight RPCs
+finish within ``grace`` seconds, then closes the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from booking.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    clients_pb2,
+    clients_pb2_grpc,
+    organizations_pb2,
+    organizations_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+    services_pb2,
+    services_pb2_grpc,
+)
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.config import Settings
+from server.db.engine import Database, create_engine, to_asyncpg_dsn
+from server.db.migrate import head_revision
+from server.interceptors import CallInterceptor
+from server.paging import PageTokenCodec
+from server.services._common import Deps
+from server.services.audit import AuditService
+from server.services.catalog import CatalogService
+from server.services.clients import ClientService
+from server.services.organizations import OrganizationService
+from server.services.providers import ProviderService
+from server.telemetry import Telemetry, create_telemetry
+
+__all__ = ["SERVICE_NAMES", "BookingServer", "create_server"]
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    organizations_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name,
+    providers_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
+    services_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+)
+
+
+class HealthMonitor:
+    """SERVING only while the database answers and its schema is at head.
+
+    Probes on a dedicated connection (not the pool: an exhausted pool is load,
+    not an outage) every ``interval`` seconds.
+    """
+
+    def __init__(
+        self, servicer: health.aio.HealthServicer, dsn: str, head: str, interval: float
+    ) -> None:
+        self._servicer = servicer
+        self._dsn = dsn
+        self._head = head
+        self._interval = interval
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.status = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def _set(self, status: int) -> None:
+        if status != self.status:
+            level = (
+                logging.INFO
+                if status == health_pb2.HealthCheckResponse.SERVING
+                else logging.WARNING
+            )
+            _log.log(level, "health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+        self.status = status
+        await self._servicer.set("", status)
+        for name in SERVICE_NAMES:
+            await self._servicer.set(name, status)
+
+    async def probe(self) -> int:
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=max(1.0, self._interval),
+                    server_settings={"application_name": "booking-data-health"},
+                )
+            version = await self._conn.fetchval(
+                "SELECT version_num FROM alembic_version", timeout=max(1.0, self._interval)
+            )
+            ok = version == self._head
+            if not ok:
+                _log.warning("schema at %s, expected head %s", version, self._head)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            if self._conn is not None:
+                self._conn.terminate()
+                self._conn = None
+            ok = False
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._set(status)
+        return int(status)
+
+    async def _run(self) -> None:
+        while True:
+            await self.probe()
+            await asyncio.sleep(self._interval)
+
+    async def start(self) -> None:
+        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._task = asyncio.create_task(self._run(), name="health-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._servicer.enter_graceful_shutdown()
+        if self._conn is not None:
+            self._conn.terminate()
+
+
+@dataclass
+class BookingServer:
+    grpc_server: aio.Server
+    port: int
+    database: Database
+    health: HealthMonitor
+    telemetry: Telemetry
+    settings: Settings
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        await self.health.start()
+        _log.info("serving on %s:%s", self.settings.host, self.port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        await self.health.stop()
+        await self.grpc_server.stop(grace)
+        await self.database.engine.dispose()
+        self.telemetry.shutdown()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+def create_server(
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    telemetry: Telemetry | None = None,
+) -> BookingServer:
+    """Build the server for ``database_url`` (default ``settings.database_url``)."""
+    url = database_url or settings.database_url
+    if not url:
+        raise ValueError("create_server needs a database URL (the CLI starts an embedded one)")
+    telemetry = telemetry or create_telemetry(settings)
+    database = Database(create_engine(settings, url), settings)
+    deps = Deps(db=database, settings=settings, tokens=PageTokenCodec(settings.page_token_secret))
+
+    server = aio.server(
+        interceptors=[CallInterceptor(telemetry)],
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+    )
+    organizations_pb2_grpc.add_OrganizationServiceServicer_to_server(
+        OrganizationService(deps), server
+    )
+    providers_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderService(deps), server)
+    services_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogService(deps), server)
+    clients_pb2_grpc.add_ClientServiceServicer_to_server(ClientService(deps), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(deps), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    monitor = HealthMonitor(
+        health_servicer,
+        to_asyncpg_dsn(url),
+        head_revision(settings.migrations_dir),
+        settings.health_interval_s,
+    )
+    return BookingServer(server, port, database, monitor, telemetry, settings)

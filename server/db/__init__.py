@@ -1,0 +1,1 @@
+"""Database layer: schema, engine and pool, embedded PostgreSQL, migrations."""

@@ -1,0 +1,175 @@
+"""The engine (one pool) and the per-RPC connection and transaction scopes.
+
+One SQLAlchemy ``AsyncEngine`` on asyncpg owns the pool (size, overflow,
+checkout timeout, recycle, pre-ping). Query functions get a :class:`Conn`: the
+pooled asyncpg connection itself, because SQLAlchemy's execution layer costs
+~100 us per statement on the hot paths and does not pass a per-statement
+timeout. SQL is still built from the Core tables (see ``server.queries.sql``).
+
+Deadlines: a call's remaining gRPC deadline bounds every statement it runs.
+Reads pass it as asyncpg's ``timeout`` (on expiry the driver sends a cancel
+request to PostgreSQL); write transactions also ``SET LOCAL
+statement_timeout`` so the server enforces it. A cancelled RPC cancels its
+query the same way (asyncpg cancels the server-side statement when the
+awaiting task is cancelled); that connection is then discarded rather than
+trusted back into the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from server.config import Settings
+
+__all__ = ["Conn", "Database", "create_engine", "to_asyncpg_dsn", "to_sqlalchemy_url"]
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """postgresql://... -> postgresql+asyncpg://... (other drivers replaced)."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def to_asyncpg_dsn(url: str) -> str:
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_engine(settings: Settings, url: str) -> AsyncEngine:
+    pool = settings.pool
+    return create_async_engine(
+        to_sqlalchemy_url(url),
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout_s,
+        pool_recycle=pool.recycle_s,
+        pool_pre_ping=pool.pre_ping,
+        connect_args={
+            "timeout": pool.connect_timeout_s,
+            "server_settings": {
+                "application_name": pool.application_name,
+                "statement_timeout": str(pool.statement_timeout_ms),
+                # A crashed client must not hold locks forever.
+                "idle_in_transaction_session_timeout": "60000",
+                "timezone": "UTC",
+            },
+        },
+    )
+
+
+class Conn:
+    """One pooled asyncpg connection bound to one call's deadline."""
+
+    __slots__ = ("_deadline", "raw")
+
+    def __init__(self, raw: asyncpg.Connection, deadline: float | None) -> None:
+        self.raw = raw
+        self._deadline = deadline
+
+    def remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline exceeded before the statement started")
+        return left
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self.raw.fetch(sql, *args, timeout=self.remaining())  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self.raw.fetchrow(sql, *args, timeout=self.remaining())
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.raw.fetchval(sql, *args, timeout=self.remaining())
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self.raw.execute(sql, *args, timeout=self.remaining())  # type: ignore[no-any-return]
+
+
+class Database:
+    """The engine plus the two scopes every RPC uses: ``connection`` and ``transaction``."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self._max_statement_ms = settings.pool.statement_timeout_ms
+
+    @asynccontextmanager
+    async def connection(self, timeout_s: float | None = None) -> AsyncIterator[Conn]:
+        """Check out one connection for the whole call (no transaction: autocommit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        sa_conn: AsyncConnection = await self.engine.connect()
+        discard = False
+        try:
+            pooled = await sa_conn.get_raw_connection()
+            raw = pooled.driver_connection
+            assert raw is not None
+            yield Conn(raw, deadline)
+        except (asyncio.CancelledError, TimeoutError, asyncpg.InterfaceError, OSError):
+            # A cancel request may still be in flight, or the link is broken:
+            # never hand this connection to another call.
+            discard = True
+            raise
+        except asyncpg.PostgresConnectionError:
+            discard = True
+            raise
+        finally:
+            if discard or _is_closed(sa_conn):
+                await _discard(sa_conn)
+            else:
+                await sa_conn.close()
+
+    @asynccontextmanager
+    async def transaction(self, timeout_s: float | None = None) -> AsyncIterator[Conn]:
+        """One transaction for one write RPC: committed on success, else rolled back."""
+        async with self.connection(timeout_s) as conn:
+            ms = self._max_statement_ms
+            left = conn.remaining()
+            if left is not None:
+                ms = max(1, min(ms, math.ceil(left * 1000)))
+            # BEGIN and the timeout in one round trip (simple query protocol).
+            await conn.raw.execute(f"BEGIN; SET LOCAL statement_timeout = {int(ms)}")
+            try:
+                yield conn
+            except (asyncio.CancelledError, TimeoutError):
+                # connection() discards the session; PostgreSQL aborts its
+                # transaction with it. No await here: a cancel is in flight.
+                raise
+            except BaseException:
+                if not conn.raw.is_closed():
+                    try:
+                        await conn.raw.execute("ROLLBACK")
+                    except Exception:
+                        conn.raw.terminate()  # connection() then discards it
+                raise
+            await conn.execute("COMMIT")
+
+
+def _is_closed(sa_conn: AsyncConnection) -> bool:
+    try:
+        pooled = sa_conn.sync_connection.connection if sa_conn.sync_connection else None
+    except Exception:
+        return True
+    if pooled is None:
+        return True
+    raw = pooled.driver_connection
+    return raw is None or bool(raw.is_closed())
+
+
+async def _discard(sa_conn: AsyncConnection) -> None:
+    try:
+        pooled = sa_conn.sync_connection.connection if sa_conn.sync_connection else None
+        if pooled is not None and pooled.driver_connection is not None:
+            pooled.driver_connection.terminate()
+        await sa_conn.invalidate()
+    finally:
+        await sa_conn.close()

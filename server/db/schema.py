@@ -1,0 +1,383 @@
+"""The one schema source: SQLAlchemy 2 Core tables for the whole domain.
+
+Alembic migrations are written from this module and a test checks that the
+migrated database and this metadata do not differ.
+
+Keys are tenant-first: ``PRIMARY KEY (organization_id, id)`` and composite
+foreign keys ``(organization_id, x_id)``, so a row can never point into another
+tenant and the schema can later be distributed by organization_id.
+Money is integer minor units plus a currency code; instants are timestamptz.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Computed,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    Time,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, TSTZRANGE, UUID, ExcludeConstraint
+
+__all__ = [
+    "APPOINTMENT_STATUSES",
+    "PAYMENT_METHODS",
+    "PAYMENT_STATUSES",
+    "appointments",
+    "audit_events",
+    "clients",
+    "date_overrides",
+    "metadata",
+    "organizations",
+    "payments",
+    "providers",
+    "request_results",
+    "services",
+    "time_off",
+    "working_hours",
+]
+
+# Constraint names are deterministic so that errors can be mapped by name.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+APPOINTMENT_STATUSES = ("pending", "confirmed", "completed", "cancelled", "no_show")
+# Statuses that occupy the provider's time (covered by the exclusion constraint).
+BLOCKING_STATUSES = ("pending", "confirmed", "completed")
+PAYMENT_STATUSES = ("pending", "completed", "refunded", "failed")
+PAYMENT_METHODS = ("card", "cash", "bank_transfer", "other")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _ts(name: str) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=False, server_default=text("now()"))
+
+
+def _tenant_fk(columns: list[str], table: str, ondelete: str | None = None) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["organization_id", *columns],
+        [f"{table}.organization_id", f"{table}.id"],
+        ondelete=ondelete,
+    )
+
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("slug", Text, nullable=False),
+    Column("time_zone", Text, nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    _ts("created_at"),
+    _ts("updated_at"),
+    UniqueConstraint("slug"),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+    CheckConstraint(
+        "slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) <= 63", name="slug_format"
+    ),
+)
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("email", Text),
+    Column("time_zone", Text, nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    _ts("created_at"),
+    _ts("updated_at"),
+    PrimaryKeyConstraint("organization_id", "id"),
+    ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
+    CheckConstraint("char_length(display_name) BETWEEN 1 AND 200", name="display_name_length"),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("price_minor", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("buffer_before_minutes", Integer, nullable=False, server_default=text("0")),
+    Column("buffer_after_minutes", Integer, nullable=False, server_default=text("0")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    _ts("created_at"),
+    _ts("updated_at"),
+    PrimaryKeyConstraint("organization_id", "id"),
+    ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+    CheckConstraint("duration_minutes BETWEEN 1 AND 1440", name="duration_range"),
+    CheckConstraint("price_minor >= 0", name="price_non_negative"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
+    CheckConstraint(
+        "buffer_before_minutes BETWEEN 0 AND 1440 AND buffer_after_minutes BETWEEN 0 AND 1440",
+        name="buffer_range",
+    ),
+)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("given_name", Text, nullable=False, server_default=text("''")),
+    Column("family_name", Text, nullable=False, server_default=text("''")),
+    Column("email", Text),
+    Column("phone", Text),
+    Column("external_id", Text),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    _ts("created_at"),
+    _ts("updated_at"),
+    # Sort key of order_by "name": family name then given name, lower-cased, in
+    # the "C" collation so that keyset comparisons and prefix ranges are exact
+    # byte comparisons the btree can serve.
+    Column(
+        "name_key",
+        Text().with_variant(Text(collation="C"), "postgresql"),
+        Computed("lower(family_name || ' ' || given_name)", persisted=True),
+        nullable=False,
+    ),
+    # What free-text search matches (trigram GIN index).
+    Column(
+        "search_text",
+        Text,
+        Computed(
+            "lower(given_name || ' ' || family_name || ' ' || coalesce(email, '') "
+            "|| ' ' || coalesce(phone, ''))",
+            persisted=True,
+        ),
+        nullable=False,
+    ),
+    PrimaryKeyConstraint("organization_id", "id"),
+    ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
+    UniqueConstraint("organization_id", "external_id"),
+    CheckConstraint(
+        "char_length(given_name) <= 200 AND char_length(family_name) <= 200 "
+        "AND char_length(given_name) + char_length(family_name) > 0",
+        name="name_length",
+    ),
+    CheckConstraint("phone IS NULL OR phone ~ '^\\+[1-9][0-9]{1,14}$'", name="phone_e164"),
+    CheckConstraint("email IS NULL OR email ~ '^[^@\\s]+@[^@\\s]+$'", name="email_format"),
+    CheckConstraint(
+        "external_id IS NULL OR char_length(external_id) BETWEEN 1 AND 200",
+        name="external_id_length",
+    ),
+    # ListClients order_by "name": keyset (name_key, id) within a tenant.
+    Index("ix_clients_org_name_key_id", "organization_id", "name_key", "id"),
+    # ListClients order_by "create_time" and the created range filter.
+    Index("ix_clients_org_created_at_id", "organization_id", "created_at", "id"),
+    # ListClients free-text search: tenant + trigram in one GIN (btree_gin).
+    Index(
+        "ix_clients_org_search_trgm",
+        "organization_id",
+        "search_text",
+        postgresql_using="gin",
+        postgresql_ops={"search_text": "gin_trgm_ops"},
+    ),
+)
+
+working_hours = Table(
+    "working_hours",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("provider_id", UUID(as_uuid=False), nullable=False),
+    # ISO weekday: 1 = Monday ... 7 = Sunday.
+    Column("weekday", SmallInteger, nullable=False),
+    Column("start_time", Time, nullable=False),
+    Column("end_time", Time, nullable=False),
+    Column("valid_from", Date, nullable=False),
+    Column("valid_to", Date),
+    PrimaryKeyConstraint("organization_id", "id"),
+    _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
+    CheckConstraint("weekday BETWEEN 1 AND 7", name="weekday_range"),
+    CheckConstraint("start_time < end_time", name="time_order"),
+    CheckConstraint("valid_to IS NULL OR valid_from <= valid_to", name="valid_order"),
+    Index("ix_working_hours_org_provider_weekday", "organization_id", "provider_id", "weekday"),
+)
+
+date_overrides = Table(
+    "date_overrides",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("provider_id", UUID(as_uuid=False), nullable=False),
+    Column("on_date", Date, nullable=False),
+    Column("closed", Boolean, nullable=False, server_default=text("false")),
+    Column("start_time", Time),
+    Column("end_time", Time),
+    PrimaryKeyConstraint("organization_id", "id"),
+    _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
+    CheckConstraint(
+        "closed OR (start_time IS NOT NULL AND end_time IS NOT NULL AND start_time < end_time)",
+        name="hours_when_open",
+    ),
+    Index("ix_date_overrides_org_provider_on_date", "organization_id", "provider_id", "on_date"),
+)
+
+time_off = Table(
+    "time_off",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("provider_id", UUID(as_uuid=False), nullable=False),
+    Column("during", TSTZRANGE, nullable=False),
+    Column("reason", Text),
+    PrimaryKeyConstraint("organization_id", "id"),
+    _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
+    CheckConstraint("NOT isempty(during)", name="during_not_empty"),
+    Index(
+        "ix_time_off_org_provider_during",
+        "organization_id",
+        "provider_id",
+        "during",
+        postgresql_using="gist",
+    ),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("provider_id", UUID(as_uuid=False), nullable=False),
+    Column("client_id", UUID(as_uuid=False), nullable=False),
+    Column("service_id", UUID(as_uuid=False), nullable=False),
+    # Half-open [start, end).
+    Column("during", TSTZRANGE, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("price_minor", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("external_id", Text),
+    Column("notes", Text),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    _ts("created_at"),
+    _ts("updated_at"),
+    PrimaryKeyConstraint("organization_id", "id"),
+    _tenant_fk(["provider_id"], "providers"),
+    _tenant_fk(["client_id"], "clients"),
+    _tenant_fk(["service_id"], "services"),
+    UniqueConstraint("organization_id", "external_id"),
+    CheckConstraint(_in("status", APPOINTMENT_STATUSES), name="status_values"),
+    CheckConstraint("price_minor >= 0", name="price_non_negative"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
+    CheckConstraint(
+        "NOT isempty(during) AND NOT lower_inf(during) AND NOT upper_inf(during) "
+        "AND lower_inc(during) AND NOT upper_inc(during)",
+        name="during_half_open",
+    ),
+    # The database itself forbids a double booking.
+    ExcludeConstraint(
+        ("organization_id", "="),
+        ("provider_id", "="),
+        ("during", "&&"),
+        name="ex_appointments_no_overlap",
+        using="gist",
+        where=text(_in("status", BLOCKING_STATUSES)),
+    ),
+    Index("ix_appointments_org_client_id", "organization_id", "client_id"),
+    Index("ix_appointments_org_service_id", "organization_id", "service_id"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("client_id", UUID(as_uuid=False), nullable=False),
+    Column("appointment_id", UUID(as_uuid=False)),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("external_reference", Text),
+    _ts("created_at"),
+    _ts("updated_at"),
+    PrimaryKeyConstraint("organization_id", "id"),
+    _tenant_fk(["client_id"], "clients"),
+    _tenant_fk(["appointment_id"], "appointments"),
+    UniqueConstraint("organization_id", "external_reference"),
+    CheckConstraint(_in("status", PAYMENT_STATUSES), name="status_values"),
+    CheckConstraint(_in("method", PAYMENT_METHODS), name="method_values"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
+    Index("ix_payments_org_client_id_created_at", "organization_id", "client_id", "created_at"),
+    Index("ix_payments_org_appointment_id", "organization_id", "appointment_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("resource_type", Text, nullable=False),
+    Column("resource_id", Text, nullable=False),
+    Column("request_id", Text),
+    Column("correlation_id", Text, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("changed_fields", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    PrimaryKeyConstraint("organization_id", "id"),
+    ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
+    # ListAuditEvents: newest first within a tenant, optionally by resource or actor.
+    Index("ix_audit_events_org_occurred_at_id", "organization_id", "occurred_at", "id"),
+    Index(
+        "ix_audit_events_org_resource",
+        "organization_id",
+        "resource_type",
+        "resource_id",
+        "occurred_at",
+        "id",
+    ),
+    Index("ix_audit_events_org_actor", "organization_id", "actor", "occurred_at", "id"),
+)
+
+# Stored write results (AIP-155): a retried write with the same request_id
+# returns the first answer. organization_id is the nil UUID for writes that are
+# not scoped by an existing tenant (CreateOrganization), hence no foreign key.
+request_results = Table(
+    "request_results",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("response", LargeBinary),
+    _ts("created_at"),
+    PrimaryKeyConstraint("organization_id", "request_id"),
+    # For purging old results.
+    Index("ix_request_results_created_at", "created_at"),
+)

@@ -1,0 +1,171 @@
+"""Insert / get / update of one resource row, each write with its audit event
+in the same statement (a data-modifying CTE), so an audit row exists if and
+only if the write committed, at no extra round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from server.db.engine import Conn
+from server.errors import Aborted, NotFound
+from server.ids import uuid7
+
+__all__ = ["Audit", "Entity", "get_row", "insert_row", "update_row"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    table: str
+    resource_type: str
+    # Columns returned to callers, in order.
+    columns: tuple[str, ...]
+    # Columns a create or update may set.
+    writable: tuple[str, ...]
+    # False for organizations, whose id is the tenant.
+    tenant_scoped: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    actor: str
+    correlation_id: str
+    request_id: str | None
+
+
+_AUDIT_INSERT = (
+    "audit AS (INSERT INTO audit_events (organization_id, id, actor, action, resource_type, "
+    "resource_id, request_id, correlation_id, changed_fields) "
+    "SELECT {org}, ${p0}, ${p1}, '{action}', '{rtype}', id::text, ${p2}, ${p3}, ${p4}::text[] "
+    "FROM row)"
+)
+
+
+def _audit_args(audit: Audit, changed: Sequence[str]) -> list[Any]:
+    return [uuid7(), audit.actor, audit.request_id, audit.correlation_id, list(changed)]
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(entity: Entity, columns: tuple[str, ...]) -> str:
+    key = ("organization_id", "id") if entity.tenant_scoped else ("id",)
+    all_cols = (*key, *columns)
+    values = ", ".join(f"${i}" for i in range(1, len(all_cols) + 1))
+    n = len(all_cols)
+    audit = _AUDIT_INSERT.format(
+        org="organization_id" if entity.tenant_scoped else "id",
+        action="create",
+        rtype=entity.resource_type,
+        p0=n + 1,
+        p1=n + 2,
+        p2=n + 3,
+        p3=n + 4,
+        p4=n + 5,
+    )
+    return (
+        f"WITH row AS (INSERT INTO {entity.table} ({', '.join(all_cols)}) VALUES ({values}) "
+        f"RETURNING *), {audit} SELECT {', '.join(entity.columns)} FROM row"
+    )
+
+
+@lru_cache(maxsize=256)
+def _update_sql(entity: Entity, columns: tuple[str, ...], check_version: bool) -> str:
+    if entity.tenant_scoped:
+        where, n = "organization_id = $1 AND id = $2", 2
+    else:
+        where, n = "id = $1", 1
+    sets = []
+    for column in columns:
+        n += 1
+        sets.append(f"{column} = ${n}")
+    sets += ["version = version + 1", "updated_at = now()"]
+    if check_version:
+        n += 1
+        where += f" AND version = ${n}"
+    audit = _AUDIT_INSERT.format(
+        org="organization_id" if entity.tenant_scoped else "id",
+        action="update",
+        rtype=entity.resource_type,
+        p0=n + 1,
+        p1=n + 2,
+        p2=n + 3,
+        p3=n + 4,
+        p4=n + 5,
+    )
+    return (
+        f"WITH row AS (UPDATE {entity.table} SET {', '.join(sets)} WHERE {where} RETURNING *), "
+        f"{audit} SELECT {', '.join(entity.columns)} FROM row"
+    )
+
+
+@lru_cache(maxsize=64)
+def _get_sql(entity: Entity) -> str:
+    where = "organization_id = $1 AND id = $2" if entity.tenant_scoped else "id = $1"
+    return f"SELECT {', '.join(entity.columns)} FROM {entity.table} WHERE {where}"
+
+
+def _key(entity: Entity, org_id: str, row_id: str) -> list[Any]:
+    return [org_id, row_id] if entity.tenant_scoped else [row_id]
+
+
+async def insert_row(
+    conn: Conn,
+    entity: Entity,
+    *,
+    org_id: str,
+    row_id: str,
+    values: Mapping[str, Any],
+    audit: Audit,
+) -> asyncpg.Record:
+    columns = tuple(c for c in entity.writable if c in values)
+    sql = _insert_sql(entity, columns)
+    args = [*_key(entity, org_id, row_id), *(values[c] for c in columns), *_audit_args(audit, ())]
+    row = await conn.fetchrow(sql, *args)
+    assert row is not None
+    return row
+
+
+async def get_row(conn: Conn, entity: Entity, org_id: str, row_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(_get_sql(entity), *_key(entity, org_id, row_id))
+    if row is None:
+        raise NotFound.of(entity.resource_type, row_id)
+    return row
+
+
+async def update_row(
+    conn: Conn,
+    entity: Entity,
+    *,
+    org_id: str,
+    row_id: str,
+    values: Mapping[str, Any],
+    changed_fields: Sequence[str],
+    expected_version: int | None,
+    audit: Audit,
+) -> asyncpg.Record:
+    """Update ``values``; NotFound when absent, Aborted when the version moved on."""
+    columns = tuple(c for c in entity.writable if c in values)
+    sql = _update_sql(entity, columns, expected_version is not None)
+    args: list[Any] = [*_key(entity, org_id, row_id), *(values[c] for c in columns)]
+    if expected_version is not None:
+        args.append(expected_version)
+    args += _audit_args(audit, changed_fields)
+    row = await conn.fetchrow(sql, *args)
+    if row is not None:
+        return row
+    # Zero rows: tell a missing row from a stale etag (failure path only).
+    where = "organization_id = $1 AND id = $2" if entity.tenant_scoped else "id = $1"
+    exists = await conn.fetchval(
+        f"SELECT version FROM {entity.table} WHERE {where}", *_key(entity, org_id, row_id)
+    )
+    if exists is None:
+        raise NotFound.of(entity.resource_type, row_id)
+    raise Aborted(
+        f"{entity.resource_type} {row_id!r} was changed by someone else: the etag is stale; "
+        "get it again and retry",
+        reason="ETAG_MISMATCH",
+        metadata={"resource_id": row_id},
+    )

@@ -1,0 +1,53 @@
+"""Organizations (tenants)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from server.db.engine import Conn
+from server.queries._crud import Audit, Entity, get_row, insert_row, update_row
+
+__all__ = ["create_organization", "get_organization", "update_organization"]
+
+ORGANIZATION = Entity(
+    table="organizations",
+    resource_type="organization",
+    columns=("id", "name", "slug", "time_zone", "version", "created_at", "updated_at"),
+    writable=("name", "slug", "time_zone"),
+    tenant_scoped=False,
+)
+
+
+async def create_organization(
+    conn: Conn, org_id: str, values: Mapping[str, Any], audit: Audit
+) -> asyncpg.Record:
+    return await insert_row(
+        conn, ORGANIZATION, org_id=org_id, row_id=org_id, values=values, audit=audit
+    )
+
+
+async def get_organization(conn: Conn, org_id: str) -> asyncpg.Record:
+    return await get_row(conn, ORGANIZATION, org_id, org_id)
+
+
+async def update_organization(
+    conn: Conn,
+    org_id: str,
+    values: Mapping[str, Any],
+    changed: Sequence[str],
+    expected_version: int | None,
+    audit: Audit,
+) -> asyncpg.Record:
+    return await update_row(
+        conn,
+        ORGANIZATION,
+        org_id=org_id,
+        row_id=org_id,
+        values=values,
+        changed_fields=changed,
+        expected_version=expected_version,
+        audit=audit,
+    )

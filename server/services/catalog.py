@@ -1,0 +1,157 @@
+"""booking.v1.CatalogService (the catalogue of bookable services)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from booking.v1 import common_pb2, resources_pb2
+from booking.v1 import services_pb2 as pb
+from booking.v1 import services_pb2_grpc as pb_grpc
+from grpc import aio
+
+from server.ids import uuid7
+from server.queries import catalog as q
+from server.services._common import (
+    Deps,
+    audit_of,
+    etag,
+    parse_etag,
+    require_fields,
+    resolve_mask,
+    run_write,
+    timeout_of,
+    timestamp,
+)
+from server.validation import Violations
+
+UPDATABLE = (
+    "name",
+    "duration_minutes",
+    "price",
+    "buffer_before_minutes",
+    "buffer_after_minutes",
+    "active",
+)
+MAX_PRICE_MINOR = 10**15
+
+
+def encode(row: asyncpg.Record) -> resources_pb2.Service:
+    return resources_pb2.Service(
+        id=str(row["id"]),
+        organization_id=str(row["organization_id"]),
+        name=row["name"],
+        duration_minutes=row["duration_minutes"],
+        price=common_pb2.Money(currency_code=row["currency"], amount_minor=row["price_minor"]),
+        buffer_before_minutes=row["buffer_before_minutes"],
+        buffer_after_minutes=row["buffer_after_minutes"],
+        active=row["active"],
+        create_time=timestamp(row["created_at"]),
+        update_time=timestamp(row["updated_at"]),
+        etag=etag(row["version"]),
+    )
+
+
+def _values(
+    s: resources_pb2.Service, fields: list[str], v: Violations, creating: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        path = f"service.{f}"
+        if f == "name":
+            v.text(path, s.name, required=True)
+            out[f] = s.name.strip()
+        elif f == "duration_minutes":
+            v.int_range(path, s.duration_minutes, 1, 1440)
+            out[f] = s.duration_minutes
+        elif f in ("buffer_before_minutes", "buffer_after_minutes"):
+            value = getattr(s, f)
+            v.int_range(path, value, 0, 1440)
+            out[f] = value
+        elif f == "price":
+            v.currency("service.price.currency_code", s.price.currency_code)
+            v.int_range("service.price.amount_minor", s.price.amount_minor, 0, MAX_PRICE_MINOR)
+            out["price_minor"] = s.price.amount_minor
+            out["currency"] = s.price.currency_code
+        elif f == "active":
+            out[f] = s.active if s.HasField("active") else creating
+    return out
+
+
+def _is_set(s: resources_pb2.Service, f: str) -> bool:
+    if f == "active":
+        return s.HasField("active")
+    if f == "price":
+        return s.HasField("price")
+    return bool(getattr(s, f))
+
+
+class CatalogService(pb_grpc.CatalogServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def CreateService(
+        self, request: pb.CreateServiceRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.CreateServiceResponse:
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        v.request_id("request_id", request.request_id)
+        values = _values(request.service, list(UPDATABLE), v, creating=True)
+        v.raise_if_any()
+        org = request.organization_id
+
+        async def body(conn: Any) -> pb.CreateServiceResponse:
+            row = await q.create_service(conn, org, uuid7(), values, audit_of(request.request_id))
+            return pb.CreateServiceResponse(service=encode(row))
+
+        return await run_write(
+            self._deps,
+            context,
+            scope=org,
+            request=request,
+            request_id=request.request_id,
+            response_type=pb.CreateServiceResponse,
+            body=body,
+        )
+
+    async def GetService(
+        self, request: pb.GetServiceRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.GetServiceResponse:
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        v.uuid("service_id", request.service_id)
+        v.raise_if_any()
+        async with self._deps.db.connection(timeout_of(context)) as conn:
+            row = await q.get_service(conn, request.organization_id, request.service_id)
+        return pb.GetServiceResponse(service=encode(row))
+
+    async def UpdateService(
+        self, request: pb.UpdateServiceRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateServiceResponse:
+        s = request.service
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        v.uuid("service.id", s.id)
+        v.request_id("request_id", request.request_id)
+        fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: _is_set(s, f))
+        values = _values(s, fields, v, creating=False)
+        version = parse_etag(s.etag, "service.etag")
+        v.raise_if_any()
+        require_fields(values)
+        org = request.organization_id
+
+        async def body(conn: Any) -> pb.UpdateServiceResponse:
+            row = await q.update_service(
+                conn, org, s.id, values, fields, version, audit_of(request.request_id)
+            )
+            return pb.UpdateServiceResponse(service=encode(row))
+
+        return await run_write(
+            self._deps,
+            context,
+            scope=org,
+            request=request,
+            request_id=request.request_id,
+            response_type=pb.UpdateServiceResponse,
+            body=body,
+        )

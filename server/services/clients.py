@@ -1,0 +1,255 @@
+"""booking.v1.ClientService, including ListClients (the reference paged list)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from booking.v1 import clients_pb2 as pb
+from booking.v1 import clients_pb2_grpc as pb_grpc
+from booking.v1 import resources_pb2
+from grpc import aio
+
+from server.errors import FieldViolation, InvalidArgument
+from server.ids import uuid7
+from server.paging import request_scope, resolve_page
+from server.queries import clients as q
+from server.services._common import (
+    Deps,
+    audit_of,
+    count_mode_of,
+    etag,
+    nullable,
+    page_info,
+    parse_etag,
+    require_fields,
+    resolve_mask,
+    run_write,
+    timeout_of,
+    timestamp,
+    to_datetime,
+)
+from server.validation import Violations
+
+UPDATABLE = ("given_name", "family_name", "email", "phone", "external_id", "active")
+MAX_QUERY_LEN = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ORDERS = {
+    "name": q.ClientOrder("name", False),
+    "name asc": q.ClientOrder("name", False),
+    "name desc": q.ClientOrder("name", True),
+    "create_time": q.ClientOrder("create_time", False),
+    "create_time asc": q.ClientOrder("create_time", False),
+    "create_time desc": q.ClientOrder("create_time", True),
+}
+
+
+def encode(row: asyncpg.Record) -> resources_pb2.Client:
+    return resources_pb2.Client(
+        id=str(row["id"]),
+        organization_id=str(row["organization_id"]),
+        given_name=row["given_name"],
+        family_name=row["family_name"],
+        email=row["email"] or "",
+        phone=row["phone"] or "",
+        external_id=row["external_id"] or "",
+        active=row["active"],
+        create_time=timestamp(row["created_at"]),
+        update_time=timestamp(row["updated_at"]),
+        etag=etag(row["version"]),
+    )
+
+
+def _values(
+    c: resources_pb2.Client, fields: list[str], v: Violations, creating: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        path = f"client.{f}"
+        if f in ("given_name", "family_name"):
+            value = getattr(c, f)
+            v.text(path, value, required=False)
+            out[f] = value.strip()
+        elif f == "email":
+            v.email(path, c.email)
+            out[f] = nullable(c.email.strip())
+        elif f == "phone":
+            v.phone(path, c.phone)
+            out[f] = nullable(c.phone)
+        elif f == "external_id":
+            v.text(path, c.external_id, required=False)
+            out[f] = nullable(c.external_id)
+        elif f == "active":
+            out[f] = c.active if c.HasField("active") else creating
+    if creating and not (c.given_name.strip() or c.family_name.strip()):
+        v.add("client.family_name", "given_name or family_name is required", "REQUIRED")
+    return out
+
+
+def _keyset_out(order: q.ClientOrder, row: asyncpg.Record) -> tuple[Any, ...]:
+    if order.key == "name":
+        return (row["name_key"], str(row["id"]))
+    delta = row["created_at"] - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (micros, str(row["id"]))
+
+
+def _keyset_in(order: q.ClientOrder, after: tuple[Any, ...]) -> tuple[Any, ...]:
+    if order.key == "name":
+        return after
+    return (_EPOCH + timedelta(microseconds=int(after[0])), after[1])
+
+
+class ClientService(pb_grpc.ClientServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def CreateClient(
+        self, request: pb.CreateClientRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.CreateClientResponse:
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        v.request_id("request_id", request.request_id)
+        values = _values(request.client, list(UPDATABLE), v, creating=True)
+        v.raise_if_any()
+        org = request.organization_id
+
+        async def body(conn: Any) -> pb.CreateClientResponse:
+            row = await q.create_client(conn, org, uuid7(), values, audit_of(request.request_id))
+            return pb.CreateClientResponse(client=encode(row))
+
+        return await run_write(
+            self._deps,
+            context,
+            scope=org,
+            request=request,
+            request_id=request.request_id,
+            response_type=pb.CreateClientResponse,
+            body=body,
+        )
+
+    async def GetClient(
+        self, request: pb.GetClientRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.GetClientResponse:
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        v.uuid("client_id", request.client_id)
+        v.raise_if_any()
+        async with self._deps.db.connection(timeout_of(context)) as conn:
+            row = await q.get_client(conn, request.organization_id, request.client_id)
+        return pb.GetClientResponse(client=encode(row))
+
+    async def UpdateClient(
+        self, request: pb.UpdateClientRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateClientResponse:
+        c = request.client
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        v.uuid("client.id", c.id)
+        v.request_id("request_id", request.request_id)
+        fields = resolve_mask(
+            request.update_mask,
+            UPDATABLE,
+            lambda f: c.HasField("active") if f == "active" else bool(getattr(c, f)),
+        )
+        values = _values(c, fields, v, creating=False)
+        version = parse_etag(c.etag, "client.etag")
+        v.raise_if_any()
+        require_fields(values)
+        org = request.organization_id
+
+        async def body(conn: Any) -> pb.UpdateClientResponse:
+            row = await q.update_client(
+                conn, org, c.id, values, fields, version, audit_of(request.request_id)
+            )
+            return pb.UpdateClientResponse(client=encode(row))
+
+        return await run_write(
+            self._deps,
+            context,
+            scope=org,
+            request=request,
+            request_id=request.request_id,
+            response_type=pb.UpdateClientResponse,
+            body=body,
+        )
+
+    async def ListClients(
+        self, request: pb.ListClientsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListClientsResponse:
+        settings = self._deps.settings
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        order = _ORDERS.get(" ".join(request.order_by.lower().split()) or "name")
+        if order is None:
+            v.add(
+                "order_by",
+                'must be "name" or "create_time", optionally followed by " desc"',
+                "INVALID_ORDER_BY",
+            )
+            order = _ORDERS["name"]
+        text = " ".join(request.query.lower().split())
+        if len(text) > MAX_QUERY_LEN:
+            v.add("query", f"must be at most {MAX_QUERY_LEN} characters", "TOO_LONG")
+        if "\x00" in text:
+            v.add("query", "must not contain NUL characters", "INVALID_FORMAT")
+        created_after = to_datetime(request.created_after, "created_after", v)
+        created_before = to_datetime(request.created_before, "created_before", v)
+        count_mode = count_mode_of(request.count_mode, v)
+        v.raise_if_any()
+        flt = q.ClientFilter(
+            active=request.active if request.HasField("active") else None,
+            created_after=created_after,
+            created_before=created_before,
+            query=text,
+        )
+        scope = request_scope(
+            "ListClients",
+            request.organization_id,
+            flt.active,
+            created_after.isoformat() if created_after else None,
+            created_before.isoformat() if created_before else None,
+            text,
+            order.key,
+            order.descending,
+        )
+        page = resolve_page(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            page=request.page,
+            scope=scope,
+            codec=self._deps.tokens,
+            default_size=settings.default_page_size,
+            max_size=settings.max_page_size,
+            max_offset=settings.max_offset,
+        )
+        if page.after is not None:
+            try:
+                page = type(page)(page.size, page.number, _keyset_in(order, page.after), 0)
+            except (ValueError, TypeError, IndexError, OverflowError):
+                raise InvalidArgument(
+                    "page_token is not a token this service issued",
+                    reason="INVALID_PAGE_TOKEN",
+                    field_violations=[FieldViolation("page_token", "is malformed")],
+                ) from None
+        async with self._deps.db.connection(timeout_of(context)) as conn:
+            result = await q.list_clients_page(
+                conn,
+                request.organization_id,
+                flt,
+                order,
+                page,
+                count_mode,
+                settings.exact_count_cap,
+            )
+        next_token = ""
+        if result.has_next and result.rows:
+            next_token = self._deps.tokens.encode(
+                scope, page.number + 1, _keyset_out(order, result.rows[-1])
+            )
+        return pb.ListClientsResponse(
+            clients=[encode(r) for r in result.rows],
+            next_page_token=next_token,
+            page_info=page_info(result, page.number, page.size),
+        )

@@ -1,0 +1,123 @@
+"""booking.v1.OrganizationService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from booking.v1 import organizations_pb2 as pb
+from booking.v1 import organizations_pb2_grpc as pb_grpc
+from booking.v1 import resources_pb2
+from grpc import aio
+
+from server.ids import uuid7
+from server.queries import organizations as q
+from server.queries.requests import GLOBAL_SCOPE
+from server.services._common import (
+    Deps,
+    audit_of,
+    etag,
+    parse_etag,
+    require_fields,
+    resolve_mask,
+    run_write,
+    timeout_of,
+    timestamp,
+)
+from server.validation import Violations
+
+UPDATABLE = ("name", "slug", "time_zone")
+
+
+def encode(row: asyncpg.Record) -> resources_pb2.Organization:
+    return resources_pb2.Organization(
+        id=str(row["id"]),
+        name=row["name"],
+        slug=row["slug"],
+        time_zone=row["time_zone"],
+        create_time=timestamp(row["created_at"]),
+        update_time=timestamp(row["updated_at"]),
+        etag=etag(row["version"]),
+    )
+
+
+def _values(org: resources_pb2.Organization, fields: list[str], v: Violations) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        path = f"organization.{f}"
+        if f == "name":
+            v.text(path, org.name, required=True)
+            out["name"] = org.name.strip()
+        elif f == "slug":
+            v.slug(path, org.slug)
+            out["slug"] = org.slug
+        elif f == "time_zone":
+            v.time_zone(path, org.time_zone)
+            out["time_zone"] = org.time_zone
+    return out
+
+
+class OrganizationService(pb_grpc.OrganizationServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def CreateOrganization(
+        self, request: pb.CreateOrganizationRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.CreateOrganizationResponse:
+        v = Violations()
+        v.request_id("request_id", request.request_id)
+        values = _values(request.organization, list(UPDATABLE), v)
+        v.raise_if_any()
+
+        async def body(conn: Any) -> pb.CreateOrganizationResponse:
+            row = await q.create_organization(conn, uuid7(), values, audit_of(request.request_id))
+            return pb.CreateOrganizationResponse(organization=encode(row))
+
+        return await run_write(
+            self._deps,
+            context,
+            scope=GLOBAL_SCOPE,
+            request=request,
+            request_id=request.request_id,
+            response_type=pb.CreateOrganizationResponse,
+            body=body,
+        )
+
+    async def GetOrganization(
+        self, request: pb.GetOrganizationRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.GetOrganizationResponse:
+        v = Violations()
+        v.uuid("organization_id", request.organization_id)
+        v.raise_if_any()
+        async with self._deps.db.connection(timeout_of(context)) as conn:
+            row = await q.get_organization(conn, request.organization_id)
+        return pb.GetOrganizationResponse(organization=encode(row))
+
+    async def UpdateOrganization(
+        self, request: pb.UpdateOrganizationRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateOrganizationResponse:
+        org = request.organization
+        v = Violations()
+        v.uuid("organization.id", org.id)
+        v.request_id("request_id", request.request_id)
+        fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: bool(getattr(org, f)))
+        values = _values(org, fields, v)
+        version = parse_etag(org.etag, "organization.etag")
+        v.raise_if_any()
+        require_fields(values)
+
+        async def body(conn: Any) -> pb.UpdateOrganizationResponse:
+            row = await q.update_organization(
+                conn, org.id, values, fields, version, audit_of(request.request_id)
+            )
+            return pb.UpdateOrganizationResponse(organization=encode(row))
+
+        return await run_write(
+            self._deps,
+            context,
+            scope=org.id,
+            request=request,
+            request_id=request.request_id,
+            response_type=pb.UpdateOrganizationResponse,
+            body=body,
+        )

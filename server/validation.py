@@ -1,0 +1,106 @@
+"""Request validation: collect every field violation, then raise once."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from functools import lru_cache
+
+from server.errors import FieldViolation, InvalidArgument
+from server.ids import is_uuid
+
+__all__ = ["Violations"]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+
+
+@lru_cache(maxsize=1024)
+def _is_time_zone(name: str) -> bool:
+    if not name or name.startswith(("/", ".")):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+class Violations:
+    """Accumulates BadRequest field violations for one request."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str, reason: str = "") -> None:
+        self.items.append(FieldViolation(field, description, reason))
+
+    def raise_if_any(self, message: str = "the request has invalid fields") -> None:
+        if self.items:
+            fields = ", ".join(v.field for v in self.items)
+            raise InvalidArgument(f"{message}: {fields}", field_violations=self.items)
+
+    # -- checks ----------------------------------------------------------------
+
+    def uuid(self, field: str, value: str, *, required: bool = True) -> None:
+        if not value:
+            if required:
+                self.add(field, "is required", "REQUIRED")
+        elif not is_uuid(value):
+            self.add(field, "must be a UUID", "INVALID_FORMAT")
+
+    def text(self, field: str, value: str, *, required: bool, max_len: int = 200) -> None:
+        if not value.strip():
+            if required:
+                self.add(field, "is required", "REQUIRED")
+            elif value:
+                self.add(field, "must not be blank", "INVALID_FORMAT")
+        elif len(value) > max_len:
+            self.add(field, f"must be at most {max_len} characters", "TOO_LONG")
+        elif "\x00" in value:
+            self.add(field, "must not contain NUL characters", "INVALID_FORMAT")
+
+    def email(self, field: str, value: str) -> None:
+        if value and (len(value) > 254 or not _EMAIL.match(value)):
+            self.add(field, "must be an e-mail address", "INVALID_FORMAT")
+
+    def phone(self, field: str, value: str) -> None:
+        if value and not _PHONE.match(value):
+            self.add(field, "must be an E.164 phone number, e.g. +4915112345678", "INVALID_FORMAT")
+
+    def slug(self, field: str, value: str) -> None:
+        if not value:
+            self.add(field, "is required", "REQUIRED")
+        elif len(value) > 63 or not _SLUG.match(value):
+            self.add(
+                field,
+                "must be 1-63 lower-case letters, digits and single dashes",
+                "INVALID_FORMAT",
+            )
+
+    def time_zone(self, field: str, value: str) -> None:
+        if not value:
+            self.add(field, "is required", "REQUIRED")
+        elif not _is_time_zone(value):
+            self.add(field, "must be an IANA time zone, e.g. Europe/Berlin", "INVALID_FORMAT")
+
+    def currency(self, field: str, value: str) -> None:
+        if not _CURRENCY.match(value):
+            self.add(field, "must be a 3-letter ISO 4217 code, e.g. EUR", "INVALID_FORMAT")
+
+    def int_range(self, field: str, value: int, low: int, high: int) -> None:
+        if not low <= value <= high:
+            self.add(field, f"must be between {low} and {high}", "OUT_OF_RANGE")
+
+    def request_id(self, field: str, value: str) -> None:
+        if value and not _REQUEST_ID.match(value):
+            self.add(
+                field,
+                "must be 1-100 characters of letters, digits and . _ : -",
+                "INVALID_FORMAT",
+            )
