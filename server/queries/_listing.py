@@ -110,7 +110,9 @@ async def fetch_page(
             f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {query.table} WHERE {filters_sql}",
             *filter_args,
         )
-        total = int(json.loads(plan)[0]["Plan"]["Plan Rows"])
+        # EXPLAIN's json column arrives decoded or as text depending on codecs.
+        tree = json.loads(plan) if isinstance(plan, str | bytes) else plan
+        total = int(tree[0]["Plan"]["Plan Rows"])
         kind = Count.ESTIMATED
         # The planner never estimates below one row; what we have seen is a floor.
         seen = page.offset + len(rows) + (1 if has_next else 0)

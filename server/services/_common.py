@@ -135,6 +135,16 @@ def count_mode_of(value: int, violations: Violations) -> CountMode:
     return cast(CountMode, mode)
 
 
+def check_paging(page_size: int, page: int, page_token: str, v: Violations) -> None:
+    """Paging violations, reported together with the request's other ones."""
+    if page_size < 0:
+        v.add("page_size", "must not be negative", "OUT_OF_RANGE")
+    if page < 0:
+        v.add("page", "must not be negative", "OUT_OF_RANGE")
+    if page and page_token:
+        v.add("page", "cannot be combined with page_token", "CONFLICTING_FIELDS")
+
+
 def page_info(page: Page, number: int, size: int) -> common_pb2.PageInfo:
     total_pages = -(-page.total // size) if page.count is not Count.NONE and size else 0
     return common_pb2.PageInfo(

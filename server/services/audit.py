@@ -16,6 +16,7 @@ from server.paging import request_scope, resolve_page
 from server.queries import audit as q
 from server.services._common import (
     Deps,
+    check_paging,
     count_mode_of,
     page_info,
     timeout_of,
@@ -65,6 +66,7 @@ class AuditService(pb_grpc.AuditServiceServicer):
         after = to_datetime(request.occurred_after, "occurred_after", v)
         before = to_datetime(request.occurred_before, "occurred_before", v)
         count_mode = count_mode_of(request.count_mode, v)
+        check_paging(request.page_size, request.page, request.page_token, v)
         v.raise_if_any()
         flt = q.AuditFilter(
             request.resource_type, request.resource_id, request.actor, after, before

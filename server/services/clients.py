@@ -18,6 +18,7 @@ from server.queries import clients as q
 from server.services._common import (
     Deps,
     audit_of,
+    check_paging,
     count_mode_of,
     etag,
     nullable,
@@ -197,6 +198,7 @@ class ClientService(pb_grpc.ClientServiceServicer):
         created_after = to_datetime(request.created_after, "created_after", v)
         created_before = to_datetime(request.created_before, "created_before", v)
         count_mode = count_mode_of(request.count_mode, v)
+        check_paging(request.page_size, request.page, request.page_token, v)
         v.raise_if_any()
         flt = q.ClientFilter(
             active=request.active if request.HasField("active") else None,
