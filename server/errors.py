@@ -34,6 +34,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 __all__ = [
     "DOMAIN",
     "Aborted",
+    "ConnectionLost",
     "AlreadyExists",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -209,6 +210,10 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, operator in
 _RETRY_AFTER_S = 1.0
 
 
+class ConnectionLost(Exception):
+    """The pooled connection was found closed (the database restarted or the link broke)."""
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     """SQLAlchemy wraps driver errors (DBAPIError.orig, whose cause is asyncpg's)."""
     seen = 0
@@ -219,7 +224,9 @@ def _unwrap(exc: BaseException) -> BaseException:
             continue
         cause = exc.__cause__
         if cause is not None and not isinstance(exc, asyncpg.PostgresError | OSError):
-            if isinstance(cause, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+            if isinstance(
+                cause, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | ConnectionLost
+            ):
                 exc = cause
                 continue
         break
@@ -237,9 +244,17 @@ def from_database_error(exc: BaseException) -> ServiceError | None:
     exc = _unwrap(exc)
     if isinstance(exc, asyncpg.PostgresError):
         return _from_sqlstate(exc)
+    if isinstance(exc, asyncpg.DataError):  # a value the driver cannot encode
+        return InvalidArgument("a value is out of range or malformed", reason="INVALID_VALUE")
+    # Other InterfaceErrors are misuse of the driver: INTERNAL, not UNAVAILABLE.
+    # (server.db.engine turns "connection is closed" into ConnectionLost.)
     if isinstance(
         exc,
-        asyncpg.InterfaceError | asyncpg.PostgresConnectionError | ConnectionError | OSError,
+        asyncpg.ConnectionDoesNotExistError
+        | asyncpg.PostgresConnectionError
+        | ConnectionLost
+        | ConnectionError
+        | OSError,
     ):
         return Unavailable(
             "the database is unavailable; retry later",
@@ -251,12 +266,6 @@ def from_database_error(exc: BaseException) -> ServiceError | None:
             "the call's deadline expired while the database was working; the statement "
             "was cancelled",
             reason="STATEMENT_TIMEOUT",
-        )
-    if isinstance(exc, sqlalchemy.exc.DBAPIError | sqlalchemy.exc.InterfaceError):
-        return Unavailable(
-            "the database is unavailable; retry later",
-            reason="DATABASE_UNAVAILABLE",
-            retry_after_s=_RETRY_AFTER_S,
         )
     return None
 

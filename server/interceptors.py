@@ -86,7 +86,9 @@ class CallInterceptor(aio.ServerInterceptor):
                             _log.exception("unhandled error in %s", short)
                             mapped = internal_error(correlation_id)
                         else:
-                            _log.warning("%s: %s (%s)", short, mapped.reason, type(exc).__name__)
+                            _log.warning(
+                                "%s: %s (%s: %s)", short, mapped.reason, type(exc).__name__, exc
+                            )
                         error = mapped
                     code = error.code
                     span.set_attribute("rpc.grpc.status_code", code.value[0])

@@ -130,7 +130,7 @@ async def running_server(
 async def _serving(server: BookingServer) -> bool:
     from grpc_health.v1 import health_pb2
 
-    return server.health.status == health_pb2.HealthCheckResponse.SERVING
+    return bool(server.health.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 async def assert_eventually(

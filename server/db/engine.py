@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.config import Settings
+from server.errors import ConnectionLost
 
 __all__ = ["Conn", "Database", "create_engine", "to_asyncpg_dsn", "to_sqlalchemy_url"]
 
@@ -109,12 +110,18 @@ class Database:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         sa_conn: AsyncConnection = await self.engine.connect()
         discard = False
+        raw: asyncpg.Connection | None = None
         try:
             pooled = await sa_conn.get_raw_connection()
             raw = pooled.driver_connection
             assert raw is not None
             yield Conn(raw, deadline)
-        except (asyncio.CancelledError, TimeoutError, asyncpg.InterfaceError, OSError):
+        except asyncpg.InterfaceError as exc:
+            discard = True
+            if raw is not None and raw.is_closed():
+                raise ConnectionLost("the database connection was closed") from exc
+            raise
+        except (asyncio.CancelledError, TimeoutError, OSError):
             # A cancel request may still be in flight, or the link is broken:
             # never hand this connection to another call.
             discard = True

@@ -21,7 +21,16 @@ import asyncpg
 from server.db.engine import Conn
 from server.paging import PageRequest
 
-__all__ = ["Count", "CountMode", "ListQuery", "Page", "fetch_page"]
+__all__ = [
+    "Count",
+    "CountMode",
+    "ListQuery",
+    "Page",
+    "count_sql",
+    "estimate_sql",
+    "fetch_page",
+    "page_sql",
+]
 
 
 class CountMode(Enum):
@@ -63,9 +72,8 @@ class Page:
     count: Count
 
 
-async def fetch_page(
-    conn: Conn, query: ListQuery, page: PageRequest, count_mode: CountMode, count_cap: int
-) -> Page:
+def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:
+    """The page statement: keyset (or OFFSET) after the filters, size + 1 rows."""
     args = list(query.args)
     predicates = list(query.predicates)
 
@@ -73,8 +81,6 @@ async def fetch_page(
         args.append(value)
         return f"${len(args)}"
 
-    filters_sql = " AND ".join(query.predicates) or "true"
-    filter_args = list(query.args)
     if page.after is not None:
         placeholders = ", ".join(param(v) for v in page.after)
         op = "<" if query.descending else ">"
@@ -88,6 +94,33 @@ async def fetch_page(
     )
     if page.offset:
         sql += f" OFFSET {param(page.offset)}"
+    return sql, args
+
+
+def count_sql(query: ListQuery, cap: int) -> tuple[str, list[Any]]:
+    """Exact count bounded by ``cap``: at most cap + 1 index entries are read.
+
+    The inner ORDER BY follows the list's index so that the planner walks it
+    and stops, instead of scanning the table until cap + 1 rows matched.
+    """
+    filters = " AND ".join(query.predicates) or "true"
+    n = len(query.args) + 1
+    sql = (
+        f"SELECT count(*) FROM (SELECT 1 FROM {query.table} WHERE {filters} "
+        f"ORDER BY {', '.join(query.sort)} LIMIT ${n}) AS capped"
+    )
+    return sql, [*query.args, cap + 1]
+
+
+def estimate_sql(query: ListQuery) -> tuple[str, list[Any]]:
+    filters = " AND ".join(query.predicates) or "true"
+    return f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {query.table} WHERE {filters}", list(query.args)
+
+
+async def fetch_page(
+    conn: Conn, query: ListQuery, page: PageRequest, count_mode: CountMode, count_cap: int
+) -> Page:
+    sql, args = page_sql(query, page)
     rows = await conn.fetch(sql, *args)
     has_next = len(rows) > page.size
     if has_next:
@@ -95,29 +128,19 @@ async def fetch_page(
 
     total, kind = 0, Count.NONE
     if count_mode is CountMode.EXACT:
-        n = len(filter_args) + 1
-        total = await conn.fetchval(
-            f"SELECT count(*) FROM (SELECT 1 FROM {query.table} WHERE {filters_sql} "
-            f"LIMIT ${n}) AS capped",
-            *filter_args,
-            count_cap + 1,
-        )
+        sql, args = count_sql(query, count_cap)
+        total = await conn.fetchval(sql, *args)
         kind = Count.EXACT
         if total > count_cap:
             total, kind = count_cap, Count.LOWER_BOUND
     elif count_mode is CountMode.ESTIMATED:
-        plan = await conn.fetchval(
-            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {query.table} WHERE {filters_sql}",
-            *filter_args,
-        )
+        sql, args = estimate_sql(query)
+        plan = await conn.fetchval(sql, *args)
         # EXPLAIN's json column arrives decoded or as text depending on codecs.
         tree = json.loads(plan) if isinstance(plan, str | bytes) else plan
         total = int(tree[0]["Plan"]["Plan Rows"])
         kind = Count.ESTIMATED
         # The planner never estimates below one row; what we have seen is a floor.
         seen = page.offset + len(rows) + (1 if has_next else 0)
-        if page.after is None and not has_next:
-            total = seen
-        else:
-            total = max(total, seen)
+        total = seen if page.after is None and not has_next else max(total, seen)
     return Page(rows=list(rows), has_next=has_next, total=int(total), count=kind)
