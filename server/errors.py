@@ -34,8 +34,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 __all__ = [
     "DOMAIN",
     "Aborted",
-    "ConnectionLost",
     "AlreadyExists",
+    "ConnectionLost",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FieldViolation",
@@ -241,7 +241,8 @@ def from_database_error(exc: BaseException) -> ServiceError | None:
             reason="POOL_EXHAUSTED",
             retry_after_s=_RETRY_AFTER_S,
         )
-    exc = _unwrap(exc)
+    if not isinstance(exc, ConnectionLost):
+        exc = _unwrap(exc)
     if isinstance(exc, asyncpg.PostgresError):
         return _from_sqlstate(exc)
     if isinstance(exc, asyncpg.DataError):  # a value the driver cannot encode

@@ -61,6 +61,10 @@ def create_engine(settings: Settings, url: str) -> AsyncEngine:
                 "statement_timeout": str(pool.statement_timeout_ms),
                 # A crashed client must not hold locks forever.
                 "idle_in_transaction_session_timeout": "60000",
+                # A discarded connection (cancelled or timed-out call) is closed
+                # at once; this makes its backend notice within a second and
+                # abandon the statement, even one waiting on a lock (PG 14+).
+                "client_connection_check_interval": "1000",
                 "timezone": "UTC",
             },
         },

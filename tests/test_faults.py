@@ -1,0 +1,186 @@
+"""Real faults: a stopped PostgreSQL, deadlines, cancellation, an exhausted pool."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from booking.v1 import clients_pb2, resources_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.db.embedded import EmbeddedPostgres
+from server.db.engine import to_asyncpg_dsn
+from server.db.migrate import upgrade
+from server.testing import assert_eventually, running_server, test_settings
+from tests.conftest import Stubs, details, new_org
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_health_follows_the_database(tmp_path: Path) -> None:
+    """Its own embedded PostgreSQL, so that stopping it harms no other test."""
+    pg = EmbeddedPostgres(tmp_path / "pgdata")
+    url = await asyncio.to_thread(pg.start)
+    try:
+        await upgrade(url, test_settings().migrations_dir)
+        async with running_server(url) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                stubs = Stubs(channel)
+
+                async def status(service: str = "") -> int:
+                    response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                    return int(response.status)
+
+                assert await status() == SERVING
+                assert await status("booking.v1.ClientService") == SERVING
+                org = await new_org(stubs)
+
+                await asyncio.to_thread(pg.stop)
+                await assert_eventually(lambda: _is(status, NOT_SERVING), timeout=10)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stubs.clients.ListClients(
+                        clients_pb2.ListClientsRequest(organization_id=org)
+                    )
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                d = details(err.value)
+                assert d["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
+                assert d["RetryInfo"].retry_delay.ToMilliseconds() > 0
+
+                await asyncio.to_thread(pg.start)
+                await assert_eventually(lambda: _is(status, SERVING), timeout=10)
+
+                async def list_works() -> bool:
+                    try:
+                        await stubs.clients.ListClients(
+                            clients_pb2.ListClientsRequest(organization_id=org)
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                        return False
+                    return True
+
+                # Dead pooled connections are discarded; calls recover without a restart.
+                await assert_eventually(list_works, timeout=10)
+    finally:
+        await asyncio.to_thread(pg.stop, "immediate")
+
+
+async def _is(status: object, expected: int) -> bool:
+    return await status() == expected  # type: ignore[operator]
+
+
+async def test_health_not_serving_until_schema_at_head(root_url: str) -> None:
+    from server.testing import create_database, drop_database
+
+    name = f"booking_test_{uuid.uuid4().hex[:12]}"
+    url = await create_database(root_url, name)
+    try:
+        async with running_server(url, wait_serving=False) as srv:
+            assert await srv.server.health.probe() == NOT_SERVING
+            await upgrade(url, test_settings().migrations_dir)
+            assert await srv.server.health.probe() == SERVING
+    finally:
+        await drop_database(root_url, name)
+
+
+async def _lock_clients(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(to_asyncpg_dsn(url))
+    await conn.execute("BEGIN; LOCK TABLE clients IN ACCESS EXCLUSIVE MODE")
+    return conn
+
+
+async def _our_waiting_queries(url: str) -> int:
+    conn = await asyncpg.connect(to_asyncpg_dsn(url))
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'booking-data' "
+                "AND state = 'active' AND query ILIKE '%FROM clients%'"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_deadline_becomes_the_statement_timeout(
+    stubs: Stubs, org: str, database_url: str
+) -> None:
+    locker = await _lock_clients(database_url)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.clients.ListClients(
+                clients_pb2.ListClientsRequest(organization_id=org), timeout=0.5
+            )
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.clients.CreateClient(
+                clients_pb2.CreateClientRequest(
+                    organization_id=org, client=resources_pb2.Client(family_name="Late")
+                ),
+                timeout=0.5,
+            )
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # Nothing of ours is left waiting on the lock: the statements were cancelled.
+        await assert_eventually(lambda: _zero(_our_waiting_queries(database_url)), timeout=5)
+    finally:
+        await locker.close()
+    listed = await stubs.clients.ListClients(clients_pb2.ListClientsRequest(organization_id=org))
+    assert [c.family_name for c in listed.clients] == []  # the timed-out create wrote nothing
+
+
+async def _zero(awaitable: object) -> bool:
+    return await awaitable == 0  # type: ignore[misc]
+
+
+async def test_cancelled_rpc_cancels_its_query(stubs: Stubs, org: str, database_url: str) -> None:
+    locker = await _lock_clients(database_url)
+    try:
+        call = stubs.clients.ListClients(clients_pb2.ListClientsRequest(organization_id=org))
+        await assert_eventually(lambda: _positive(_our_waiting_queries(database_url)), timeout=5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await assert_eventually(lambda: _zero(_our_waiting_queries(database_url)), timeout=5)
+    finally:
+        await locker.close()
+
+
+async def _positive(awaitable: object) -> bool:
+    return await awaitable > 0  # type: ignore[misc,operator]
+
+
+async def test_exhausted_pool_is_unavailable_with_retry_info(database_url: str) -> None:
+    from server.config import PoolSettings
+
+    settings = test_settings(pool=PoolSettings(size=1, max_overflow=0, timeout_s=0.3))
+    locker = await _lock_clients(database_url)
+    try:
+        async with running_server(database_url, settings) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                stubs = Stubs(channel)
+                org = str(uuid.uuid4())
+                blocked = asyncio.ensure_future(
+                    stubs.clients.ListClients(
+                        clients_pb2.ListClientsRequest(organization_id=org), timeout=5
+                    )
+                )
+                await assert_eventually(lambda: _positive(_our_waiting_queries(database_url)))
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stubs.clients.ListClients(
+                        clients_pb2.ListClientsRequest(organization_id=org)
+                    )
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                d = details(err.value)
+                assert d["ErrorInfo"].reason == "POOL_EXHAUSTED"
+                assert d["RetryInfo"].retry_delay.ToMilliseconds() == 1000
+                await locker.close()
+                await blocked
+    finally:
+        if not locker.is_closed():
+            await locker.close()
