@@ -145,6 +145,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             values[f.name] = _convert(f"{ENV_PREFIX}{f.name.upper()}", raw, f.type)
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.environment == "prod" and not settings.database_url:
+        raise ValueError(f"{ENV_PREFIX}DATABASE_URL must be set in prod (no embedded database)")
     if settings.environment == "prod" and settings.page_token_secret == DEV_PAGE_TOKEN_SECRET:
         raise ValueError(f"{ENV_PREFIX}PAGE_TOKEN_SECRET must be set in prod")
     return settings
