@@ -20,8 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import FieldViolation, InvalidArgument
+from server.validation import Violations
 
-__all__ = ["PageRequest", "PageTokenCodec", "resolve_page"]
+__all__ = [
+    "PageRequest",
+    "PageTokenCodec",
+    "check_paging",
+    "request_scope",
+    "resolve_page",
+]
 
 _VERSION = 1
 
@@ -91,6 +98,16 @@ def request_scope(method: str, *parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def check_paging(page_size: int, page: int, page_token: str, v: Violations) -> None:
+    """Paging violations, reported together with the request's other ones."""
+    if page_size < 0:
+        v.add("page_size", "must not be negative", "OUT_OF_RANGE")
+    if page < 0:
+        v.add("page", "must not be negative", "OUT_OF_RANGE")
+    if page and page_token:
+        v.add("page", "cannot be combined with page_token", "CONFLICTING_FIELDS")
+
+
 def resolve_page(
     *,
     page_size: int,
@@ -102,20 +119,7 @@ def resolve_page(
     max_size: int,
     max_offset: int,
 ) -> PageRequest:
-    violations: list[FieldViolation] = []
-    if page_size < 0:
-        violations.append(FieldViolation("page_size", "must not be negative", "OUT_OF_RANGE"))
-    if page < 0:
-        violations.append(FieldViolation("page", "must not be negative", "OUT_OF_RANGE"))
-    if page and page_token:
-        violations.append(
-            FieldViolation("page", "cannot be combined with page_token", "CONFLICTING_FIELDS")
-        )
-    if violations:
-        raise InvalidArgument(
-            "invalid paging fields: " + ", ".join(v.field for v in violations),
-            field_violations=violations,
-        )
+    """The page wanted; the fields have passed :func:`check_paging`."""
     size = default_size if page_size == 0 else min(page_size, max_size)
     if page:
         offset = (page - 1) * size

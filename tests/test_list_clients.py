@@ -13,7 +13,7 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
-from booking.v1 import clients_pb2, clients_pb2_grpc, common_pb2
+from booking.v1 import clients_pb2, common_pb2, resources_pb2
 from google.protobuf import timestamp_pb2
 from sqlalchemy import event
 
@@ -90,7 +90,7 @@ async def test_walking_all_pages_returns_every_row_once_under_concurrent_inserts
             response = await stubs.clients.CreateClient(
                 clients_pb2.CreateClientRequest(
                     organization_id=org,
-                    client=clients_pb2.CreateClientRequest().client.__class__(
+                    client=resources_pb2.Client(
                         family_name=random.choice(["Aa", "Mm", "Zz"]) + str(i)
                     ),
                 )
@@ -276,7 +276,7 @@ async def test_write_statement_count(counted: tuple[Stubs, list[str]]) -> None:
     org = await new_org(stubs)
     request = clients_pb2.CreateClientRequest(
         organization_id=org,
-        client=clients_pb2.CreateClientRequest().client.__class__(family_name="Count"),
+        client=resources_pb2.Client(family_name="Count"),
     )
     await stubs.clients.CreateClient(request)
     statements.clear()
@@ -291,6 +291,3 @@ async def test_write_statement_count(counted: tuple[Stubs, list[str]]) -> None:
     )
     # + claim the request id, + store the response.
     assert len(statements) == 5, statements
-
-
-_ = clients_pb2_grpc

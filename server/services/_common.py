@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from booking.v1 import common_pb2
@@ -86,6 +86,19 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(value: datetime) -> int:
+    """An instant as integer microseconds (exact, for page-token keysets)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
 def etag(version: int) -> str:
     return f'"v{version}"'
 
@@ -133,16 +146,6 @@ def count_mode_of(value: int, violations: Violations) -> CountMode:
         violations.add("count_mode", "is not a known CountMode", "INVALID_ENUM")
         return CountMode.NONE
     return cast(CountMode, mode)
-
-
-def check_paging(page_size: int, page: int, page_token: str, v: Violations) -> None:
-    """Paging violations, reported together with the request's other ones."""
-    if page_size < 0:
-        v.add("page_size", "must not be negative", "OUT_OF_RANGE")
-    if page < 0:
-        v.add("page", "must not be negative", "OUT_OF_RANGE")
-    if page and page_token:
-        v.add("page", "cannot be combined with page_token", "CONFLICTING_FIELDS")
 
 
 def page_info(page: Page, number: int, size: int) -> common_pb2.PageInfo:

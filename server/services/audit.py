@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -12,20 +11,19 @@ from booking.v1 import resources_pb2
 from grpc import aio
 
 from server.errors import FieldViolation, InvalidArgument
-from server.paging import request_scope, resolve_page
+from server.paging import check_paging, request_scope, resolve_page
 from server.queries import audit as q
 from server.services._common import (
     Deps,
-    check_paging,
     count_mode_of,
+    epoch_micros,
+    from_epoch_micros,
     page_info,
     timeout_of,
     timestamp,
     to_datetime,
 )
 from server.validation import Violations
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def encode(row: asyncpg.Record) -> resources_pb2.AuditEvent:
@@ -41,11 +39,6 @@ def encode(row: asyncpg.Record) -> resources_pb2.AuditEvent:
         occur_time=timestamp(row["occurred_at"]),
         changed_fields=list(row["changed_fields"]),
     )
-
-
-def _micros(value: datetime) -> int:
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class AuditService(pb_grpc.AuditServiceServicer):
@@ -92,7 +85,7 @@ class AuditService(pb_grpc.AuditServiceServicer):
         )
         if page.after is not None:
             try:
-                keyset = (_EPOCH + timedelta(microseconds=int(page.after[0])), str(page.after[1]))
+                keyset = (from_epoch_micros(int(page.after[0])), str(page.after[1]))
             except (ValueError, TypeError, IndexError, OverflowError):
                 raise InvalidArgument(
                     "page_token is not a token this service issued",
@@ -108,7 +101,7 @@ class AuditService(pb_grpc.AuditServiceServicer):
         if result.has_next and result.rows:
             last = result.rows[-1]
             next_token = self._deps.tokens.encode(
-                scope, page.number + 1, (_micros(last["occurred_at"]), str(last["id"]))
+                scope, page.number + 1, (epoch_micros(last["occurred_at"]), str(last["id"]))
             )
         return pb.ListAuditEventsResponse(
             audit_events=[encode(r) for r in result.rows],

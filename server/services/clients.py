@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -13,14 +12,15 @@ from grpc import aio
 
 from server.errors import FieldViolation, InvalidArgument
 from server.ids import uuid7
-from server.paging import request_scope, resolve_page
+from server.paging import check_paging, request_scope, resolve_page
 from server.queries import clients as q
 from server.services._common import (
     Deps,
     audit_of,
-    check_paging,
     count_mode_of,
+    epoch_micros,
     etag,
+    from_epoch_micros,
     nullable,
     page_info,
     parse_etag,
@@ -35,7 +35,6 @@ from server.validation import Violations
 
 UPDATABLE = ("given_name", "family_name", "email", "phone", "external_id", "active")
 MAX_QUERY_LEN = 100
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ORDERS = {
     "name": q.ClientOrder("name", False),
     "name asc": q.ClientOrder("name", False),
@@ -91,15 +90,13 @@ def _values(
 def _keyset_out(order: q.ClientOrder, row: asyncpg.Record) -> tuple[Any, ...]:
     if order.key == "name":
         return (row["name_key"], str(row["id"]))
-    delta = row["created_at"] - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return (micros, str(row["id"]))
+    return (epoch_micros(row["created_at"]), str(row["id"]))
 
 
 def _keyset_in(order: q.ClientOrder, after: tuple[Any, ...]) -> tuple[Any, ...]:
     if order.key == "name":
         return after
-    return (_EPOCH + timedelta(microseconds=int(after[0])), after[1])
+    return (from_epoch_micros(int(after[0])), after[1])
 
 
 class ClientService(pb_grpc.ClientServiceServicer):
