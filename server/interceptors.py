@@ -3,7 +3,7 @@
 For every unary RPC it
 - takes the caller's ``x-request-id`` (or makes one), puts it in the call
   context (every log line of the call carries it), echoes it in the response
-  metadata and attaches it to the trace span;
+  trailers (on success and on error) and attaches it to the trace span;
 - turns :class:`server.errors.ServiceError` and database exceptions into a
   ``google.rpc.Status`` (``grpc-status-details-bin``); anything else becomes
   INTERNAL with a generic message, logged with its stack and correlation id.
@@ -42,8 +42,13 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
 
 
 class CallInterceptor(aio.ServerInterceptor):
+    """Wraps each booking method's handler once (cached per method name); the
+    wrapper reads the call's metadata from its context, so no per-call closure
+    or handler object is built."""
+
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -52,24 +57,39 @@ class CallInterceptor(aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or not method.startswith("/booking."):
             return handler  # health, reflection: not ours to wrap
-        behavior: Any = handler.unary_unary
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, behavior: Any) -> Callable[..., Awaitable[Any]]:
         telemetry = self._telemetry
-        metadata = handler_call_details.invocation_metadata
         short = method.rsplit("/", 1)[-1]
 
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            metadata = context.invocation_metadata()
             given = _metadata_value(metadata, "x-request-id")
             correlation_id = given if given and _CORRELATION_ID.match(given) else uuid.uuid4().hex
             actor = _metadata_value(metadata, "x-actor") or "anonymous"
             token = set_call(CallInfo(correlation_id, actor[:200], short))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            # Trailers, not headers: sending headers early costs the call one
+            # more batch through gRPC's completion queue (~0.1-0.2 ms of CPU),
+            # and trailers reach the caller on errors too.
+            echo = ("x-request-id", correlation_id)
             try:
-                await context.send_initial_metadata((("x-request-id", correlation_id),))
+                context.set_trailing_metadata((echo,))
                 with telemetry.tracer.start_as_current_span(
                     method, kind=trace.SpanKind.SERVER
                 ) as span:
@@ -97,7 +117,7 @@ class CallInterceptor(aio.ServerInterceptor):
                 await context.abort(
                     code,
                     status.message,
-                    trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),),
+                    trailing_metadata=(echo, (_STATUS_DETAILS_KEY, status.SerializeToString())),
                 )
             finally:
                 telemetry.rpc_duration.record(
@@ -106,8 +126,4 @@ class CallInterceptor(aio.ServerInterceptor):
                 )
                 reset_call(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return wrapped

@@ -352,14 +352,22 @@ async def test_correlation_id_is_echoed_and_audited(stubs: Stubs, org: str) -> N
         metadata=(("x-request-id", "corr-42"), ("x-actor", "alice")),
     )
     await call
-    assert dict(await call.initial_metadata())["x-request-id"] == "corr-42"
+    assert dict(await call.trailing_metadata())["x-request-id"] == "corr-42"
     (event,) = await audit_events(stubs, org, resource_type="client")
     assert (event.correlation_id, event.actor) == ("corr-42", "alice")
     generated = stubs.orgs.GetOrganization(
         organizations_pb2.GetOrganizationRequest(organization_id=org)
     )
     await generated
-    assert len(dict(await generated.initial_metadata())["x-request-id"]) == 32
+    assert len(dict(await generated.trailing_metadata())["x-request-id"]) == 32
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stubs.orgs.GetOrganization(
+            organizations_pb2.GetOrganizationRequest(organization_id="nope"),
+            metadata=(("x-request-id", "corr-43"),),
+        )
+    trailers = dict(failed.value.trailing_metadata())
+    assert trailers["x-request-id"] == "corr-43"
+    assert "grpc-status-details-bin" in trailers
 
 
 async def test_provider_and_service_crud(stubs: Stubs, org: str) -> None:

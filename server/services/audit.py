@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -10,24 +11,26 @@ from booking.v1 import audit_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.errors import FieldViolation, InvalidArgument
-from server.paging import check_paging, request_scope, resolve_page
+from server.paging import check_paging, request_scope
 from server.queries import audit as q
 from server.services._common import (
     Deps,
     count_mode_of,
     epoch_micros,
     from_epoch_micros,
-    page_info,
+    list_response,
+    resolve_list_page,
+    set_time,
     timeout_of,
-    timestamp,
     to_datetime,
 )
 from server.validation import Violations
 
 
-def encode(row: asyncpg.Record) -> resources_pb2.AuditEvent:
-    return resources_pb2.AuditEvent(
+def encode(
+    row: asyncpg.Record, new: Callable[..., resources_pb2.AuditEvent] = resources_pb2.AuditEvent
+) -> resources_pb2.AuditEvent:
+    msg = new(
         id=str(row["id"]),
         organization_id=str(row["organization_id"]),
         actor=row["actor"],
@@ -36,9 +39,18 @@ def encode(row: asyncpg.Record) -> resources_pb2.AuditEvent:
         resource_id=row["resource_id"],
         request_id=row["request_id"] or "",
         correlation_id=row["correlation_id"],
-        occur_time=timestamp(row["occurred_at"]),
         changed_fields=list(row["changed_fields"]),
     )
+    set_time(msg.occur_time, row["occurred_at"])
+    return msg
+
+
+def _keyset_in(after: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (from_epoch_micros(int(after[0])), str(after[1]))
+
+
+def _keyset_out(row: asyncpg.Record) -> tuple[Any, ...]:
+    return (epoch_micros(row["occurred_at"]), str(row["id"]))
 
 
 class AuditService(pb_grpc.AuditServiceServicer):
@@ -73,38 +85,18 @@ class AuditService(pb_grpc.AuditServiceServicer):
             after.isoformat() if after else None,
             before.isoformat() if before else None,
         )
-        page = resolve_page(
-            page_size=request.page_size,
-            page_token=request.page_token,
-            page=request.page,
-            scope=scope,
-            codec=self._deps.tokens,
-            default_size=settings.default_page_size,
-            max_size=settings.max_page_size,
-            max_offset=settings.max_offset,
-        )
-        if page.after is not None:
-            try:
-                keyset = (from_epoch_micros(int(page.after[0])), str(page.after[1]))
-            except (ValueError, TypeError, IndexError, OverflowError):
-                raise InvalidArgument(
-                    "page_token is not a token this service issued",
-                    reason="INVALID_PAGE_TOKEN",
-                    field_violations=[FieldViolation("page_token", "is malformed")],
-                ) from None
-            page = type(page)(page.size, page.number, keyset, 0)
+        page = resolve_list_page(self._deps, request, scope, _keyset_in)
         async with self._deps.db.connection(timeout_of(context)) as conn:
             result = await q.list_audit_events_page(
                 conn, request.organization_id, flt, page, count_mode, settings.exact_count_cap
             )
-        next_token = ""
-        if result.has_next and result.rows:
-            last = result.rows[-1]
-            next_token = self._deps.tokens.encode(
-                scope, page.number + 1, (epoch_micros(last["occurred_at"]), str(last["id"]))
-            )
-        return pb.ListAuditEventsResponse(
-            audit_events=[encode(r) for r in result.rows],
-            next_page_token=next_token,
-            page_info=page_info(result, page.number, page.size),
+        return list_response(
+            self._deps,
+            pb.ListAuditEventsResponse,
+            "audit_events",
+            encode,
+            result,
+            page,
+            scope,
+            _keyset_out,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -20,8 +21,8 @@ from server.services._common import (
     require_fields,
     resolve_mask,
     run_write,
+    set_time,
     timeout_of,
-    timestamp,
 )
 from server.validation import Violations
 
@@ -36,8 +37,10 @@ UPDATABLE = (
 MAX_PRICE_MINOR = 10**15
 
 
-def encode(row: asyncpg.Record) -> resources_pb2.Service:
-    return resources_pb2.Service(
+def encode(
+    row: asyncpg.Record, new: Callable[..., resources_pb2.Service] = resources_pb2.Service
+) -> resources_pb2.Service:
+    msg = new(
         id=str(row["id"]),
         organization_id=str(row["organization_id"]),
         name=row["name"],
@@ -46,10 +49,11 @@ def encode(row: asyncpg.Record) -> resources_pb2.Service:
         buffer_before_minutes=row["buffer_before_minutes"],
         buffer_after_minutes=row["buffer_after_minutes"],
         active=row["active"],
-        create_time=timestamp(row["created_at"]),
-        update_time=timestamp(row["updated_at"]),
         etag=etag(row["version"]),
     )
+    set_time(msg.create_time, row["created_at"])
+    set_time(msg.update_time, row["updated_at"])
+    return msg
 
 
 def _values(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -10,9 +11,8 @@ from booking.v1 import clients_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.errors import FieldViolation, InvalidArgument
 from server.ids import uuid7
-from server.paging import check_paging, request_scope, resolve_page
+from server.paging import check_paging, request_scope
 from server.queries import clients as q
 from server.services._common import (
     Deps,
@@ -21,14 +21,15 @@ from server.services._common import (
     epoch_micros,
     etag,
     from_epoch_micros,
+    list_response,
     nullable,
-    page_info,
     parse_etag,
     require_fields,
+    resolve_list_page,
     resolve_mask,
     run_write,
+    set_time,
     timeout_of,
-    timestamp,
     to_datetime,
 )
 from server.validation import Violations
@@ -45,8 +46,10 @@ _ORDERS = {
 }
 
 
-def encode(row: asyncpg.Record) -> resources_pb2.Client:
-    return resources_pb2.Client(
+def encode(
+    row: asyncpg.Record, new: Callable[..., resources_pb2.Client] = resources_pb2.Client
+) -> resources_pb2.Client:
+    msg = new(
         id=str(row["id"]),
         organization_id=str(row["organization_id"]),
         given_name=row["given_name"],
@@ -55,10 +58,11 @@ def encode(row: asyncpg.Record) -> resources_pb2.Client:
         phone=row["phone"] or "",
         external_id=row["external_id"] or "",
         active=row["active"],
-        create_time=timestamp(row["created_at"]),
-        update_time=timestamp(row["updated_at"]),
         etag=etag(row["version"]),
     )
+    set_time(msg.create_time, row["created_at"])
+    set_time(msg.update_time, row["updated_at"])
+    return msg
 
 
 def _values(
@@ -213,25 +217,7 @@ class ClientService(pb_grpc.ClientServiceServicer):
             order.key,
             order.descending,
         )
-        page = resolve_page(
-            page_size=request.page_size,
-            page_token=request.page_token,
-            page=request.page,
-            scope=scope,
-            codec=self._deps.tokens,
-            default_size=settings.default_page_size,
-            max_size=settings.max_page_size,
-            max_offset=settings.max_offset,
-        )
-        if page.after is not None:
-            try:
-                page = type(page)(page.size, page.number, _keyset_in(order, page.after), 0)
-            except (ValueError, TypeError, IndexError, OverflowError):
-                raise InvalidArgument(
-                    "page_token is not a token this service issued",
-                    reason="INVALID_PAGE_TOKEN",
-                    field_violations=[FieldViolation("page_token", "is malformed")],
-                ) from None
+        page = resolve_list_page(self._deps, request, scope, lambda after: _keyset_in(order, after))
         async with self._deps.db.connection(timeout_of(context)) as conn:
             result = await q.list_clients_page(
                 conn,
@@ -242,13 +228,13 @@ class ClientService(pb_grpc.ClientServiceServicer):
                 count_mode,
                 settings.exact_count_cap,
             )
-        next_token = ""
-        if result.has_next and result.rows:
-            next_token = self._deps.tokens.encode(
-                scope, page.number + 1, _keyset_out(order, result.rows[-1])
-            )
-        return pb.ListClientsResponse(
-            clients=[encode(r) for r in result.rows],
-            next_page_token=next_token,
-            page_info=page_info(result, page.number, page.size),
+        return list_response(
+            self._deps,
+            pb.ListClientsResponse,
+            "clients",
+            encode,
+            result,
+            page,
+            scope,
+            lambda row: _keyset_out(order, row),
         )

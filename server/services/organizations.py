@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -21,24 +22,27 @@ from server.services._common import (
     require_fields,
     resolve_mask,
     run_write,
+    set_time,
     timeout_of,
-    timestamp,
 )
 from server.validation import Violations
 
 UPDATABLE = ("name", "slug", "time_zone")
 
 
-def encode(row: asyncpg.Record) -> resources_pb2.Organization:
-    return resources_pb2.Organization(
+def encode(
+    row: asyncpg.Record, new: Callable[..., resources_pb2.Organization] = resources_pb2.Organization
+) -> resources_pb2.Organization:
+    msg = new(
         id=str(row["id"]),
         name=row["name"],
         slug=row["slug"],
         time_zone=row["time_zone"],
-        create_time=timestamp(row["created_at"]),
-        update_time=timestamp(row["updated_at"]),
         etag=etag(row["version"]),
     )
+    set_time(msg.create_time, row["created_at"])
+    set_time(msg.update_time, row["updated_at"])
+    return msg
 
 
 def _values(org: resources_pb2.Organization, fields: list[str], v: Violations) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -21,26 +22,29 @@ from server.services._common import (
     require_fields,
     resolve_mask,
     run_write,
+    set_time,
     timeout_of,
-    timestamp,
 )
 from server.validation import Violations
 
 UPDATABLE = ("display_name", "email", "time_zone", "active")
 
 
-def encode(row: asyncpg.Record) -> resources_pb2.Provider:
-    return resources_pb2.Provider(
+def encode(
+    row: asyncpg.Record, new: Callable[..., resources_pb2.Provider] = resources_pb2.Provider
+) -> resources_pb2.Provider:
+    msg = new(
         id=str(row["id"]),
         organization_id=str(row["organization_id"]),
         display_name=row["display_name"],
         email=row["email"] or "",
         time_zone=row["time_zone"],
         active=row["active"],
-        create_time=timestamp(row["created_at"]),
-        update_time=timestamp(row["updated_at"]),
         etag=etag(row["version"]),
     )
+    set_time(msg.create_time, row["created_at"])
+    set_time(msg.update_time, row["updated_at"])
+    return msg
 
 
 def _values(
