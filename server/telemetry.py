@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -40,9 +44,14 @@ class Telemetry:
             self.meter_provider.shutdown()
 
 
-def create_telemetry(settings: Settings, span_exporter: SpanExporter | None = None) -> Telemetry:
-    """Console exporters when ``settings.otel_console``; ``span_exporter`` for tests."""
-    if not settings.otel_console and span_exporter is None:
+def create_telemetry(
+    settings: Settings,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
+) -> Telemetry:
+    """Console exporters when ``settings.otel_console``; or the given span
+    exporter and metric reader (tests, or a caller wiring its own backend)."""
+    if not settings.otel_console and span_exporter is None and metric_reader is None:
         meter = metrics.NoOpMeterProvider().get_meter("booking-data")
         return Telemetry(
             tracer=trace.NoOpTracerProvider().get_tracer("booking-data"),
@@ -54,11 +63,11 @@ def create_telemetry(settings: Settings, span_exporter: SpanExporter | None = No
         tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     if settings.otel_console:
         tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    readers = (
-        [PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)]
-        if settings.otel_console
-        else []
-    )
+    readers: list[MetricReader] = [metric_reader] if metric_reader is not None else []
+    if settings.otel_console:
+        readers.append(
+            PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)
+        )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     meter = meter_provider.get_meter("booking-data")
     return Telemetry(

@@ -1,0 +1,157 @@
+"""The server process: graceful stop on SIGTERM, and its telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from booking.v1 import clients_pb2, clients_pb2_grpc, resources_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from server.db.engine import to_asyncpg_dsn
+from server.telemetry import create_telemetry
+from server.testing import assert_eventually, running_server, test_settings
+from tests.conftest import Stubs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _serving(target: str) -> bool:
+    async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_sigterm_lets_the_call_in_flight_finish(
+    database_url: str, stubs: Stubs, org: str
+) -> None:
+    client = (
+        await stubs.clients.CreateClient(
+            clients_pb2.CreateClientRequest(
+                organization_id=org, client=resources_pb2.Client(given_name="Before")
+            )
+        )
+    ).client
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    env = {**os.environ, "BOOKING_ENV": "test", "BOOKING_SHUTDOWN_GRACE_S": "15"}
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "server", "--database-url", database_url],
+        *["serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    lock = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        await assert_eventually(lambda: _serving(target), timeout=30)
+        # Hold the row so that the update stays in flight until we let it go.
+        tx = lock.transaction()
+        await tx.start()
+        await lock.execute("SELECT 1 FROM clients WHERE id = $1 FOR UPDATE", client.id)
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = clients_pb2_grpc.ClientServiceStub(channel)
+            update = asyncio.ensure_future(
+                stub.UpdateClient(
+                    clients_pb2.UpdateClientRequest(
+                        organization_id=org,
+                        client=resources_pb2.Client(id=client.id, given_name="After"),
+                    ),
+                    timeout=30,
+                )
+            )
+
+            async def blocked() -> bool:
+                # (pg_stat_activity is a snapshot per transaction: clear it.)
+                await lock.execute("SELECT pg_stat_clear_snapshot()")
+                return bool(
+                    await lock.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'WITH %UPDATE clients%'"
+                    )
+                )
+
+            await assert_eventually(blocked, message="the update never waited on the lock")
+            proc.send_signal(signal.SIGTERM)
+            await assert_eventually(
+                lambda: _not_serving(target), message="health stayed SERVING after SIGTERM"
+            )
+            assert not update.done()
+            await tx.rollback()  # let the update through, after the stop began
+            updated = await asyncio.wait_for(update, 15)
+            assert updated.client.given_name == "After"
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        # The server is gone: nothing listens on its port any more.
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await lock.close()
+
+
+async def _not_serving(target: str) -> bool:
+    async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return True  # already refusing new calls
+        return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+async def test_each_call_is_a_span_and_a_duration_sample(database_url: str) -> None:
+    spans = InMemorySpanExporter()
+    reader = InMemoryMetricReader()
+    telemetry = create_telemetry(test_settings(), span_exporter=spans, metric_reader=reader)
+    async with running_server(database_url, telemetry=telemetry) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            stub = clients_pb2_grpc.ClientServiceStub(channel)
+            org = "00000000-0000-7000-8000-000000000001"
+            await stub.ListClients(
+                clients_pb2.ListClientsRequest(organization_id=org),
+                metadata=(("x-request-id", "trace-me"),),
+            )
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.ListClients(clients_pb2.ListClientsRequest(organization_id="bad"))
+    ok, failed = spans.get_finished_spans()
+    assert ok.name == failed.name == "/booking.v1.ClientService/ListClients"
+    assert ok.attributes is not None and failed.attributes is not None
+    assert ok.attributes["rpc.method"] == "ListClients"
+    assert ok.attributes["booking.correlation_id"] == "trace-me"
+    assert ok.status.is_ok and not failed.status.is_ok
+    assert failed.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = [
+        point
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "rpc.server.duration"
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    ]
+    by_code = {p.attributes["rpc.grpc.status_code"]: p.count for p in points if p.attributes}
+    assert by_code == {"OK": 1, "INVALID_ARGUMENT": 1}
