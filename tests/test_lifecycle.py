@@ -31,15 +31,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _serving(target: str) -> bool:
+async def _health(target: str) -> int | None:
+    """The server's overall health status, or None when it refuses the call."""
     async with grpc.aio.insecure_channel(target) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=1
             )
         except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+            return None
+        return int(reply.status)
+
+
+async def _serving(target: str) -> bool:
+    return await _health(target) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def _not_serving(target: str) -> bool:
+    return await _health(target) in (None, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 async def test_sigterm_lets_the_call_in_flight_finish(
@@ -109,17 +118,6 @@ async def test_sigterm_lets_the_call_in_flight_finish(
             proc.kill()
             await proc.wait()
         await lock.close()
-
-
-async def _not_serving(target: str) -> bool:
-    async with grpc.aio.insecure_channel(target) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-        except grpc.aio.AioRpcError:
-            return True  # already refusing new calls
-        return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 async def test_each_call_is_a_span_and_a_duration_sample(database_url: str) -> None:
