@@ -46,6 +46,7 @@ __all__ = [
     "Unavailable",
     "from_database_error",
     "internal_error",
+    "root_cause",
 ]
 
 DOMAIN = "booking.v1"
@@ -214,7 +215,7 @@ class ConnectionLost(Exception):
     """The pooled connection was found closed (the database restarted or the link broke)."""
 
 
-def _unwrap(exc: BaseException) -> BaseException:
+def root_cause(exc: BaseException) -> BaseException:
     """SQLAlchemy wraps driver errors (DBAPIError.orig, whose cause is asyncpg's)."""
     seen = 0
     while seen < 5:
@@ -242,11 +243,18 @@ def from_database_error(exc: BaseException) -> ServiceError | None:
             retry_after_s=_RETRY_AFTER_S,
         )
     if not isinstance(exc, ConnectionLost):
-        exc = _unwrap(exc)
+        exc = root_cause(exc)
     if isinstance(exc, asyncpg.PostgresError):
         return _from_sqlstate(exc)
     if isinstance(exc, asyncpg.DataError):  # a value the driver cannot encode
         return InvalidArgument("a value is out of range or malformed", reason="INVALID_VALUE")
+    # Before OSError: TimeoutError is one.
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return DeadlineExceeded(
+            "the call's deadline expired while the database was working; the statement "
+            "was cancelled",
+            reason="STATEMENT_TIMEOUT",
+        )
     # Other InterfaceErrors are misuse of the driver: INTERNAL, not UNAVAILABLE.
     # (server.db.engine turns "connection is closed" into ConnectionLost.)
     if isinstance(
@@ -261,12 +269,6 @@ def from_database_error(exc: BaseException) -> ServiceError | None:
             "the database is unavailable; retry later",
             reason="DATABASE_UNAVAILABLE",
             retry_after_s=_RETRY_AFTER_S,
-        )
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return DeadlineExceeded(
-            "the call's deadline expired while the database was working; the statement "
-            "was cancelled",
-            reason="STATEMENT_TIMEOUT",
         )
     return None
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
-from booking.v1 import clients_pb2, resources_pb2
+from booking.v1 import clients_pb2, organizations_pb2, resources_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from server.db.embedded import EmbeddedPostgres
 from server.db.engine import to_asyncpg_dsn
@@ -184,3 +186,105 @@ async def test_exhausted_pool_is_unavailable_with_retry_info(database_url: str) 
     finally:
         if not locker.is_closed():
             await locker.close()
+
+
+class TcpProxy:
+    """A TCP relay in front of PostgreSQL whose connections a test can cut."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._pipes: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+        # While set, new connections are accepted but nothing is relayed (a
+        # black hole: connecting times out instead of being refused).
+        self.stall = False
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        await self._server.wait_closed()
+
+    def cut(self) -> int:
+        """Drop every relayed connection at once, as a network failure would."""
+        cut = len(self._pipes)
+        for writer in list(self._pipes):
+            writer.transport.abort()
+        self._pipes.clear()
+        return cut
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stall:
+            self._pipes.add(writer)
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self._pipes |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def test_network_cut_between_server_and_database(database_url: str) -> None:
+    """Connections cut while idle cost no call an error (they are seen closed at
+    checkout and replaced); a call whose query is cut mid-flight, or that finds
+    the database unreachable, fails UNAVAILABLE with RetryInfo, never INTERNAL
+    or DEADLINE_EXCEEDED; the next call after the network heals works."""
+    url = make_url(database_url)
+    async with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        pool = dataclasses.replace(test_settings().pool, connect_timeout_s=0.5)
+        async with running_server(proxied, test_settings(pool=pool)) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                stubs = Stubs(channel)
+                org = await new_org(stubs)
+                request = clients_pb2.ListClientsRequest(organization_id=org)
+                # Several pooled connections, all of which the cut kills while idle.
+                await asyncio.gather(*(stubs.clients.ListClients(request) for _ in range(4)))
+                assert proxy.cut() >= 4
+                for _ in range(4):
+                    await stubs.clients.ListClients(request)
+
+                locker = await _lock_clients(database_url)
+                try:
+                    in_flight = asyncio.ensure_future(stubs.clients.ListClients(request))
+                    await assert_eventually(lambda: _positive(_our_waiting_queries(database_url)))
+                    proxy.cut()
+                    with pytest.raises(grpc.aio.AioRpcError) as err:
+                        await in_flight
+                finally:
+                    await locker.close()
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                d = details(err.value)
+                assert d["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
+                assert d["RetryInfo"].retry_delay.ToMilliseconds() > 0
+                await stubs.clients.ListClients(request)
+                got = await stubs.orgs.GetOrganization(
+                    organizations_pb2.GetOrganizationRequest(organization_id=org)
+                )
+                assert got.organization.id == org
+
+                # An unreachable database (connecting times out) is UNAVAILABLE too,
+                # not the caller's DEADLINE_EXCEEDED.
+                proxy.stall = True
+                proxy.cut()
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stubs.clients.ListClients(request, timeout=10)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert details(err.value)["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
+                proxy.stall = False
+                await stubs.clients.ListClients(request)

@@ -137,5 +137,6 @@ def test_public_surfaces() -> None:
         "Unavailable",
         "from_database_error",
         "internal_error",
+        "root_cause",
     }
     assert "running_server" in server.testing.__all__

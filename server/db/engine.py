@@ -25,11 +25,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.config import Settings
-from server.errors import ConnectionLost
+from server.errors import ConnectionLost, root_cause
 
 __all__ = ["Conn", "Database", "create_engine", "to_asyncpg_dsn", "to_sqlalchemy_url"]
 
@@ -107,22 +108,19 @@ class Database:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
         self._max_statement_ms = settings.pool.statement_timeout_ms
+        self._max_connections = settings.pool.size + max(0, settings.pool.max_overflow)
 
     @asynccontextmanager
     async def connection(self, timeout_s: float | None = None) -> AsyncIterator[Conn]:
         """Check out one connection for the whole call (no transaction: autocommit)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        sa_conn: AsyncConnection = await self.engine.connect()
+        sa_conn, raw = await self._checkout()
         discard = False
-        raw: asyncpg.Connection | None = None
         try:
-            pooled = await sa_conn.get_raw_connection()
-            raw = pooled.driver_connection
-            assert raw is not None
             yield Conn(raw, deadline)
         except asyncpg.InterfaceError as exc:
             discard = True
-            if raw is not None and raw.is_closed():
+            if raw.is_closed():
                 raise ConnectionLost("the database connection was closed") from exc
             raise
         except (asyncio.CancelledError, TimeoutError, OSError):
@@ -138,6 +136,38 @@ class Database:
                 await _discard(sa_conn)
             else:
                 await sa_conn.close()
+
+    async def _checkout(self) -> tuple[AsyncConnection, asyncpg.Connection]:
+        """A pooled connection that is still open.
+
+        A connection whose peer closed it while it sat idle in the pool (a
+        restarted server, a cut network, an idle-session timeout) is seen as
+        closed by the event loop without a round trip: it is discarded here and
+        the next one tried, so that a cut costs no call an error. (A link that
+        dies silently is caught by ``pre_ping`` where enabled, else fails its
+        call with UNAVAILABLE and is replaced.)
+        """
+        for _ in range(self._max_connections + 1):
+            try:
+                sa_conn: AsyncConnection = await self.engine.connect()
+            except sqlalchemy.exc.TimeoutError:
+                raise  # the pool is exhausted: POOL_EXHAUSTED, not a lost database
+            except Exception as exc:
+                # Connecting timed out (TimeoutError is an OSError, but to the
+                # caller an unreachable database is UNAVAILABLE, not its deadline).
+                if isinstance(root_cause(exc), TimeoutError):
+                    raise ConnectionLost("connecting to the database timed out") from exc
+                raise
+            try:
+                pooled = await sa_conn.get_raw_connection()
+                raw = pooled.driver_connection
+            except BaseException:
+                await sa_conn.close()
+                raise
+            if raw is not None and not raw.is_closed():
+                return sa_conn, raw
+            await _discard(sa_conn)
+        raise ConnectionLost("every pooled database connection was closed")
 
     @asynccontextmanager
     async def transaction(self, timeout_s: float | None = None) -> AsyncIterator[Conn]:
