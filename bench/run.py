@@ -11,6 +11,8 @@ Scenario 1 (ListClients, page size 50, order by name):
   held asyncpg connection: the floor for our server.
 - grpc floor: a health Check, no SQL and no handler: what any call to a
   Python grpc.aio server from a Python client costs here.
+- h2load page 1 / h2load floor (when Debian's nghttp2-client is installed):
+  the same calls from a C client, to separate the client's cost from the server's.
 Each runs twice: latency (1 process, 1 call in flight, the scenarios taking
 turns in --rounds rounds so that the machine's noise falls on all alike) and
 throughput (--procs processes x --concurrency calls in flight). Client
@@ -25,10 +27,12 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -113,6 +117,27 @@ async def _run(callers: list[Caller], seconds: float, lat: list[float]) -> None:
     await asyncio.gather(*(loop(c) for c in callers))
 
 
+async def _h2load(payload: Any, seconds: float, clients: int, lat: list[float]) -> None:
+    """The same gRPC call from h2load (nghttp2, C): no Python on the client side."""
+    target, path, message = payload
+    with tempfile.TemporaryDirectory() as tmp:
+        body, log = Path(tmp) / "body", Path(tmp) / "log"
+        # gRPC framing: uncompressed flag, big-endian length, message.
+        body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+        proc = await asyncio.create_subprocess_exec(
+            *["h2load", "-c", str(clients), "-m", "1", "-D", f"{int(seconds * 1000)}ms"],
+            *["-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers"],
+            *["--log-file", str(log), f"http://{target}{path}"],
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        if await proc.wait() != 0:
+            raise RuntimeError(f"h2load failed on {path}")
+        for line in log.read_text().splitlines():
+            _start, status, micros = line.split("\t")
+            assert status == "200", f"h2load got HTTP {status} from {path}"
+            lat.append(int(micros) / 1000)
+
+
 async def _latency(
     scenarios: list[Scenario], seconds: float, rounds: int
 ) -> dict[str, list[float]]:
@@ -120,12 +145,18 @@ async def _latency(
     machine's noise (shared, 2 cores) falls on all of them alike."""
     lat: dict[str, list[float]] = {name: [] for name, _, _ in scenarios}
     async with contextlib.AsyncExitStack() as stack:
-        callers = {name: await _open(kind, p, 1, stack) for name, kind, p in scenarios}
+        callers = {
+            name: await _open(kind, p, 1, stack) for name, kind, p in scenarios if kind != "h2load"
+        }
         for name, _, _ in scenarios:
-            await _run(callers[name], min(0.5, seconds / rounds), [])  # warm up
+            if name in callers:
+                await _run(callers[name], min(0.5, seconds / rounds), [])  # warm up
         for _ in range(rounds):
-            for name, _, _ in scenarios:
-                await _run(callers[name], seconds / rounds, lat[name])
+            for name, kind, payload in scenarios:
+                if kind == "h2load":
+                    await _h2load(payload, seconds / rounds, 1, lat[name])
+                else:
+                    await _run(callers[name], seconds / rounds, lat[name])
     return lat
 
 
@@ -163,9 +194,15 @@ def measure(
     for name, _, _ in scenarios:
         results[name] = {"latency": _summary(latency[name], seconds)}
     for scenario in scenarios:
-        with ctx.Pool(procs) as pool:
-            runs = pool.map(_throughput_worker, [(scenario, seconds, concurrency)] * procs)
-        results[scenario[0]]["throughput"] = _summary([x for r in runs for x in r], seconds)
+        if scenario[1] == "h2load":
+            # One C client process with as many connections as the Python ones in all.
+            lat: list[float] = []
+            asyncio.run(_h2load(scenario[2], seconds, procs * concurrency, lat))
+            results[scenario[0]]["throughput"] = _summary(lat, seconds)
+        else:
+            with ctx.Pool(procs) as pool:
+                runs = pool.map(_throughput_worker, [(scenario, seconds, concurrency)] * procs)
+            results[scenario[0]]["throughput"] = _summary([x for r in runs for x in r], seconds)
         lat, thr = results[scenario[0]]["latency"], results[scenario[0]]["throughput"]
         print(
             f"{scenario[0]:34s} p50 {lat['p50']:8.2f} ms  p95 {lat['p95']:8.2f}  "
@@ -327,8 +364,9 @@ def main() -> None:
                 assert got.page_info.page == DEEP_PAGE and got.clients[0].id == expected_first, (
                     "the deep token did not land on page 10,000"
                 )
+            page1s = page1.SerializeToString()
             scenarios: list[Scenario] = [
-                ("grpc page 1", "grpc", (target, page1.SerializeToString())),
+                ("grpc page 1", "grpc", (target, page1s)),
                 ("grpc page 10,000 (token)", "grpc", (target, deep.SerializeToString())),
                 ("seeds page 1 (OFFSET+COUNT)", "sql", (dsn, seeds1)),
                 ("seeds page 10,000 (OFFSET+COUNT)", "sql", (dsn, seeds_deep)),
@@ -336,6 +374,13 @@ def main() -> None:
                 ("raw keyset page 10,000", "sql", (dsn, raw_deep)),
                 ("grpc floor (health Check, no SQL)", "health", (target,)),
             ]
+            if shutil.which("h2load"):  # Debian's nghttp2-client
+                list_path = "/booking.v1.ClientService/ListClients"
+                health_path = "/grpc.health.v1.Health/Check"
+                scenarios += [
+                    ("h2load page 1 (C client)", "h2load", (target, list_path, page1s)),
+                    ("h2load floor (C client, health)", "h2load", (target, health_path, b"")),
+                ]
             results = measure(scenarios, args.seconds, args.rounds, args.procs, args.concurrency)
 
     g1, gd = results["grpc page 1"]["latency"], results["grpc page 10,000 (token)"]["latency"]
@@ -375,6 +420,15 @@ def main() -> None:
         f"work (pool, validation, token, encoding 50 clients) is {over1 - floor:.2f} ms "
         f"= {(over1 - floor) / r1['p50']:.1f}x the raw query on page 1",
     ]
+    h1 = results.get("h2load page 1 (C client)")
+    hf = results.get("h2load floor (C client, health)")
+    if h1 and hf:
+        h1p, hfp = h1["latency"]["p50"], hf["latency"]["p50"]
+        lines.append(
+            f"- from a C client (h2load): page 1 p50 {h1p:.2f} ms = "
+            f"{h1p / r1['p50']:.2f}x the raw query; the server's gRPC floor alone "
+            f"(health Check) is {hfp:.2f} ms = {hfp / r1['p50']:.1f}x the raw query"
+        )
     report = "\n".join(lines)
     (RESULTS / "latest.md").write_text(report + "\n")
     print("\n" + report)
