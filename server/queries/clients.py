@@ -10,25 +10,19 @@ Indexes made for these queries (see server.db.schema):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import asyncpg
 
 from server.db.engine import Conn
 from server.paging import PageRequest
-from server.queries._crud import Audit, Entity, get_row, insert_row, update_row
+from server.queries._crud import Entity
 from server.queries._listing import CountMode, ListQuery, Page, fetch_page
 
 __all__ = [
+    "CLIENT",
     "ClientFilter",
     "ClientOrder",
-    "create_client",
-    "get_client",
     "list_clients_page",
-    "update_client",
 ]
 
 CLIENT = Entity(
@@ -73,37 +67,6 @@ class ClientFilter:
     created_before: datetime | None = None
     # Already lower-cased and stripped.
     query: str = ""
-
-
-async def create_client(
-    conn: Conn, org_id: str, row_id: str, values: Mapping[str, Any], audit: Audit
-) -> asyncpg.Record:
-    return await insert_row(conn, CLIENT, org_id=org_id, row_id=row_id, values=values, audit=audit)
-
-
-async def get_client(conn: Conn, org_id: str, row_id: str) -> asyncpg.Record:
-    return await get_row(conn, CLIENT, org_id, row_id)
-
-
-async def update_client(
-    conn: Conn,
-    org_id: str,
-    row_id: str,
-    values: Mapping[str, Any],
-    changed: Sequence[str],
-    expected_version: int | None,
-    audit: Audit,
-) -> asyncpg.Record:
-    return await update_row(
-        conn,
-        CLIENT,
-        org_id=org_id,
-        row_id=row_id,
-        values=values,
-        changed_fields=changed,
-        expected_version=expected_version,
-        audit=audit,
-    )
 
 
 def _escape_like(text: str) -> str:

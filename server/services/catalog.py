@@ -11,19 +11,13 @@ from booking.v1 import services_pb2 as pb
 from booking.v1 import services_pb2_grpc as pb_grpc
 from grpc import aio
 
-from server.ids import uuid7
 from server.queries import catalog as q
 from server.services._common import (
     Deps,
-    audit_of,
     etag,
-    parse_etag,
-    require_fields,
-    resolve_mask,
-    run_write,
     set_time,
-    timeout_of,
 )
+from server.services._resource import TenantResource
 from server.validation import Violations
 
 UPDATABLE = (
@@ -82,12 +76,7 @@ def _values(
     return out
 
 
-def _is_set(s: resources_pb2.Service, f: str) -> bool:
-    if f == "active":
-        return s.HasField("active")
-    if f == "price":
-        return s.HasField("price")
-    return bool(getattr(s, f))
+RESOURCE = TenantResource("service", q.SERVICE, UPDATABLE, _values, encode)
 
 
 class CatalogService(pb_grpc.CatalogServiceServicer):
@@ -97,65 +86,14 @@ class CatalogService(pb_grpc.CatalogServiceServicer):
     async def CreateService(
         self, request: pb.CreateServiceRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.CreateServiceResponse:
-        v = Violations()
-        v.uuid("organization_id", request.organization_id)
-        v.request_id("request_id", request.request_id)
-        values = _values(request.service, list(UPDATABLE), v, creating=True)
-        v.raise_if_any()
-        org = request.organization_id
-
-        async def body(conn: Any) -> pb.CreateServiceResponse:
-            row = await q.create_service(conn, org, uuid7(), values, audit_of(request.request_id))
-            return pb.CreateServiceResponse(service=encode(row))
-
-        return await run_write(
-            self._deps,
-            context,
-            scope=org,
-            request=request,
-            request_id=request.request_id,
-            response_type=pb.CreateServiceResponse,
-            body=body,
-        )
+        return await RESOURCE.create(self._deps, request, context, pb.CreateServiceResponse)
 
     async def GetService(
         self, request: pb.GetServiceRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.GetServiceResponse:
-        v = Violations()
-        v.uuid("organization_id", request.organization_id)
-        v.uuid("service_id", request.service_id)
-        v.raise_if_any()
-        async with self._deps.db.connection(timeout_of(context)) as conn:
-            row = await q.get_service(conn, request.organization_id, request.service_id)
-        return pb.GetServiceResponse(service=encode(row))
+        return await RESOURCE.get(self._deps, request, context, pb.GetServiceResponse)
 
     async def UpdateService(
         self, request: pb.UpdateServiceRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.UpdateServiceResponse:
-        s = request.service
-        v = Violations()
-        v.uuid("organization_id", request.organization_id)
-        v.uuid("service.id", s.id)
-        v.request_id("request_id", request.request_id)
-        fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: _is_set(s, f))
-        values = _values(s, fields, v, creating=False)
-        version = parse_etag(s.etag, "service.etag")
-        v.raise_if_any()
-        require_fields(values)
-        org = request.organization_id
-
-        async def body(conn: Any) -> pb.UpdateServiceResponse:
-            row = await q.update_service(
-                conn, org, s.id, values, fields, version, audit_of(request.request_id)
-            )
-            return pb.UpdateServiceResponse(service=encode(row))
-
-        return await run_write(
-            self._deps,
-            context,
-            scope=org,
-            request=request,
-            request_id=request.request_id,
-            response_type=pb.UpdateServiceResponse,
-            body=body,
-        )
+        return await RESOURCE.update(self._deps, request, context, pb.UpdateServiceResponse)

@@ -11,27 +11,22 @@ from booking.v1 import clients_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.ids import uuid7
 from server.paging import check_paging, request_scope
 from server.queries import clients as q
 from server.services._common import (
     Deps,
-    audit_of,
     count_mode_of,
     epoch_micros,
     etag,
     from_epoch_micros,
     list_response,
     nullable,
-    parse_etag,
-    require_fields,
     resolve_list_page,
-    resolve_mask,
-    run_write,
     set_time,
     timeout_of,
     to_datetime,
 )
+from server.services._resource import TenantResource
 from server.validation import Violations
 
 UPDATABLE = ("given_name", "family_name", "email", "phone", "external_id", "active")
@@ -103,6 +98,9 @@ def _keyset_in(order: q.ClientOrder, after: tuple[Any, ...]) -> tuple[Any, ...]:
     return (from_epoch_micros(int(after[0])), after[1])
 
 
+RESOURCE = TenantResource("client", q.CLIENT, UPDATABLE, _values, encode)
+
+
 class ClientService(pb_grpc.ClientServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
@@ -110,72 +108,17 @@ class ClientService(pb_grpc.ClientServiceServicer):
     async def CreateClient(
         self, request: pb.CreateClientRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.CreateClientResponse:
-        v = Violations()
-        v.uuid("organization_id", request.organization_id)
-        v.request_id("request_id", request.request_id)
-        values = _values(request.client, list(UPDATABLE), v, creating=True)
-        v.raise_if_any()
-        org = request.organization_id
-
-        async def body(conn: Any) -> pb.CreateClientResponse:
-            row = await q.create_client(conn, org, uuid7(), values, audit_of(request.request_id))
-            return pb.CreateClientResponse(client=encode(row))
-
-        return await run_write(
-            self._deps,
-            context,
-            scope=org,
-            request=request,
-            request_id=request.request_id,
-            response_type=pb.CreateClientResponse,
-            body=body,
-        )
+        return await RESOURCE.create(self._deps, request, context, pb.CreateClientResponse)
 
     async def GetClient(
         self, request: pb.GetClientRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.GetClientResponse:
-        v = Violations()
-        v.uuid("organization_id", request.organization_id)
-        v.uuid("client_id", request.client_id)
-        v.raise_if_any()
-        async with self._deps.db.connection(timeout_of(context)) as conn:
-            row = await q.get_client(conn, request.organization_id, request.client_id)
-        return pb.GetClientResponse(client=encode(row))
+        return await RESOURCE.get(self._deps, request, context, pb.GetClientResponse)
 
     async def UpdateClient(
         self, request: pb.UpdateClientRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.UpdateClientResponse:
-        c = request.client
-        v = Violations()
-        v.uuid("organization_id", request.organization_id)
-        v.uuid("client.id", c.id)
-        v.request_id("request_id", request.request_id)
-        fields = resolve_mask(
-            request.update_mask,
-            UPDATABLE,
-            lambda f: c.HasField("active") if f == "active" else bool(getattr(c, f)),
-        )
-        values = _values(c, fields, v, creating=False)
-        version = parse_etag(c.etag, "client.etag")
-        v.raise_if_any()
-        require_fields(values)
-        org = request.organization_id
-
-        async def body(conn: Any) -> pb.UpdateClientResponse:
-            row = await q.update_client(
-                conn, org, c.id, values, fields, version, audit_of(request.request_id)
-            )
-            return pb.UpdateClientResponse(client=encode(row))
-
-        return await run_write(
-            self._deps,
-            context,
-            scope=org,
-            request=request,
-            request_id=request.request_id,
-            response_type=pb.UpdateClientResponse,
-            body=body,
-        )
+        return await RESOURCE.update(self._deps, request, context, pb.UpdateClientResponse)
 
     async def ListClients(
         self, request: pb.ListClientsRequest, context: aio.ServicerContext[Any, Any]
