@@ -35,6 +35,7 @@ from server.db.engine import Database, create_engine, to_asyncpg_dsn
 from server.db.migrate import head_revision
 from server.interceptors import CallInterceptor
 from server.paging import PageTokenCodec
+from server.queries.requests import purge_request_results
 from server.services._common import Deps
 from server.services.audit import AuditService
 from server.services.catalog import CatalogService
@@ -54,6 +55,13 @@ SERVICE_NAMES = (
     clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class HealthMonitor:
@@ -124,13 +132,42 @@ class HealthMonitor:
         self._task = asyncio.create_task(self._run(), name="health-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _cancel(self._task)
         await self._servicer.enter_graceful_shutdown()
         if self._conn is not None:
             self._conn.terminate()
+
+
+class Purger:
+    """Forgets request_id results older than the retention, every ``interval`` seconds
+    (the first pass soon after start). Failures are logged and retried next time."""
+
+    def __init__(self, database: Database, retention_s: float, interval: float) -> None:
+        self._database = database
+        self._retention_s = retention_s
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def purge(self) -> int:
+        async with self._database.connection(timeout_s=60.0) as conn:
+            return await purge_request_results(conn, self._retention_s)
+
+    async def _run(self) -> None:
+        await asyncio.sleep(min(self._interval, 5.0))
+        while True:
+            try:
+                purged = await self.purge()
+                if purged:
+                    _log.info("purged %d request_id results", purged)
+            except Exception as exc:
+                _log.warning("purging request_id results failed: %s", exc)
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="purge-request-results")
+
+    async def stop(self) -> None:
+        await _cancel(self._task)
 
 
 @dataclass
@@ -141,15 +178,18 @@ class BookingServer:
     health: HealthMonitor
     telemetry: Telemetry
     settings: Settings
+    purger: Purger
 
     async def start(self) -> None:
         await self.grpc_server.start()
         await self.health.start()
+        self.purger.start()
         _log.info("serving on %s:%s", self.settings.host, self.port)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         await self.health.stop()
+        await self.purger.stop()
         await self.grpc_server.stop(grace)
         await self.database.engine.dispose()
         self.telemetry.shutdown()
@@ -208,4 +248,5 @@ def create_server(
         head_revision(settings.migrations_dir),
         settings.health_interval_s,
     )
-    return BookingServer(server, port, database, monitor, telemetry, settings)
+    purger = Purger(database, settings.request_id_retention_s, settings.purge_interval_s)
+    return BookingServer(server, port, database, monitor, telemetry, settings, purger)

@@ -57,6 +57,10 @@ class Settings:
     shutdown_grace_s: float = 10.0
     # Seconds between database health probes.
     health_interval_s: float = 2.0
+    # Seconds a request_id's first result is kept for retries (AIP-155); older
+    # ones are purged every purge_interval_s, after which a retry writes anew.
+    request_id_retention_s: float = 86_400.0
+    purge_interval_s: float = 600.0
     # Key that signs page tokens. Set it in prod (same value on every replica)
     # or tokens are rejected by the other replicas and after a restart.
     page_token_secret: bytes = DEV_PAGE_TOKEN_SECRET

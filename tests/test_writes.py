@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
+import asyncpg
 import grpc
 import pytest
 from booking.v1 import (
@@ -18,7 +20,10 @@ from booking.v1 import (
 )
 from google.protobuf import field_mask_pb2
 
-from tests.conftest import Stubs, details, violated_fields
+from server.db.engine import Conn, to_asyncpg_dsn
+from server.queries.requests import purge_request_results
+from server.testing import assert_eventually, running_server, test_settings
+from tests.conftest import Stubs, details, new_org, violated_fields
 
 Client = resources_pb2.Client
 
@@ -432,3 +437,56 @@ async def test_taken_slug_is_already_exists(stubs: Stubs, org: str) -> None:
         )
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert details(err.value)["ErrorInfo"].reason == "SLUG_TAKEN"
+
+
+async def test_request_ids_are_remembered_for_the_retention_only(database_url: str) -> None:
+    """Within the retention a retry returns the first result; the purger then
+    forgets the request_id (in the background), and the same id writes anew."""
+    settings = test_settings(request_id_retention_s=2.0, purge_interval_s=0.1)
+    async with running_server(database_url, settings) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            stubs = Stubs(channel)
+            org = await new_org(stubs)
+            request = clients_pb2.CreateClientRequest(
+                organization_id=org, client=Client(family_name="Once"), request_id="r-1"
+            )
+            first = await stubs.clients.CreateClient(request)
+            assert (await stubs.clients.CreateClient(request)).client.id == first.client.id
+            conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+            try:
+
+                async def forgotten() -> bool:
+                    return not await conn.fetchval(
+                        "SELECT count(*) FROM request_results WHERE organization_id = $1",
+                        org,
+                    )
+
+                await assert_eventually(forgotten, timeout=15)
+            finally:
+                await conn.close()
+            again = await stubs.clients.CreateClient(request)
+            assert again.client.id != first.client.id
+
+
+async def test_purge_takes_only_results_older_than_the_retention(
+    database_url: str, stubs: Stubs, org: str
+) -> None:
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        for request_id, age in (("old", timedelta(hours=2)), ("young", timedelta(minutes=10))):
+            await conn.execute(
+                "INSERT INTO request_results (organization_id, request_id, method, "
+                "request_hash, response, created_at) "
+                "VALUES ($1, $2, 'CreateClient', '\\x00', '\\x00', now() - $3::interval)",
+                org,
+                request_id,
+                age,
+            )
+        purged = await purge_request_results(Conn(conn, None), older_than_s=3600, batch=1)
+        assert purged >= 1  # other tests' old rows may go too, never young ones
+        left = await conn.fetch(
+            "SELECT request_id FROM request_results WHERE organization_id = $1", org
+        )
+        assert [r["request_id"] for r in left] == ["young"]
+    finally:
+        await conn.close()

@@ -15,7 +15,13 @@ from uuid import UUID
 from server.db.engine import Conn
 from server.errors import FieldViolation, InvalidArgument
 
-__all__ = ["GLOBAL_SCOPE", "StoredResult", "claim_request", "store_response"]
+__all__ = [
+    "GLOBAL_SCOPE",
+    "StoredResult",
+    "claim_request",
+    "purge_request_results",
+    "store_response",
+]
 
 # Scope of writes that no existing tenant owns (CreateOrganization).
 GLOBAL_SCOPE = str(UUID(int=0))
@@ -70,3 +76,24 @@ async def store_response(conn: Conn, scope: str, request_id: str, response: byte
         request_id,
         response,
     )
+
+
+async def purge_request_results(conn: Conn, older_than_s: float, batch: int = 1000) -> int:
+    """Forget results older than ``older_than_s`` seconds, ``batch`` rows per
+    statement (short locks, bounded WAL bursts); replicas purging at the same
+    time skip each other's rows. Returns how many were deleted."""
+    total = 0
+    while True:
+        deleted = await conn.fetchval(
+            "WITH old AS (SELECT organization_id, request_id FROM request_results "
+            "WHERE created_at < now() - make_interval(secs => $1) "
+            "LIMIT $2 FOR UPDATE SKIP LOCKED), "
+            "gone AS (DELETE FROM request_results r USING old "
+            "WHERE r.organization_id = old.organization_id AND r.request_id = old.request_id "
+            "RETURNING 1) SELECT count(*) FROM gone",
+            older_than_s,
+            batch,
+        )
+        total += int(deleted)
+        if deleted < batch:
+            return total

@@ -30,7 +30,8 @@ class CreateServiceRequest(_message.Message):
     request_id: _builtins.str
     """Optional AIP-155 idempotency key (1-100 characters): a retry with the same
     request_id returns the first result and writes nothing twice; the same
-    request_id with a different request is INVALID_ARGUMENT.
+    request_id with a different request is INVALID_ARGUMENT. A request_id is
+    remembered for 24 hours (the server's BOOKING_REQUEST_ID_RETENTION_S).
     """
     @_builtins.property
     def service(self) -> _resources_pb2.Service:
