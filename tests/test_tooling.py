@@ -140,3 +140,35 @@ def test_public_surfaces() -> None:
         "root_cause",
     }
     assert "running_server" in server.testing.__all__
+
+
+async def test_readme_grpcurl_block_runs_as_written(booking_server: RunningServer) -> None:
+    """The README's grpcurl examples, run verbatim against a real server (only the
+    address, the grpcurl path and the organization's unique slug differ)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```sh\n", readme.index("## grpcurl")) + len("```sh\n")
+    block = readme[start : readme.index("```", start)]
+    assert "ADDR=localhost:50051" in block and ".venv/bin/grpcurl" in block
+    script = (
+        block.replace("ADDR=localhost:50051", f"ADDR={booking_server.target}")
+        .replace(".venv/bin/grpcurl", _grpcurl())
+        .replace('"slug":"acme"', f'"slug":"acme-{uuid.uuid4().hex[:8]}"')
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-u", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out = (await proc.communicate())[0].decode()
+    assert proc.returncode != 0  # the last example is the bad input
+    for expected in (
+        "booking.v1.ClientService",  # list
+        "rpc ListClients",  # describe
+        '"status": "SERVING"',  # health
+        "x-request-id: demo-1",  # echoed in the trailers
+        '"family_name": "Lovelace"',  # created, then found by the search
+        '"total_size": "1"',  # exact count
+        '"correlation_id": "demo-1"',  # the audit event
+        '"actor": "alice"',
+        '"field":"page_size"',  # BadRequest of the bad input
+    ):
+        assert expected in out, f"{expected!r} not in the README block's output:\n{out}"
+    assert "Too many arguments" not in out and "Traceback" not in out, out
