@@ -241,11 +241,14 @@ def database(url: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def server_process(url: str) -> Iterator[str]:
+def server_process(url: str, workers: int = 1) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "BOOKING_ENV": "dev", "BOOKING_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--database-url", url, "serve", "--port", str(port)],
+        [
+            *(sys.executable, "-m", "server", "--database-url", url),
+            *("serve", "--port", str(port), "--workers", str(workers)),
+        ],
         env=env,
         cwd=ROOT,
     )
@@ -279,6 +282,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
     parser.add_argument(
         "--rounds", type=int, default=5, help="latency: scenarios take turns in this many rounds"
     )
@@ -355,7 +359,7 @@ def main() -> None:
             count,
         ]
 
-        with server_process(url) as target:
+        with server_process(url, args.workers) as target:
             import grpc
             from booking.v1 import clients_pb2_grpc
 
@@ -393,7 +397,7 @@ def main() -> None:
         f"# bench: ListClients at {args.clients:,} clients, page size {PAGE}",
         "",
         f"`python -m bench.run --clients {args.clients} --seconds {args.seconds:g} "
-        f"--rounds {args.rounds}` "
+        f"--rounds {args.rounds} --workers {args.workers}` "
         f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, shared with the server)",
         "",
         "| scenario | p50 ms | p95 ms | p99 ms | calls/s (1 in flight) | calls/s "

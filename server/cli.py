@@ -1,6 +1,6 @@
 """``booking-data``: the console script.
 
-    booking-data serve   [--database-url URL] [--host H] [--port P]
+    booking-data serve   [--database-url URL] [--host H] [--port P] [--workers N]
     booking-data migrate [upgrade|downgrade|current] [REVISION] [--database-url URL]
 
 With no database URL (flag or BOOKING_DATABASE_URL) both start the embedded
@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -89,22 +95,91 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
 
 
 async def _serve(settings: Settings) -> None:
-    from server.app import create_server
     from server.db.migrate import upgrade
 
     async with database_url(settings) as url:
         if settings.migrate_on_start:
             await upgrade(url, settings.migrations_dir)
-        server = create_server(settings, database_url=url)
-        await server.start()
-        print(f"booking-data serving on {settings.host}:{server.port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        _log.info("shutting down (grace %.1fs)", settings.shutdown_grace_s)
-        await server.stop(settings.shutdown_grace_s)
+        if settings.workers <= 1:
+            await _serve_until_signal(settings, url)
+        else:
+            await _supervise(dataclasses.replace(settings, database_url=url))
+
+
+async def _serve_until_signal(settings: Settings, url: str) -> None:
+    from server.app import create_server
+
+    server = create_server(settings, database_url=url)
+    await server.start()
+    print(f"booking-data serving on {settings.host}:{server.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    _log.info("shutting down (grace %.1fs)", settings.shutdown_grace_s)
+    await server.stop(settings.shutdown_grace_s)
+
+
+def _worker_main(settings: Settings) -> None:
+    """One worker process: the same server on the same port (SO_REUSEPORT)."""
+    configure_logging(settings)
+    assert settings.database_url is not None
+    _run(_serve_until_signal(settings, settings.database_url))
+
+
+def _wait_any(sentinels: list[int]) -> None:
+    multiprocessing.connection.wait(sentinels)
+
+
+def _join_all(procs: Sequence[multiprocessing.process.BaseProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+async def _supervise(settings: Settings) -> None:
+    """``workers`` server processes sharing the port; the kernel spreads new
+    connections over them. SIGTERM/SIGINT reach every worker, each drains its
+    calls within the grace period. A worker that dies takes the others down
+    (exit status 1): the orchestrator restarts the whole unit, rather than this
+    process hiding a crash loop."""
+    if settings.port == 0:
+        raise SystemExit("--workers needs a fixed --port (workers share it)")
+    ctx = multiprocessing.get_context("spawn")
+    worker_settings = dataclasses.replace(settings, migrate_on_start=False, workers=1)
+    procs = [
+        ctx.Process(target=_worker_main, args=(worker_settings,), name=f"worker-{i}")
+        for i in range(settings.workers)
+    ]
+    for proc in procs:
+        proc.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    # Wait on the processes' sentinels (no reaping here: one thread joins, at the end).
+    sentinels = [p.sentinel for p in procs]
+    exited: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(_wait_any, sentinels))
+    signalled: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([exited, signalled], return_when=asyncio.FIRST_COMPLETED)
+    crashed = not stopping.is_set()
+    if crashed:
+        _log.error("a worker exited unexpectedly; stopping the others")
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    await asyncio.to_thread(_join_all, procs, settings.shutdown_grace_s + 10)
+    signalled.cancel()
+    # A worker still starting up when SIGTERM came dies of it: that is a stop too.
+    failed = [p for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
+    for proc in failed:
+        _log.error("%s exited with status %s", proc.name, proc.exitcode)
+    if crashed or failed:
+        raise SystemExit(1)
 
 
 async def _migrate(settings: Settings, action: str, revision: str) -> None:
@@ -141,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     migrate = sub.add_parser("migrate", help="run database migrations")
     migrate.add_argument(
         "action", nargs="?", default="upgrade", choices=["upgrade", "downgrade", "current"]
@@ -155,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["port"] = args.port
+    if getattr(args, "workers", None) is not None:
+        overrides["workers"] = args.workers
     settings = load_settings(None, **overrides)
     configure_logging(settings)
     if args.command == "serve":

@@ -50,6 +50,9 @@ class Settings:
     )
     host: str = "127.0.0.1"
     port: int = 50051
+    # Server processes sharing the port (SO_REUSEPORT): one Python process
+    # serves about one core's worth of calls.
+    workers: int = 1
     pool: PoolSettings = field(default_factory=PoolSettings)
     # Run `alembic upgrade head` at start-up.
     migrate_on_start: bool = True

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -153,3 +154,96 @@ async def test_each_call_is_a_span_and_a_duration_sample(database_url: str) -> N
     ]
     by_code = {p.attributes["rpc.grpc.status_code"]: p.count for p in points if p.attributes}
     assert by_code == {"OK": 1, "INVALID_ARGUMENT": 1}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+async def _workers(pid: int) -> list[int]:
+    """The worker processes of the supervisor (spawn's resource tracker aside)."""
+    found = []
+    for child in _children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:  # noqa: ASYNC230 - procfs
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(child)
+    return found
+
+
+async def test_workers_share_the_port_and_stop_together(database_url: str) -> None:
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    env = {**os.environ, "BOOKING_ENV": "test"}
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "server", "--database-url", database_url],
+        *["serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await assert_eventually(lambda: _serving(target), timeout=30)
+
+        async def two_workers() -> bool:
+            return len(await _workers(proc.pid)) == 2
+
+        await assert_eventually(two_workers, message="no two worker processes")
+        # Separate channels are separate connections: the kernel spreads them.
+        for _ in range(6):
+            async with grpc.aio.insecure_channel(target) as channel:
+                await clients_pb2_grpc.ClientServiceStub(channel).ListClients(
+                    clients_pb2.ListClientsRequest(organization_id=str(uuid.uuid4()))
+                )
+        workers = await _workers(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert not any(_alive(w) for w in workers)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_crashed_worker_takes_the_unit_down(database_url: str) -> None:
+    """Fail fast: the orchestrator restarts the unit instead of a hidden crash loop."""
+    port = _free_port()
+    env = {**os.environ, "BOOKING_ENV": "test"}
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "server", "--database-url", database_url],
+        *["serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await assert_eventually(lambda: _serving(f"127.0.0.1:{port}"), timeout=30)
+
+        async def two_workers() -> bool:
+            return len(await _workers(proc.pid)) == 2
+
+        await assert_eventually(two_workers)
+        first, second = await _workers(proc.pid)
+        os.kill(first, signal.SIGKILL)
+        assert await asyncio.wait_for(proc.wait(), 20) == 1
+        assert not _alive(second)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
