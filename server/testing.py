@@ -67,21 +67,21 @@ async def server_root_url() -> AsyncIterator[tuple[str, EmbeddedPostgres | None]
             await asyncio.to_thread(pg.stop, "immediate")
 
 
-async def create_database(root_url: str, name: str) -> str:
+async def _execute_on(root_url: str, sql: str) -> None:
     conn = await asyncpg.connect(to_asyncpg_dsn(root_url))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def create_database(root_url: str, name: str) -> str:
+    await _execute_on(root_url, f'CREATE DATABASE "{name}"')
     return make_url(root_url).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_database(root_url: str, name: str) -> None:
-    conn = await asyncpg.connect(to_asyncpg_dsn(root_url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _execute_on(root_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager

@@ -24,6 +24,16 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def _assert_unavailable(error: grpc.aio.AioRpcError, reason: str) -> int:
+    """UNAVAILABLE with this ErrorInfo reason and a RetryInfo; returns its delay (ms)."""
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    found = details(error)
+    assert found["ErrorInfo"].reason == reason
+    delay = int(found["RetryInfo"].retry_delay.ToMilliseconds())
+    assert delay > 0
+    return delay
+
+
 async def test_health_follows_the_database(tmp_path: Path) -> None:
     """Its own embedded PostgreSQL, so that stopping it harms no other test."""
     pg = EmbeddedPostgres(tmp_path / "pgdata")
@@ -49,10 +59,7 @@ async def test_health_follows_the_database(tmp_path: Path) -> None:
                     await stubs.clients.ListClients(
                         clients_pb2.ListClientsRequest(organization_id=org)
                     )
-                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-                d = details(err.value)
-                assert d["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
-                assert d["RetryInfo"].retry_delay.ToMilliseconds() > 0
+                _assert_unavailable(err.value, "DATABASE_UNAVAILABLE")
 
                 await asyncio.to_thread(pg.start)
                 await assert_eventually(lambda: _is(status, SERVING), timeout=10)
@@ -177,10 +184,7 @@ async def test_exhausted_pool_is_unavailable_with_retry_info(database_url: str) 
                     await stubs.clients.ListClients(
                         clients_pb2.ListClientsRequest(organization_id=org)
                     )
-                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-                d = details(err.value)
-                assert d["ErrorInfo"].reason == "POOL_EXHAUSTED"
-                assert d["RetryInfo"].retry_delay.ToMilliseconds() == 1000
+                assert _assert_unavailable(err.value, "POOL_EXHAUSTED") == 1000
                 await locker.close()
                 await blocked
     finally:
@@ -268,10 +272,7 @@ async def test_network_cut_between_server_and_database(database_url: str) -> Non
                         await in_flight
                 finally:
                     await locker.close()
-                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-                d = details(err.value)
-                assert d["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
-                assert d["RetryInfo"].retry_delay.ToMilliseconds() > 0
+                _assert_unavailable(err.value, "DATABASE_UNAVAILABLE")
                 await stubs.clients.ListClients(request)
                 got = await stubs.orgs.GetOrganization(
                     organizations_pb2.GetOrganizationRequest(organization_id=org)
@@ -284,7 +285,6 @@ async def test_network_cut_between_server_and_database(database_url: str) -> Non
                 proxy.cut()
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stubs.clients.ListClients(request, timeout=10)
-                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert details(err.value)["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
+                _assert_unavailable(err.value, "DATABASE_UNAVAILABLE")
                 proxy.stall = False
                 await stubs.clients.ListClients(request)
