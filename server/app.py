@@ -17,14 +17,14 @@ import asyncpg
 from booking.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
     clients_pb2,
     clients_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
     providers_pb2,
     providers_pb2_grpc,
-    services_pb2,
-    services_pb2_grpc,
 )
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,15 +33,15 @@ from grpc_reflection.v1alpha import reflection
 from server.config import Settings
 from server.db.engine import Database, create_engine, to_asyncpg_dsn
 from server.db.migrate import head_revision
+from server.handlers._common import Deps
+from server.handlers.audit import AuditService
+from server.handlers.catalog import CatalogService
+from server.handlers.clients import ClientService
+from server.handlers.organizations import OrganizationService
+from server.handlers.providers import ProviderService
 from server.interceptors import CallInterceptor
 from server.paging import PageTokenCodec
 from server.queries.requests import purge_request_results
-from server.services._common import Deps
-from server.services.audit import AuditService
-from server.services.catalog import CatalogService
-from server.services.clients import ClientService
-from server.services.organizations import OrganizationService
-from server.services.providers import ProviderService
 from server.telemetry import Telemetry, create_telemetry
 
 __all__ = ["SERVICE_NAMES", "BookingServer", "create_server"]
@@ -51,7 +51,7 @@ _log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     organizations_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name,
     providers_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
-    services_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     clients_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
@@ -225,7 +225,7 @@ def create_server(
         OrganizationService(deps), server
     )
     providers_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderService(deps), server)
-    services_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogService(deps), server)
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogService(deps), server)
     clients_pb2_grpc.add_ClientServiceServicer_to_server(ClientService(deps), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(deps), server)
 

@@ -12,12 +12,12 @@ import pytest
 import pytest_asyncio
 from booking.v1 import (
     audit_pb2_grpc,
+    catalog_pb2_grpc,
     clients_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
     providers_pb2_grpc,
     resources_pb2,
-    services_pb2_grpc,
 )
 from google.rpc import error_details_pb2, status_pb2
 
@@ -53,7 +53,7 @@ class Stubs:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.orgs = organizations_pb2_grpc.OrganizationServiceStub(channel)
         self.providers = providers_pb2_grpc.ProviderServiceStub(channel)
-        self.catalog = services_pb2_grpc.CatalogServiceStub(channel)
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
         self.clients = clients_pb2_grpc.ClientServiceStub(channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(channel)
 

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.db.engine import to_asyncpg_dsn
-from server.services._common import set_time
+from server.handlers._common import set_time
 from tests.conftest import Stubs, details
 
 SERVICES = {
@@ -179,7 +179,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def known_ids(stubs: Stubs, org: str) -> list[str]:
     """Ids and a real page token that requests may name, so that some calls get deep."""
-    from booking.v1 import providers_pb2, services_pb2
+    from booking.v1 import catalog_pb2, providers_pb2
     from booking.v1.common_pb2 import Money
 
     provider = await stubs.providers.CreateProvider(
@@ -189,7 +189,7 @@ async def known_ids(stubs: Stubs, org: str) -> list[str]:
         )
     )
     service = await stubs.catalog.CreateService(
-        services_pb2.CreateServiceRequest(
+        catalog_pb2.CreateServiceRequest(
             organization_id=org,
             service=resources_pb2.Service(
                 name="S", duration_minutes=30, price=Money(currency_code="EUR", amount_minor=100)

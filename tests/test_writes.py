@@ -11,12 +11,12 @@ import grpc
 import pytest
 from booking.v1 import (
     audit_pb2,
+    catalog_pb2,
     clients_pb2,
     common_pb2,
     organizations_pb2,
     providers_pb2,
     resources_pb2,
-    services_pb2,
 )
 from google.protobuf import field_mask_pb2
 
@@ -137,7 +137,7 @@ async def test_bad_input_is_invalid_argument_with_field_violations(stubs: Stubs,
         ),
         (
             "catalog.CreateService",
-            services_pb2.CreateServiceRequest(
+            catalog_pb2.CreateServiceRequest(
                 organization_id=str(uuid.uuid4()),
                 service=resources_pb2.Service(
                     name="Cut",
@@ -153,12 +153,12 @@ async def test_bad_input_is_invalid_argument_with_field_violations(stubs: Stubs,
         ),
         (
             "catalog.GetService",
-            services_pb2.GetServiceRequest(organization_id="o"),
+            catalog_pb2.GetServiceRequest(organization_id="o"),
             {"organization_id", "service_id"},
         ),
         (
             "catalog.UpdateService",
-            services_pb2.UpdateServiceRequest(
+            catalog_pb2.UpdateServiceRequest(
                 organization_id=str(uuid.uuid4()),
                 service=resources_pb2.Service(id=str(uuid.uuid4()), buffer_after_minutes=5000),
             ),
@@ -396,7 +396,7 @@ async def test_provider_and_service_crud(stubs: Stubs, org: str) -> None:
     assert not off.active and off.display_name == "Bob"
     service = (
         await stubs.catalog.CreateService(
-            services_pb2.CreateServiceRequest(
+            catalog_pb2.CreateServiceRequest(
                 organization_id=org,
                 service=resources_pb2.Service(
                     name="Cut",
@@ -409,7 +409,7 @@ async def test_provider_and_service_crud(stubs: Stubs, org: str) -> None:
     assert service.price.amount_minor == 2500
     got = (
         await stubs.catalog.GetService(
-            services_pb2.GetServiceRequest(organization_id=org, service_id=service.id)
+            catalog_pb2.GetServiceRequest(organization_id=org, service_id=service.id)
         )
     ).service
     assert got == service

@@ -6,18 +6,18 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from booking.v1 import catalog_pb2 as pb
+from booking.v1 import catalog_pb2_grpc as pb_grpc
 from booking.v1 import common_pb2, resources_pb2
-from booking.v1 import services_pb2 as pb
-from booking.v1 import services_pb2_grpc as pb_grpc
 from grpc import aio
 
-from server.queries import catalog as q
-from server.services._common import (
+from server.handlers._common import (
     Deps,
     etag,
     set_time,
 )
-from server.services._resource import TenantResource
+from server.handlers._resource import TenantResource
+from server.queries import catalog as q
 from server.validation import Violations
 
 UPDATABLE = (

@@ -11,10 +11,7 @@ from booking.v1 import organizations_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.ids import uuid7
-from server.queries import organizations as q
-from server.queries.requests import GLOBAL_SCOPE
-from server.services._common import (
+from server.handlers._common import (
     Deps,
     audit_of,
     etag,
@@ -25,6 +22,9 @@ from server.services._common import (
     set_time,
     timeout_of,
 )
+from server.ids import uuid7
+from server.queries import organizations as q
+from server.queries.requests import GLOBAL_SCOPE
 from server.validation import Violations
 
 UPDATABLE = ("name", "slug", "time_zone")

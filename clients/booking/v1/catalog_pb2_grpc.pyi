@@ -3,7 +3,7 @@
 isort:skip_file
 """
 
-from booking.v1 import services_pb2 as _services_pb2
+from booking.v1 import catalog_pb2 as _catalog_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -33,11 +33,11 @@ class CatalogServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CatalogServiceAsyncStub: ...
-    CreateService: _grpc.UnaryUnaryMultiCallable[_services_pb2.CreateServiceRequest, _services_pb2.CreateServiceResponse]
+    CreateService: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.CreateServiceRequest, _catalog_pb2.CreateServiceResponse]
     """Creates a service. FAILED_PRECONDITION when the organization does not exist."""
-    GetService: _grpc.UnaryUnaryMultiCallable[_services_pb2.GetServiceRequest, _services_pb2.GetServiceResponse]
+    GetService: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetServiceRequest, _catalog_pb2.GetServiceResponse]
     """Gets one service. NOT_FOUND with ResourceInfo when absent."""
-    UpdateService: _grpc.UnaryUnaryMultiCallable[_services_pb2.UpdateServiceRequest, _services_pb2.UpdateServiceResponse]
+    UpdateService: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateServiceRequest, _catalog_pb2.UpdateServiceResponse]
     """Updates the fields named by update_mask (name, duration_minutes, price, buffer_before_minutes, buffer_after_minutes, active)."""
 
 @_typing.type_check_only
@@ -45,11 +45,11 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """The catalogue of bookable services. Named CatalogService because "ServiceService" would say nothing."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateService: _aio.UnaryUnaryMultiCallable[_services_pb2.CreateServiceRequest, _services_pb2.CreateServiceResponse]  # type: ignore[assignment]
+    CreateService: _aio.UnaryUnaryMultiCallable[_catalog_pb2.CreateServiceRequest, _catalog_pb2.CreateServiceResponse]  # type: ignore[assignment]
     """Creates a service. FAILED_PRECONDITION when the organization does not exist."""
-    GetService: _aio.UnaryUnaryMultiCallable[_services_pb2.GetServiceRequest, _services_pb2.GetServiceResponse]  # type: ignore[assignment]
+    GetService: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetServiceRequest, _catalog_pb2.GetServiceResponse]  # type: ignore[assignment]
     """Gets one service. NOT_FOUND with ResourceInfo when absent."""
-    UpdateService: _aio.UnaryUnaryMultiCallable[_services_pb2.UpdateServiceRequest, _services_pb2.UpdateServiceResponse]  # type: ignore[assignment]
+    UpdateService: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateServiceRequest, _catalog_pb2.UpdateServiceResponse]  # type: ignore[assignment]
     """Updates the fields named by update_mask (name, duration_minutes, price, buffer_before_minutes, buffer_after_minutes, active)."""
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -58,25 +58,25 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def CreateService(
         self,
-        request: _services_pb2.CreateServiceRequest,
+        request: _catalog_pb2.CreateServiceRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_services_pb2.CreateServiceResponse, _abc.Awaitable[_services_pb2.CreateServiceResponse]]:
+    ) -> _typing.Union[_catalog_pb2.CreateServiceResponse, _abc.Awaitable[_catalog_pb2.CreateServiceResponse]]:
         """Creates a service. FAILED_PRECONDITION when the organization does not exist."""
 
     @_abc_1.abstractmethod
     def GetService(
         self,
-        request: _services_pb2.GetServiceRequest,
+        request: _catalog_pb2.GetServiceRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_services_pb2.GetServiceResponse, _abc.Awaitable[_services_pb2.GetServiceResponse]]:
+    ) -> _typing.Union[_catalog_pb2.GetServiceResponse, _abc.Awaitable[_catalog_pb2.GetServiceResponse]]:
         """Gets one service. NOT_FOUND with ResourceInfo when absent."""
 
     @_abc_1.abstractmethod
     def UpdateService(
         self,
-        request: _services_pb2.UpdateServiceRequest,
+        request: _catalog_pb2.UpdateServiceRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_services_pb2.UpdateServiceResponse, _abc.Awaitable[_services_pb2.UpdateServiceResponse]]:
+    ) -> _typing.Union[_catalog_pb2.UpdateServiceResponse, _abc.Awaitable[_catalog_pb2.UpdateServiceResponse]]:
         """Updates the fields named by update_mask (name, duration_minutes, price, buffer_before_minutes, buffer_after_minutes, active)."""
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -21,9 +21,7 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from server.db.engine import Conn
-from server.ids import uuid7
-from server.queries._crud import Audit, Entity, get_row, insert_row, update_row
-from server.services._common import (
+from server.handlers._common import (
     Deps,
     audit_of,
     parse_etag,
@@ -32,6 +30,8 @@ from server.services._common import (
     run_write,
     timeout_of,
 )
+from server.ids import uuid7
+from server.queries._crud import Audit, Entity, get_row, insert_row, update_row
 from server.validation import Violations
 
 __all__ = ["TenantResource", "has_value"]

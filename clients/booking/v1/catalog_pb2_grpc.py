@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from booking.v1 import services_pb2 as booking_dot_v1_dot_services__pb2
+from booking.v1 import catalog_pb2 as booking_dot_v1_dot_catalog__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in booking/v1/services_pb2_grpc.py depends on'
+        + ' but the generated code in booking/v1/catalog_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,18 +37,18 @@ class CatalogServiceStub:
         """
         self.CreateService = channel.unary_unary(
                 '/booking.v1.CatalogService/CreateService',
-                request_serializer=booking_dot_v1_dot_services__pb2.CreateServiceRequest.SerializeToString,
-                response_deserializer=booking_dot_v1_dot_services__pb2.CreateServiceResponse.FromString,
+                request_serializer=booking_dot_v1_dot_catalog__pb2.CreateServiceRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_catalog__pb2.CreateServiceResponse.FromString,
                 _registered_method=True)
         self.GetService = channel.unary_unary(
                 '/booking.v1.CatalogService/GetService',
-                request_serializer=booking_dot_v1_dot_services__pb2.GetServiceRequest.SerializeToString,
-                response_deserializer=booking_dot_v1_dot_services__pb2.GetServiceResponse.FromString,
+                request_serializer=booking_dot_v1_dot_catalog__pb2.GetServiceRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_catalog__pb2.GetServiceResponse.FromString,
                 _registered_method=True)
         self.UpdateService = channel.unary_unary(
                 '/booking.v1.CatalogService/UpdateService',
-                request_serializer=booking_dot_v1_dot_services__pb2.UpdateServiceRequest.SerializeToString,
-                response_deserializer=booking_dot_v1_dot_services__pb2.UpdateServiceResponse.FromString,
+                request_serializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceResponse.FromString,
                 _registered_method=True)
 
 
@@ -82,18 +82,18 @@ def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateService': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateService,
-                    request_deserializer=booking_dot_v1_dot_services__pb2.CreateServiceRequest.FromString,
-                    response_serializer=booking_dot_v1_dot_services__pb2.CreateServiceResponse.SerializeToString,
+                    request_deserializer=booking_dot_v1_dot_catalog__pb2.CreateServiceRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_catalog__pb2.CreateServiceResponse.SerializeToString,
             ),
             'GetService': grpc.unary_unary_rpc_method_handler(
                     servicer.GetService,
-                    request_deserializer=booking_dot_v1_dot_services__pb2.GetServiceRequest.FromString,
-                    response_serializer=booking_dot_v1_dot_services__pb2.GetServiceResponse.SerializeToString,
+                    request_deserializer=booking_dot_v1_dot_catalog__pb2.GetServiceRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_catalog__pb2.GetServiceResponse.SerializeToString,
             ),
             'UpdateService': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateService,
-                    request_deserializer=booking_dot_v1_dot_services__pb2.UpdateServiceRequest.FromString,
-                    response_serializer=booking_dot_v1_dot_services__pb2.UpdateServiceResponse.SerializeToString,
+                    request_deserializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -122,8 +122,8 @@ class CatalogService:
             request,
             target,
             '/booking.v1.CatalogService/CreateService',
-            booking_dot_v1_dot_services__pb2.CreateServiceRequest.SerializeToString,
-            booking_dot_v1_dot_services__pb2.CreateServiceResponse.FromString,
+            booking_dot_v1_dot_catalog__pb2.CreateServiceRequest.SerializeToString,
+            booking_dot_v1_dot_catalog__pb2.CreateServiceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -149,8 +149,8 @@ class CatalogService:
             request,
             target,
             '/booking.v1.CatalogService/GetService',
-            booking_dot_v1_dot_services__pb2.GetServiceRequest.SerializeToString,
-            booking_dot_v1_dot_services__pb2.GetServiceResponse.FromString,
+            booking_dot_v1_dot_catalog__pb2.GetServiceRequest.SerializeToString,
+            booking_dot_v1_dot_catalog__pb2.GetServiceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -176,8 +176,8 @@ class CatalogService:
             request,
             target,
             '/booking.v1.CatalogService/UpdateService',
-            booking_dot_v1_dot_services__pb2.UpdateServiceRequest.SerializeToString,
-            booking_dot_v1_dot_services__pb2.UpdateServiceResponse.FromString,
+            booking_dot_v1_dot_catalog__pb2.UpdateServiceRequest.SerializeToString,
+            booking_dot_v1_dot_catalog__pb2.UpdateServiceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,14 +11,14 @@ from booking.v1 import providers_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.queries import providers as q
-from server.services._common import (
+from server.handlers._common import (
     Deps,
     etag,
     nullable,
     set_time,
 )
-from server.services._resource import TenantResource
+from server.handlers._resource import TenantResource
+from server.queries import providers as q
 from server.validation import Violations
 
 UPDATABLE = ("display_name", "email", "time_zone", "active")

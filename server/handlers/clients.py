@@ -11,9 +11,7 @@ from booking.v1 import clients_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.paging import check_paging, request_scope
-from server.queries import clients as q
-from server.services._common import (
+from server.handlers._common import (
     Deps,
     count_mode_of,
     epoch_micros,
@@ -26,7 +24,9 @@ from server.services._common import (
     timeout_of,
     to_datetime,
 )
-from server.services._resource import TenantResource
+from server.handlers._resource import TenantResource
+from server.paging import check_paging, request_scope
+from server.queries import clients as q
 from server.validation import Violations
 
 UPDATABLE = ("given_name", "family_name", "email", "phone", "external_id", "active")

@@ -11,9 +11,7 @@ from booking.v1 import audit_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.paging import check_paging, request_scope
-from server.queries import audit as q
-from server.services._common import (
+from server.handlers._common import (
     Deps,
     count_mode_of,
     epoch_micros,
@@ -24,6 +22,8 @@ from server.services._common import (
     timeout_of,
     to_datetime,
 )
+from server.paging import check_paging, request_scope
+from server.queries import audit as q
 from server.validation import Violations
 
 
