@@ -28,7 +28,6 @@ from booking.v1 import (
 )
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from server.config import Settings
 from server.db.engine import Database, create_engine, to_asyncpg_dsn
@@ -42,6 +41,7 @@ from server.handlers.providers import ProviderService
 from server.interceptors import CallInterceptor
 from server.paging import PageTokenCodec
 from server.queries.requests import purge_request_results
+from server.reflection import enable_reflection
 from server.telemetry import Telemetry, create_telemetry
 
 __all__ = ["SERVICE_NAMES", "BookingServer", "create_server"]
@@ -231,13 +231,8 @@ def create_server(
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
