@@ -63,6 +63,12 @@ metadata = MetaData(
     }
 )
 
+# Each table declares, in ``info["constraint_fields"]``, what a violation of
+# each of its constraints means to a caller: constraint name -> (ErrorInfo
+# reason, request field paths...). server.db.errors collects these; a
+# constraint declared with no field names no field (never a guessed one).
+# Every constraint but the primary key must be declared (a test checks it).
+
 APPOINTMENT_STATUSES = ("pending", "confirmed", "completed", "cancelled", "no_show")
 # Statuses that occupy the provider's time (covered by the exclusion constraint).
 BLOCKING_STATUSES = ("pending", "confirmed", "completed")
@@ -101,6 +107,13 @@ organizations = Table(
     CheckConstraint(
         "slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) <= 63", name="slug_format"
     ),
+    info={
+        "constraint_fields": {
+            "uq_organizations_slug": ("SLUG_TAKEN", "organization.slug"),
+            "ck_organizations_name_length": ("CONSTRAINT_VIOLATED", "organization.name"),
+            "ck_organizations_slug_format": ("CONSTRAINT_VIOLATED", "organization.slug"),
+        }
+    },
 )
 
 providers = Table(
@@ -118,6 +131,12 @@ providers = Table(
     PrimaryKeyConstraint("organization_id", "id"),
     ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
     CheckConstraint("char_length(display_name) BETWEEN 1 AND 200", name="display_name_length"),
+    info={
+        "constraint_fields": {
+            "ck_providers_display_name_length": ("CONSTRAINT_VIOLATED", "provider.display_name"),
+            "fk_providers_organization_id_organizations": ("ORGANIZATION_NOT_FOUND",),
+        }
+    },
 )
 
 services = Table(
@@ -145,6 +164,20 @@ services = Table(
         "buffer_before_minutes BETWEEN 0 AND 1440 AND buffer_after_minutes BETWEEN 0 AND 1440",
         name="buffer_range",
     ),
+    info={
+        "constraint_fields": {
+            "ck_services_name_length": ("CONSTRAINT_VIOLATED", "service.name"),
+            "ck_services_duration_range": ("CONSTRAINT_VIOLATED", "service.duration_minutes"),
+            "ck_services_price_non_negative": ("CONSTRAINT_VIOLATED", "service.price.amount_minor"),
+            "ck_services_currency_format": ("CONSTRAINT_VIOLATED", "service.price.currency_code"),
+            "ck_services_buffer_range": (
+                "CONSTRAINT_VIOLATED",
+                "service.buffer_before_minutes",
+                "service.buffer_after_minutes",
+            ),
+            "fk_services_organization_id_organizations": ("ORGANIZATION_NOT_FOUND",),
+        }
+    },
 )
 
 clients = Table(
@@ -207,6 +240,20 @@ clients = Table(
         postgresql_using="gin",
         postgresql_ops={"search_text": "gin_trgm_ops"},
     ),
+    info={
+        "constraint_fields": {
+            "uq_clients_organization_id_external_id": ("EXTERNAL_ID_TAKEN", "client.external_id"),
+            "ck_clients_name_length": (
+                "CONSTRAINT_VIOLATED",
+                "client.given_name",
+                "client.family_name",
+            ),
+            "ck_clients_phone_e164": ("CONSTRAINT_VIOLATED", "client.phone"),
+            "ck_clients_email_format": ("CONSTRAINT_VIOLATED", "client.email"),
+            "ck_clients_external_id_length": ("CONSTRAINT_VIOLATED", "client.external_id"),
+            "fk_clients_organization_id_organizations": ("ORGANIZATION_NOT_FOUND",),
+        }
+    },
 )
 
 working_hours = Table(
@@ -227,6 +274,14 @@ working_hours = Table(
     CheckConstraint("start_time < end_time", name="time_order"),
     CheckConstraint("valid_to IS NULL OR valid_from <= valid_to", name="valid_order"),
     Index("ix_working_hours_org_provider_weekday", "organization_id", "provider_id", "weekday"),
+    info={
+        "constraint_fields": {
+            "ck_working_hours_weekday_range": ("CONSTRAINT_VIOLATED",),
+            "ck_working_hours_time_order": ("CONSTRAINT_VIOLATED",),
+            "ck_working_hours_valid_order": ("CONSTRAINT_VIOLATED",),
+            "fk_working_hours_organization_id_provider_id_providers": ("PROVIDER_NOT_FOUND",),
+        }
+    },
 )
 
 date_overrides = Table(
@@ -246,6 +301,12 @@ date_overrides = Table(
         name="hours_when_open",
     ),
     Index("ix_date_overrides_org_provider_on_date", "organization_id", "provider_id", "on_date"),
+    info={
+        "constraint_fields": {
+            "ck_date_overrides_hours_when_open": ("CONSTRAINT_VIOLATED",),
+            "fk_date_overrides_organization_id_provider_id_providers": ("PROVIDER_NOT_FOUND",),
+        }
+    },
 )
 
 time_off = Table(
@@ -266,6 +327,12 @@ time_off = Table(
         "during",
         postgresql_using="gist",
     ),
+    info={
+        "constraint_fields": {
+            "ck_time_off_during_not_empty": ("CONSTRAINT_VIOLATED",),
+            "fk_time_off_organization_id_provider_id_providers": ("PROVIDER_NOT_FOUND",),
+        }
+    },
 )
 
 appointments = Table(
@@ -310,6 +377,41 @@ appointments = Table(
     ),
     Index("ix_appointments_org_client_id", "organization_id", "client_id"),
     Index("ix_appointments_org_service_id", "organization_id", "service_id"),
+    info={
+        "constraint_fields": {
+            "uq_appointments_organization_id_external_id": (
+                "EXTERNAL_ID_TAKEN",
+                "appointment.external_id",
+            ),
+            "ex_appointments_no_overlap": ("TIME_SLOT_TAKEN", "appointment.start_time"),
+            "ck_appointments_status_values": ("CONSTRAINT_VIOLATED", "appointment.status"),
+            "ck_appointments_price_non_negative": (
+                "CONSTRAINT_VIOLATED",
+                "appointment.price.amount_minor",
+            ),
+            "ck_appointments_currency_format": (
+                "CONSTRAINT_VIOLATED",
+                "appointment.price.currency_code",
+            ),
+            "ck_appointments_during_half_open": (
+                "CONSTRAINT_VIOLATED",
+                "appointment.start_time",
+                "appointment.end_time",
+            ),
+            "fk_appointments_organization_id_provider_id_providers": (
+                "PROVIDER_NOT_FOUND",
+                "appointment.provider_id",
+            ),
+            "fk_appointments_organization_id_client_id_clients": (
+                "CLIENT_NOT_FOUND",
+                "appointment.client_id",
+            ),
+            "fk_appointments_organization_id_service_id_services": (
+                "SERVICE_NOT_FOUND",
+                "appointment.service_id",
+            ),
+        }
+    },
 )
 
 payments = Table(
@@ -335,6 +437,25 @@ payments = Table(
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
     Index("ix_payments_org_client_id_created_at", "organization_id", "client_id", "created_at"),
     Index("ix_payments_org_appointment_id", "organization_id", "appointment_id"),
+    info={
+        "constraint_fields": {
+            "uq_payments_organization_id_external_reference": (
+                "EXTERNAL_REFERENCE_TAKEN",
+                "payment.external_reference",
+            ),
+            "ck_payments_status_values": ("CONSTRAINT_VIOLATED", "payment.status"),
+            "ck_payments_method_values": ("CONSTRAINT_VIOLATED", "payment.method"),
+            "ck_payments_currency_format": ("CONSTRAINT_VIOLATED", "payment.amount.currency_code"),
+            "fk_payments_organization_id_client_id_clients": (
+                "CLIENT_NOT_FOUND",
+                "payment.client_id",
+            ),
+            "fk_payments_organization_id_appointment_id_appointments": (
+                "APPOINTMENT_NOT_FOUND",
+                "payment.appointment_id",
+            ),
+        }
+    },
 )
 
 audit_events = Table(
@@ -363,6 +484,11 @@ audit_events = Table(
         "id",
     ),
     Index("ix_audit_events_org_actor", "organization_id", "actor", "occurred_at", "id"),
+    info={
+        "constraint_fields": {
+            "fk_audit_events_organization_id_organizations": ("ORGANIZATION_NOT_FOUND",),
+        }
+    },
 )
 
 # Stored write results (AIP-155): a retried write with the same request_id
