@@ -1,21 +1,30 @@
 """The one interceptor: correlation id, actor, telemetry, and error mapping.
 
-For every unary RPC it
+For every booking RPC, of all four kinds (unary and streaming, in either
+direction), it
 - takes the caller's ``x-request-id`` (or makes one), puts it in the call
   context (every log line of the call carries it), echoes it in the response
   trailers (on success and on error) and attaches it to the trace span;
+- validates ``x-actor`` (printable ASCII, at most 200 characters) before it
+  reaches the audit trail;
 - turns :class:`server.errors.ServiceError` and database exceptions into a
   ``google.rpc.Status`` (``grpc-status-details-bin``); anything else becomes
   INTERNAL with a generic message, logged with its stack and correlation id.
+  Database errors are logged by class, SQLSTATE and constraint only: never the
+  driver's message, which can quote row values.
+
+Handlers are wrapped once per method (cached), not per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
@@ -23,22 +32,98 @@ from grpc import aio
 from opentelemetry import trace
 
 from server.context import CallInfo, reset_call, set_call
-from server.errors import ServiceError, from_database_error, internal_error
+from server.errors import (
+    InvalidArgument,
+    ServiceError,
+    from_database_error,
+    internal_error,
+    root_cause,
+)
 from server.telemetry import Telemetry
 
-__all__ = ["CallInterceptor"]
+__all__ = ["MAX_ACTOR_LEN", "CallInterceptor"]
 
 _log = logging.getLogger("server.rpc")
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_ACTOR_LEN = 200
+# Printable ASCII without leading/trailing blanks (gRPC text metadata is ASCII).
+_ACTOR = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$")
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+Context = aio.ServicerContext[Any, Any]
 
 
 def _metadata_value(metadata: Any, key: str) -> str | None:
     for item in metadata or ():
         if item[0] == key:
             value = item[1]
-            return value.decode() if isinstance(value, bytes) else str(value)
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def describe_for_log(exc: BaseException) -> str:
+    """A database error without row values: class, SQLSTATE, constraint, table."""
+    cause = root_cause(exc)
+    parts = [type(cause).__name__]
+    for attr in ("sqlstate", "constraint_name", "table_name", "column_name"):
+        value = getattr(cause, attr, None)
+        if value:
+            parts.append(f"{attr}={value}")
+    return " ".join(parts)
+
+
+class _Call:
+    """One served call: its correlation id, timing, span and outcome."""
+
+    __slots__ = ("code", "correlation_id", "echo", "started", "token")
+
+    def __init__(self, method: str, context: Context) -> None:
+        metadata = context.invocation_metadata()
+        given = _metadata_value(metadata, "x-request-id")
+        self.correlation_id = given if given and _CORRELATION_ID.match(given) else uuid.uuid4().hex
+        actor = _metadata_value(metadata, "x-actor")
+        valid_actor = actor is None or _ACTOR.match(actor) is not None
+        self.token = set_call(
+            CallInfo(self.correlation_id, actor if actor and valid_actor else "anonymous", method)
+        )
+        self.started = time.perf_counter()
+        self.code = grpc.StatusCode.OK
+        # Trailers, not headers: sending headers early costs the call one more
+        # batch through gRPC's completion queue (~0.1-0.2 ms of CPU), and
+        # trailers reach the caller on errors too.
+        self.echo = ("x-request-id", self.correlation_id)
+        context.set_trailing_metadata((self.echo,))
+        if not valid_actor:
+            # Raised inside the span by check_actor(), so it is mapped like any error.
+            self.code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def check_actor(self) -> None:
+        if self.code is grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidArgument(
+                f"the x-actor header must be 1-{MAX_ACTOR_LEN} printable ASCII characters "
+                "without leading or trailing blanks",
+                reason="INVALID_ACTOR",
+                metadata={"header": "x-actor"},
+            )
+
+    def to_error(self, exc: Exception, method: str) -> ServiceError:
+        if isinstance(exc, ServiceError):
+            return exc
+        mapped = from_database_error(exc)
+        if mapped is None:
+            _log.exception("unhandled error in %s", method)
+            return internal_error(self.correlation_id)
+        _log.warning("%s: %s (%s)", method, mapped.reason, describe_for_log(exc))
+        return mapped
+
+    async def abort(self, context: Context, error: ServiceError) -> None:
+        self.code = error.code
+        status = error.to_status()
+        await context.abort(
+            error.code,
+            status.message,
+            trailing_metadata=(self.echo, (_STATUS_DETAILS_KEY, status.SerializeToString())),
+        )
 
 
 class CallInterceptor(aio.ServerInterceptor):
@@ -62,68 +147,108 @@ class CallInterceptor(aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not method.startswith("/booking."):
+        if handler is None or not method.startswith("/booking."):
             return handler  # health, reflection: not ours to wrap
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        wrapped = self._wrap_handler(method, handler)
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(self, method: str, behavior: Any) -> Callable[..., Awaitable[Any]]:
-        telemetry = self._telemetry
+    def _wrap_handler(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        serde = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary), **serde
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary), **serde
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_streaming(method, handler.unary_stream), **serde
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_streaming(method, handler.stream_stream), **serde
+        )
+
+    def _span(self, method: str, short: str, call: _Call) -> AbstractContextManager[trace.Span]:
+        return self._telemetry.tracer.start_as_current_span(
+            method,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.method": short,
+                "booking.correlation_id": call.correlation_id,
+            },
+        )
+
+    def _finish(self, short: str, call: _Call) -> None:
+        self._telemetry.rpc_duration.record(
+            (time.perf_counter() - call.started) * 1000,
+            {"rpc.method": short, "rpc.grpc.status_code": call.code.name},
+        )
+        reset_call(call.token)
+
+    @staticmethod
+    def _failed(span: trace.Span, error: ServiceError) -> None:
+        span.set_attribute("rpc.grpc.status_code", error.code.value[0])
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error.reason))
+
+    def _wrap_unary(self, method: str, behavior: Any) -> Callable[..., Awaitable[Any]]:
+        """Unary response (unary or streamed request): one answer or one error."""
         short = method.rsplit("/", 1)[-1]
 
-        async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            metadata = context.invocation_metadata()
-            given = _metadata_value(metadata, "x-request-id")
-            correlation_id = given if given and _CORRELATION_ID.match(given) else uuid.uuid4().hex
-            actor = _metadata_value(metadata, "x-actor") or "anonymous"
-            token = set_call(CallInfo(correlation_id, actor[:200], short))
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            # Trailers, not headers: sending headers early costs the call one
-            # more batch through gRPC's completion queue (~0.1-0.2 ms of CPU),
-            # and trailers reach the caller on errors too.
-            echo = ("x-request-id", correlation_id)
+        async def wrapped(request: Any, context: Context) -> Any:
+            call = _Call(short, context)
             try:
-                context.set_trailing_metadata((echo,))
-                with telemetry.tracer.start_as_current_span(
-                    method, kind=trace.SpanKind.SERVER
-                ) as span:
-                    span.set_attribute("rpc.system", "grpc")
-                    span.set_attribute("rpc.method", short)
-                    span.set_attribute("booking.correlation_id", correlation_id)
+                with self._span(method, short, call) as span:
                     try:
+                        call.check_actor()
                         return await behavior(request, context)
-                    except ServiceError as exc:
-                        error = exc
                     except Exception as exc:
-                        mapped = from_database_error(exc)
-                        if mapped is None:
-                            _log.exception("unhandled error in %s", short)
-                            mapped = internal_error(correlation_id)
-                        else:
-                            _log.warning(
-                                "%s: %s (%s: %s)", short, mapped.reason, type(exc).__name__, exc
-                            )
-                        error = mapped
-                    code = error.code
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, error.reason))
-                status = error.to_status()
-                await context.abort(
-                    code,
-                    status.message,
-                    trailing_metadata=(echo, (_STATUS_DETAILS_KEY, status.SerializeToString())),
-                )
+                        error = call.to_error(exc, short)
+                    self._failed(span, error)
+                await call.abort(context, error)
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
             finally:
-                telemetry.rpc_duration.record(
-                    (time.perf_counter() - started) * 1000,
-                    {"rpc.method": short, "rpc.grpc.status_code": code.name},
-                )
-                reset_call(token)
+                self._finish(short, call)
+
+        return wrapped
+
+    def _wrap_streaming(self, method: str, behavior: Any) -> Callable[..., AsyncIterator[Any]]:
+        """Streamed response: items as the handler yields them, then OK or one error
+        (an error after some items ends the stream with that status)."""
+        short = method.rsplit("/", 1)[-1]
+
+        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
+            call = _Call(short, context)
+            try:
+                with self._span(method, short, call) as span:
+                    try:
+                        call.check_actor()
+                        result = behavior(request, context)
+                        if hasattr(result, "__aiter__"):
+                            async for item in result:
+                                yield item
+                        else:  # a handler that writes with context.write()
+                            await result
+                        return
+                    except Exception as exc:
+                        error = call.to_error(exc, short)
+                    self._failed(span, error)
+                await call.abort(context, error)
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                self._finish(short, call)
 
         return wrapped

@@ -1,0 +1,195 @@
+"""The interceptor wraps all four handler kinds: correlation id, error mapping,
+telemetry; and it validates x-actor. Probed with a test-only service on a real
+grpc.aio server and channel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from server.errors import FieldViolation, InvalidArgument
+from server.interceptors import CallInterceptor
+from server.telemetry import create_telemetry
+from server.testing import test_settings
+from tests.conftest import details
+
+SERVICE = "booking.v1test.Probe"
+
+
+async def _unary(request: bytes, context: Any) -> bytes:
+    if request == b"fail":
+        raise InvalidArgument("bad", field_violations=[FieldViolation("payload", "is bad")])
+    if request == b"crash":
+        raise RuntimeError("boom")
+    return request.upper()
+
+
+async def _server_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    for part in request.split(b","):
+        if part == b"fail":
+            raise InvalidArgument("bad", field_violations=[FieldViolation("payload", "is bad")])
+        yield part
+
+
+async def _client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
+    parts = [r async for r in requests]
+    if b"fail" in parts:
+        raise InvalidArgument("bad", field_violations=[FieldViolation("payload", "is bad")])
+    return b"+".join(parts)
+
+
+async def _bidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+    async for r in requests:
+        if r == b"crash":
+            raise RuntimeError("boom")
+        yield r[::-1]
+
+
+@pytest.fixture
+async def probe() -> AsyncIterator[tuple[aio.Channel, InMemorySpanExporter, InMemoryMetricReader]]:
+    spans, metrics = InMemorySpanExporter(), InMemoryMetricReader()
+    telemetry = create_telemetry(test_settings(), span_exporter=spans, metric_reader=metrics)
+    server = aio.server(interceptors=[CallInterceptor(telemetry)])
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+                    "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
+                    "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
+                    "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
+                },
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel, spans, metrics
+    finally:
+        await server.stop(0)
+        telemetry.shutdown()
+
+
+def _method(channel: aio.Channel, kind: str) -> Any:
+    factory = {
+        "Unary": channel.unary_unary,
+        "ServerStream": channel.unary_stream,
+        "ClientStream": channel.stream_unary,
+        "Bidi": channel.stream_stream,
+    }[kind]
+    return factory(f"/{SERVICE}/{kind}")
+
+
+def _requests(*items: bytes) -> Iterator[bytes]:
+    return iter(items)
+
+
+async def test_every_handler_kind_gets_the_correlation_id_and_telemetry(probe: Any) -> None:
+    channel, spans, metrics = probe
+    meta = (("x-request-id", "probe-1"),)
+
+    call = _method(channel, "Unary")(b"abc", metadata=meta)
+    assert await call == b"ABC"
+    assert dict(await call.trailing_metadata())["x-request-id"] == "probe-1"
+
+    call = _method(channel, "ServerStream")(b"a,b,c", metadata=meta)
+    assert [item async for item in call] == [b"a", b"b", b"c"]
+    assert dict(await call.trailing_metadata())["x-request-id"] == "probe-1"
+
+    call = _method(channel, "ClientStream")(_requests(b"a", b"b"), metadata=meta)
+    assert await call == b"a+b"
+    assert dict(await call.trailing_metadata())["x-request-id"] == "probe-1"
+
+    call = _method(channel, "Bidi")(_requests(b"ab", b"cd"), metadata=meta)
+    assert [item async for item in call] == [b"ba", b"dc"]
+    assert dict(await call.trailing_metadata())["x-request-id"] == "probe-1"
+
+    names = sorted(s.attributes["rpc.method"] for s in spans.get_finished_spans())
+    assert names == ["Bidi", "ClientStream", "ServerStream", "Unary"]
+    assert {s.attributes["booking.correlation_id"] for s in spans.get_finished_spans()} == {
+        "probe-1"
+    }
+    data = metrics.get_metrics_data()
+    points = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "rpc.server.duration"
+        for p in m.data.data_points
+    ]
+    assert {p.attributes["rpc.method"] for p in points} == {
+        "Unary",
+        "ServerStream",
+        "ClientStream",
+        "Bidi",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "request_"),
+    [
+        ("Unary", b"fail"),
+        ("ServerStream", b"a,fail"),
+        ("ClientStream", [b"a", b"fail"]),
+    ],
+)
+async def test_service_errors_are_mapped_in_every_kind(
+    probe: Any, kind: str, request_: Any
+) -> None:
+    channel, _spans, _metrics = probe
+    arg = _requests(*request_) if isinstance(request_, list) else request_
+    call = _method(channel, kind)(arg, metadata=(("x-request-id", "probe-2"),))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if kind == "ServerStream":
+            _ = [item async for item in call]
+        else:
+            await call
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    got = details(caught.value)
+    assert [v.field for v in got["BadRequest"].field_violations] == ["payload"]
+    assert dict(caught.value.trailing_metadata())["x-request-id"] == "probe-2"
+
+
+async def test_unknown_error_in_a_stream_is_internal_with_the_correlation_id(
+    probe: Any,
+) -> None:
+    channel, _spans, _metrics = probe
+    call = _method(channel, "Bidi")(_requests(b"ok", b"crash"), metadata=(("x-request-id", "p3"),))
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for item in call:
+            received.append(item)
+    assert received == [b"ko"]
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert details(caught.value)["ErrorInfo"].metadata["correlation_id"] == "p3"
+    assert "boom" not in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    "actor",
+    ["", " alice", "alice ", "x" * 201, "   "],
+)
+async def test_bad_actor_is_invalid_argument_before_the_handler(probe: Any, actor: str) -> None:
+    channel, _spans, _metrics = probe
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _method(channel, "Unary")(b"abc", metadata=(("x-actor", actor),))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = details(caught.value)["ErrorInfo"]
+    assert (info.reason, info.metadata["header"]) == ("INVALID_ACTOR", "x-actor")
+
+
+async def test_a_good_actor_passes(probe: Any) -> None:
+    channel, _spans, _metrics = probe
+    assert await _method(channel, "Unary")(b"a", metadata=(("x-actor", "svc:billing@eu-1"),)) == (
+        b"A"
+    )
