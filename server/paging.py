@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 _VERSION = 1
+# PageInfo.page is an int32; a token is only ever issued for page 2 and later.
+MAX_PAGE_NUMBER = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +78,23 @@ class PageTokenCodec:
         payload, mac = raw[:-16], raw[-16:]
         if len(raw) <= 16 or not hmac.compare_digest(mac, self._mac(payload)):
             raise bad("is not a token this service issued", "INVALID_PAGE_TOKEN")
+        # Signed is not trusted: the development secret is public, and a leaked
+        # production secret must not turn into a database error. Every value
+        # is checked for type and range before it is used.
         try:
             data = json.loads(payload)
-            number, after, token_scope = int(data["n"]), tuple(data["k"]), str(data["s"])
-        except (ValueError, KeyError, TypeError):
+            number, after, token_scope = data["n"], data["k"], data["s"]
+        except (ValueError, KeyError, TypeError, UnicodeError, RecursionError):
             raise bad("is not a token this service issued", "INVALID_PAGE_TOKEN") from None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(number, int)
+            or isinstance(number, bool)
+            or not 2 <= number <= MAX_PAGE_NUMBER
+            or not isinstance(after, list)
+            or not isinstance(token_scope, str)
+        ):
+            raise bad("is not a token this service issued", "INVALID_PAGE_TOKEN")
         if data.get("v") != _VERSION:
             raise bad("was issued by another version of the service", "INVALID_PAGE_TOKEN")
         if not hmac.compare_digest(token_scope, scope):
@@ -89,7 +103,7 @@ class PageTokenCodec:
                 "must stay the same while paging",
                 "PAGE_TOKEN_MISMATCH",
             )
-        return number, after
+        return number, tuple(after)
 
 
 def request_scope(method: str, *parts: object) -> str:

@@ -13,7 +13,7 @@ from server.db.engine import to_asyncpg_dsn
 from server.ids import uuid7
 from server.paging import PageRequest
 from server.queries._listing import count_sql, page_sql
-from server.queries.clients import ClientFilter, ClientOrder, build_list_clients_query
+from server.queries.clients import CLIENTS, ClientFilter, build_list_clients_query
 
 N = 100_000
 
@@ -65,21 +65,21 @@ async def test_list_clients_plans_never_seq_scan_clients(database_url: str, big_
         await conn.execute("ANALYZE clients")
         since = datetime.now(UTC) - timedelta(days=1)
         shapes = [
-            (ClientFilter(), ClientOrder("name", False)),
-            (ClientFilter(), ClientOrder("name", True)),
-            (ClientFilter(), ClientOrder("create_time", False)),
-            (ClientFilter(active=True), ClientOrder("create_time", True)),
-            (ClientFilter(created_after=since), ClientOrder("create_time", False)),
-            (ClientFilter(query="family123"), ClientOrder("name", False)),
-            (ClientFilter(query="user4242@"), ClientOrder("create_time", True)),
-            (ClientFilter(query="+1555000"), ClientOrder("name", False)),
-            (ClientFilter(query="fa"), ClientOrder("name", False)),
+            (ClientFilter(), CLIENTS.orders["name"]),
+            (ClientFilter(), CLIENTS.orders["name desc"]),
+            (ClientFilter(), CLIENTS.orders["create_time"]),
+            (ClientFilter(active=True), CLIENTS.orders["create_time desc"]),
+            (ClientFilter(created_after=since), CLIENTS.orders["create_time"]),
+            (ClientFilter(query="family123"), CLIENTS.orders["name"]),
+            (ClientFilter(query="user4242@"), CLIENTS.orders["create_time desc"]),
+            (ClientFilter(query="+1555000"), CLIENTS.orders["name"]),
+            (ClientFilter(query="fa"), CLIENTS.orders["name"]),
         ]
         checked = 0
         for flt, order in shapes:
             query = build_list_clients_query(big_org, flt, order)
             keyset: tuple[Any, ...] = (
-                ("family5", uuid7()) if order.key == "name" else (since, uuid7())
+                ("family5", uuid7()) if order.name == "name" else (since, uuid7())
             )
             for after in (None, keyset):
                 sql, args = page_sql(query, PageRequest(size=50, number=2, after=after, offset=0))

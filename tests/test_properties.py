@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.db.engine import to_asyncpg_dsn
-from server.handlers._common import set_time
+from server.handlers._encoding import set_time
 from tests.conftest import Stubs, details
 
 SERVICES = {

@@ -1,2 +1,89 @@
-"""One module per proto service: decode the request, call query functions,
-encode the response. No SQL here."""
+"""RPC handlers: one module per proto service, named after its proto file.
+
+Decode the request, validate it, call query functions, encode the response.
+No SQL here (that is ``server.queries``), no transport concerns (that is
+``server.interceptors``).
+
+=========================  ============================  ===================
+service                    proto file                    module
+=========================  ============================  ===================
+booking.v1.OrganizationService  organizations.proto      handlers.organizations
+booking.v1.ProviderService      providers.proto          handlers.providers
+booking.v1.CatalogService       catalog.proto            handlers.catalog
+booking.v1.ClientService        clients.proto            handlers.clients
+booking.v1.AuditService         audit.proto              handlers.audit
+=========================  ============================  ===================
+
+Shared machinery (private modules): ``_base`` (Deps, deadlines, canonical ids,
+NUL check), ``_writes`` (the write path: transaction, audit, request_id),
+``_resource`` (Create/Get/Update of a tenant-owned resource), ``_lists`` (the
+List path: ListSpec), ``_masks`` (update masks), ``_encoding`` (timestamps,
+etags).
+
+A new service is one :class:`Service` entry in :data:`SERVICES`: it drives
+registration, health (one status per service) and reflection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from booking.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    clients_pb2,
+    clients_pb2_grpc,
+    organizations_pb2,
+    organizations_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+)
+from grpc import aio
+
+from server.handlers._base import Deps
+from server.handlers.audit import AuditService
+from server.handlers.catalog import CatalogService
+from server.handlers.clients import ClientService
+from server.handlers.organizations import OrganizationService
+from server.handlers.providers import ProviderService
+
+__all__ = ["SERVICES", "Deps", "Service", "service_names"]
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One proto service: its generated modules and its servicer class."""
+
+    pb2: ModuleType
+    pb2_grpc: ModuleType
+    servicer: Callable[[Deps], Any]
+
+    @property
+    def short_name(self) -> str:
+        return str(self.servicer.__name__)
+
+    @property
+    def full_name(self) -> str:
+        return str(self.pb2.DESCRIPTOR.services_by_name[self.short_name].full_name)
+
+    def register(self, deps: Deps, server: aio.Server) -> None:
+        add = getattr(self.pb2_grpc, f"add_{self.short_name}Servicer_to_server")
+        add(self.servicer(deps), server)
+
+
+SERVICES: tuple[Service, ...] = (
+    Service(organizations_pb2, organizations_pb2_grpc, OrganizationService),
+    Service(providers_pb2, providers_pb2_grpc, ProviderService),
+    Service(catalog_pb2, catalog_pb2_grpc, CatalogService),
+    Service(clients_pb2, clients_pb2_grpc, ClientService),
+    Service(audit_pb2, audit_pb2_grpc, AuditService),
+)
+
+
+def service_names() -> tuple[str, ...]:
+    return tuple(s.full_name for s in SERVICES)

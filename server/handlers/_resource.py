@@ -5,50 +5,32 @@ response messages (``client``), its table (an :class:`~server.queries._crud.Enti
 its updatable fields, how a message's fields become column values (with their
 validation) and how a row becomes a message. The three RPCs then follow one
 shape: validate everything and report all violations at once; write in one
-transaction with the audit event and the AIP-155 request id (``run_write``);
-updates take a field mask (AIP-134) and an etag (stale = ABORTED, nothing
-written).
+transaction with the audit event and the AIP-155 request id
+(:func:`~server.handlers._writes.writing`); updates take a field mask
+(AIP-134) and an etag (stale = ABORTED, nothing written).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import asyncpg
 from google.protobuf.message import Message
-from grpc import aio
 
-from server.db.engine import Conn
-from server.handlers._common import (
-    Deps,
-    audit_of,
-    parse_etag,
-    require_fields,
-    resolve_mask,
-    run_write,
-    timeout_of,
-)
+from server.handlers._base import Context, Deps, canonical_ids, check_text, timeout_of
+from server.handlers._encoding import parse_etag
+from server.handlers._masks import has_value, require_fields, resolve_mask
+from server.handlers._writes import writing
 from server.ids import uuid7
-from server.queries._crud import Audit, Entity, get_row, insert_row, update_row
+from server.queries._crud import Entity, get_row, insert_row, update_row
 from server.validation import Violations
 
-__all__ = ["TenantResource", "has_value"]
+__all__ = ["TenantResource"]
 
 R = TypeVar("R", bound=Message)
-Context = aio.ServicerContext[Any, Any]
 # (message, fields to take, violations, creating) -> column values
 ValuesOf = Callable[[Any, list[str], Violations, bool], dict[str, Any]]
-
-
-def has_value(msg: Message, field: str) -> bool:
-    """Whether an update without a mask sets ``field``: presence where the field
-    tracks it (``optional`` scalars, messages), else a non-default value."""
-    descriptor = msg.DESCRIPTOR.fields_by_name[field]
-    if descriptor.has_presence:
-        return msg.HasField(field)
-    return bool(getattr(msg, field))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,25 +40,38 @@ class TenantResource:
     updatable: tuple[str, ...]
     values: ValuesOf
     encode: Callable[..., Any]
+    # Whether values() validates time zones (they are read from the database once).
+    has_time_zone: bool = False
+
+    async def _violations(self, deps: Deps, request: Any, context: Context) -> Violations:
+        zones = await deps.zones.ready(timeout_of(context)) if self.has_time_zone else None
+        v = Violations(zones=zones)
+        check_text(request, v)
+        return v
 
     async def create(self, deps: Deps, request: Any, context: Context, response: type[R]) -> R:
-        v = Violations()
+        canonical_ids(request)
+        v = await self._violations(deps, request, context)
         v.uuid("organization_id", request.organization_id)
         v.request_id("request_id", request.request_id)
         values = self.values(getattr(request, self.field), list(self.updatable), v, True)
         v.raise_if_any()
-        org, row_id = request.organization_id, uuid7()
-
-        def write(conn: Conn, audit: Audit) -> Awaitable[asyncpg.Record]:
-            return insert_row(
-                conn, self.entity, org_id=org, row_id=row_id, values=values, audit=audit
+        org = request.organization_id
+        async with writing(
+            deps, context, request, scope=org, response=response, request_id=request.request_id
+        ) as w:
+            if w.replay is not None:
+                return w.replay
+            row = await insert_row(
+                w.conn, self.entity, org_id=org, row_id=uuid7(), values=values, audit=w.audit
             )
-
-        return await self._write(deps, request, context, response, write)
+            return await w.result(response(**{self.field: self.encode(row)}))
 
     async def get(self, deps: Deps, request: Any, context: Context, response: type[R]) -> R:
+        canonical_ids(request)
         id_field = f"{self.field}_id"
         v = Violations()
+        check_text(request, v)
         v.uuid("organization_id", request.organization_id)
         v.uuid(id_field, getattr(request, id_field))
         v.raise_if_any()
@@ -87,8 +82,9 @@ class TenantResource:
         return response(**{self.field: self.encode(row)})
 
     async def update(self, deps: Deps, request: Any, context: Context, response: type[R]) -> R:
+        canonical_ids(request)
         msg = getattr(request, self.field)
-        v = Violations()
+        v = await self._violations(deps, request, context)
         v.uuid("organization_id", request.organization_id)
         v.uuid(f"{self.field}.id", msg.id)
         v.request_id("request_id", request.request_id)
@@ -98,41 +94,19 @@ class TenantResource:
         v.raise_if_any()
         require_fields(values)
         org = request.organization_id
-
-        def write(conn: Conn, audit: Audit) -> Awaitable[asyncpg.Record]:
-            return update_row(
-                conn,
+        async with writing(
+            deps, context, request, scope=org, response=response, request_id=request.request_id
+        ) as w:
+            if w.replay is not None:
+                return w.replay
+            row = await update_row(
+                w.conn,
                 self.entity,
                 org_id=org,
                 row_id=msg.id,
                 values=values,
                 changed_fields=fields,
                 expected_version=version,
-                audit=audit,
+                audit=w.audit,
             )
-
-        return await self._write(deps, request, context, response, write)
-
-    async def _write(
-        self,
-        deps: Deps,
-        request: Any,
-        context: Context,
-        response: type[R],
-        write: Callable[[Conn, Audit], Awaitable[asyncpg.Record]],
-    ) -> R:
-        """One transaction: the row, its audit event, and the request id's result."""
-
-        async def body(conn: Conn) -> R:
-            row = await write(conn, audit_of(request.request_id))
-            return response(**{self.field: self.encode(row)})
-
-        return await run_write(
-            deps,
-            context,
-            scope=request.organization_id,
-            request=request,
-            request_id=request.request_id,
-            response_type=response,
-            body=body,
-        )
+            return await w.result(response(**{self.field: self.encode(row)}))

@@ -11,11 +11,8 @@ from booking.v1 import catalog_pb2_grpc as pb_grpc
 from booking.v1 import common_pb2, resources_pb2
 from grpc import aio
 
-from server.handlers._common import (
-    Deps,
-    etag,
-    set_time,
-)
+from server.handlers._base import Deps
+from server.handlers._encoding import etag, set_time
 from server.handlers._resource import TenantResource
 from server.queries import catalog as q
 from server.validation import Violations

@@ -11,34 +11,15 @@ from booking.v1 import clients_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.handlers._common import (
-    Deps,
-    count_mode_of,
-    epoch_micros,
-    etag,
-    from_epoch_micros,
-    list_response,
-    nullable,
-    resolve_list_page,
-    set_time,
-    timeout_of,
-    to_datetime,
-)
+from server.handlers._base import Deps
+from server.handlers._encoding import etag, nullable, set_time, to_datetime
+from server.handlers._lists import ListSpec
 from server.handlers._resource import TenantResource
-from server.paging import check_paging, request_scope
 from server.queries import clients as q
 from server.validation import Violations
 
 UPDATABLE = ("given_name", "family_name", "email", "phone", "external_id", "active")
 MAX_QUERY_LEN = 100
-_ORDERS = {
-    "name": q.ClientOrder("name", False),
-    "name asc": q.ClientOrder("name", False),
-    "name desc": q.ClientOrder("name", True),
-    "create_time": q.ClientOrder("create_time", False),
-    "create_time asc": q.ClientOrder("create_time", False),
-    "create_time desc": q.ClientOrder("create_time", True),
-}
 
 
 def encode(
@@ -86,19 +67,20 @@ def _values(
     return out
 
 
-def _keyset_out(order: q.ClientOrder, row: asyncpg.Record) -> tuple[Any, ...]:
-    if order.key == "name":
-        return (row["name_key"], str(row["id"]))
-    return (epoch_micros(row["created_at"]), str(row["id"]))
-
-
-def _keyset_in(order: q.ClientOrder, after: tuple[Any, ...]) -> tuple[Any, ...]:
-    if order.key == "name":
-        return after
-    return (from_epoch_micros(int(after[0])), after[1])
+def _filters(request: pb.ListClientsRequest, v: Violations) -> q.ClientFilter:
+    text = " ".join(request.query.lower().split())
+    if len(text) > MAX_QUERY_LEN:
+        v.add("query", f"must be at most {MAX_QUERY_LEN} characters", "TOO_LONG")
+    return q.ClientFilter(
+        active=request.active if request.HasField("active") else None,
+        created_after=to_datetime(request.created_after, "created_after", v),
+        created_before=to_datetime(request.created_before, "created_before", v),
+        query=text,
+    )
 
 
 RESOURCE = TenantResource("client", q.CLIENT, UPDATABLE, _values, encode)
+LIST = ListSpec(q.CLIENTS, pb.ListClientsResponse, "clients", _filters, encode)
 
 
 class ClientService(pb_grpc.ClientServiceServicer):
@@ -123,61 +105,4 @@ class ClientService(pb_grpc.ClientServiceServicer):
     async def ListClients(
         self, request: pb.ListClientsRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListClientsResponse:
-        settings = self._deps.settings
-        v = Violations()
-        v.uuid("organization_id", request.organization_id)
-        order = _ORDERS.get(" ".join(request.order_by.lower().split()) or "name")
-        if order is None:
-            v.add(
-                "order_by",
-                'must be "name" or "create_time", optionally followed by " desc"',
-                "INVALID_ORDER_BY",
-            )
-            order = _ORDERS["name"]
-        text = " ".join(request.query.lower().split())
-        if len(text) > MAX_QUERY_LEN:
-            v.add("query", f"must be at most {MAX_QUERY_LEN} characters", "TOO_LONG")
-        if "\x00" in text:
-            v.add("query", "must not contain NUL characters", "INVALID_FORMAT")
-        created_after = to_datetime(request.created_after, "created_after", v)
-        created_before = to_datetime(request.created_before, "created_before", v)
-        count_mode = count_mode_of(request.count_mode, v)
-        check_paging(request.page_size, request.page, request.page_token, v)
-        v.raise_if_any()
-        flt = q.ClientFilter(
-            active=request.active if request.HasField("active") else None,
-            created_after=created_after,
-            created_before=created_before,
-            query=text,
-        )
-        scope = request_scope(
-            "ListClients",
-            request.organization_id,
-            flt.active,
-            created_after.isoformat() if created_after else None,
-            created_before.isoformat() if created_before else None,
-            text,
-            order.key,
-            order.descending,
-        )
-        page = resolve_list_page(self._deps, request, scope, lambda after: _keyset_in(order, after))
-        async with self._deps.db.connection(timeout_of(context)) as conn:
-            result = await q.list_clients_page(
-                conn,
-                request.organization_id,
-                flt,
-                order,
-                page,
-                count_mode,
-                settings.exact_count_cap,
-            )
-        return list_response(
-            self._deps,
-            pb.ListClientsResponse,
-            "clients",
-            encode,
-            result,
-            page,
-            scope,
-            lambda row: _keyset_out(order, row),
-        )
+        return await LIST.serve(self._deps, request, context)

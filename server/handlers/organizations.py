@@ -11,17 +11,10 @@ from booking.v1 import organizations_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.handlers._common import (
-    Deps,
-    audit_of,
-    etag,
-    parse_etag,
-    require_fields,
-    resolve_mask,
-    run_write,
-    set_time,
-    timeout_of,
-)
+from server.handlers._base import Deps, canonical_ids, check_text, timeout_of
+from server.handlers._encoding import etag, parse_etag, set_time
+from server.handlers._masks import require_fields, resolve_mask
+from server.handlers._writes import writing
 from server.ids import uuid7
 from server.queries import organizations as q
 from server.queries.requests import GLOBAL_SCOPE
@@ -65,32 +58,38 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
+    async def _violations(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Violations:
+        v = Violations(zones=await self._deps.zones.ready(timeout_of(context)))
+        check_text(request, v)
+        return v
+
     async def CreateOrganization(
         self, request: pb.CreateOrganizationRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.CreateOrganizationResponse:
-        v = Violations()
+        v = await self._violations(request, context)
         v.request_id("request_id", request.request_id)
         values = _values(request.organization, list(UPDATABLE), v)
         v.raise_if_any()
-
-        async def body(conn: Any) -> pb.CreateOrganizationResponse:
-            row = await q.create_organization(conn, uuid7(), values, audit_of(request.request_id))
-            return pb.CreateOrganizationResponse(organization=encode(row))
-
-        return await run_write(
+        response = pb.CreateOrganizationResponse
+        async with writing(
             self._deps,
             context,
+            request,
             scope=GLOBAL_SCOPE,
-            request=request,
+            response=response,
             request_id=request.request_id,
-            response_type=pb.CreateOrganizationResponse,
-            body=body,
-        )
+        ) as w:
+            if w.replay is not None:
+                return w.replay
+            row = await q.create_organization(w.conn, uuid7(), values, w.audit)
+            return await w.result(response(organization=encode(row)))
 
     async def GetOrganization(
         self, request: pb.GetOrganizationRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.GetOrganizationResponse:
+        canonical_ids(request)
         v = Violations()
+        check_text(request, v)
         v.uuid("organization_id", request.organization_id)
         v.raise_if_any()
         async with self._deps.db.connection(timeout_of(context)) as conn:
@@ -100,8 +99,9 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
     async def UpdateOrganization(
         self, request: pb.UpdateOrganizationRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.UpdateOrganizationResponse:
+        canonical_ids(request)
         org = request.organization
-        v = Violations()
+        v = await self._violations(request, context)
         v.uuid("organization.id", org.id)
         v.request_id("request_id", request.request_id)
         fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: bool(getattr(org, f)))
@@ -109,19 +109,16 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         version = parse_etag(org.etag, "organization.etag")
         v.raise_if_any()
         require_fields(values)
-
-        async def body(conn: Any) -> pb.UpdateOrganizationResponse:
-            row = await q.update_organization(
-                conn, org.id, values, fields, version, audit_of(request.request_id)
-            )
-            return pb.UpdateOrganizationResponse(organization=encode(row))
-
-        return await run_write(
+        response = pb.UpdateOrganizationResponse
+        async with writing(
             self._deps,
             context,
+            request,
             scope=org.id,
-            request=request,
+            response=response,
             request_id=request.request_id,
-            response_type=pb.UpdateOrganizationResponse,
-            body=body,
-        )
+        ) as w:
+            if w.replay is not None:
+                return w.replay
+            row = await q.update_organization(w.conn, org.id, values, fields, version, w.audit)
+            return await w.result(response(organization=encode(row)))

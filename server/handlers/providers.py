@@ -11,12 +11,8 @@ from booking.v1 import providers_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.handlers._common import (
-    Deps,
-    etag,
-    nullable,
-    set_time,
-)
+from server.handlers._base import Deps
+from server.handlers._encoding import etag, nullable, set_time
 from server.handlers._resource import TenantResource
 from server.queries import providers as q
 from server.validation import Violations
@@ -61,7 +57,7 @@ def _values(
     return out
 
 
-RESOURCE = TenantResource("provider", q.PROVIDER, UPDATABLE, _values, encode)
+RESOURCE = TenantResource("provider", q.PROVIDER, UPDATABLE, _values, encode, has_time_zone=True)
 
 
 class ProviderService(pb_grpc.ProviderServiceServicer):

@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 import asyncpg
+from sqlalchemy import Table
 
 from server.db.engine import Conn
 from server.errors import Aborted, NotFound
@@ -28,6 +29,30 @@ class Entity:
     writable: tuple[str, ...]
     # False for organizations, whose id is the tenant.
     tenant_scoped: bool = True
+
+    @classmethod
+    def of(
+        cls,
+        table: Table,
+        resource_type: str,
+        writable: tuple[str, ...],
+        *,
+        hidden: tuple[str, ...] = (),
+        tenant_scoped: bool = True,
+    ) -> Entity:
+        """An entity over a schema table: it returns every column but ``hidden``
+        (the schema is the one source of column names)."""
+        names = tuple(c.name for c in table.columns)
+        unknown = set(writable + hidden) - set(names)
+        if unknown:
+            raise ValueError(f"{table.name} has no columns {sorted(unknown)}")
+        return cls(
+            table=table.name,
+            resource_type=resource_type,
+            columns=tuple(n for n in names if n not in hidden),
+            writable=writable,
+            tenant_scoped=tenant_scoped,
+        )
 
 
 @dataclass(frozen=True, slots=True)

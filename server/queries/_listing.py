@@ -1,20 +1,31 @@
 """Keyset pages and counts, shared by every list query.
 
-A list query is described by its FROM table, its filter predicates (SQL with
-$n parameters) and its sort columns (ending in a unique column). One page is
-one statement: ``WHERE filters AND (sort cols) > (last row's values) ORDER BY
-sort cols LIMIT size + 1`` (the extra row says whether a next page exists), so
-page 10,000 costs what page 1 costs. A count is one more statement when asked:
-an exact count bounded by a cap, or the planner's estimate.
+A list is declared once as a :class:`Listing`: its filters are a frozen
+dataclass, its orders are named tuples of typed :class:`SortKey` columns (the
+last one unique, the tie-breaker), and a ``build`` function turns (tenant,
+filters, order) into a :class:`ListQuery`: the FROM source (a table, a join,
+or a CTE's name with its ``WITH`` clause), the selected columns and the filter
+predicates (SQL with ``$n`` parameters). Everything else is generic:
+
+- one page is one statement: ``WHERE filters AND (sort cols) > (last row's
+  values) ORDER BY sort cols LIMIT size + 1`` (the extra row says whether a
+  next page exists), so page 10,000 costs what page 1 costs;
+- a count is one more statement when asked: an exact count bounded by a cap,
+  or the planner's estimate;
+- the keyset carried by page tokens is encoded and decoded by column type
+  (:class:`KeyType`): a signed token is still untrusted input, and a keyset of
+  the wrong shape or type is rejected (``ValueError``) before it reaches SQL.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -24,13 +35,19 @@ from server.paging import PageRequest
 __all__ = [
     "Count",
     "CountMode",
+    "KeyType",
     "ListQuery",
+    "Listing",
+    "Order",
     "Page",
+    "SortKey",
     "count_sql",
     "estimate_sql",
     "fetch_page",
     "page_sql",
 ]
+
+F = TypeVar("F")
 
 
 class CountMode(Enum):
@@ -46,15 +63,112 @@ class Count(Enum):
     LOWER_BOUND = "lower_bound"
 
 
+# -- keyset values in page tokens --------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# timestamptz range PostgreSQL and Python share (years 1..9999), in microseconds.
+_MIN_MICROS = -62_135_596_800_000_000
+_MAX_MICROS = 253_402_300_799_999_999
+_MAX_TEXT_KEY = 1000
+
+
+def _text_in(value: object) -> str:
+    if not isinstance(value, str) or len(value) > _MAX_TEXT_KEY or "\x00" in value:
+        raise ValueError("text keyset value")
+    value.encode()  # lone surrogates cannot reach PostgreSQL
+    return value
+
+
+def _int_in(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**63) <= value < 2**63:
+        raise ValueError("integer keyset value")
+    return value
+
+
+def _micros_out(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _micros_in(value: object) -> datetime:
+    micros = _int_in(value)
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise ValueError("timestamp keyset value")
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _uuid_in(value: object) -> str:
+    if not isinstance(value, str) or len(value) != 36:
+        raise ValueError("uuid keyset value")
+    return str(uuid.UUID(value))
+
+
+class KeyType(Enum):
+    """How a sort column's value travels in a page token: (to JSON, from JSON)."""
+
+    TEXT = (str, _text_in)
+    INT = (int, _int_in)
+    # Exact integer microseconds since the epoch (JSON numbers are exact integers).
+    TIMESTAMP = (_micros_out, _micros_in)
+    UUID = (str, _uuid_in)
+
+    def to_token(self, value: Any) -> Any:
+        return self.value[0](value)
+
+    def from_token(self, value: object) -> Any:
+        return self.value[1](value)
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    column: str
+    type: KeyType
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A named order: sort keys (the last one unique) all in one direction."""
+
+    name: str
+    keys: tuple[SortKey, ...]
+    descending: bool = False
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(k.column for k in self.keys)
+
+    def keyset_out(self, row: asyncpg.Record) -> list[Any]:
+        """The token form of a row's position in this order."""
+        return [k.type.to_token(row[k.column]) for k in self.keys]
+
+    def keyset_in(self, after: Sequence[object]) -> tuple[Any, ...]:
+        """A token's keyset as SQL parameters; ValueError when its shape is wrong."""
+        if len(after) != len(self.keys):
+            raise ValueError("keyset length")
+        return tuple(k.type.from_token(v) for k, v in zip(self.keys, after, strict=True))
+
+
+def orders(*choices: tuple[str, tuple[SortKey, ...]]) -> dict[str, Order]:
+    """``name``, ``name asc`` and ``name desc`` for each (name, keys) choice."""
+    out: dict[str, Order] = {}
+    for name, keys in choices:
+        out[name] = out[f"{name} asc"] = Order(name, keys)
+        out[f"{name} desc"] = Order(name, keys, descending=True)
+    return out
+
+
 @dataclass(slots=True)
 class ListQuery:
-    table: str
+    """One list's SQL: the statements are made from it by :func:`page_sql` & co."""
+
+    # A table or join ("clients", "appointments a JOIN clients c ON ...").
+    source: str
     columns: Sequence[str]
-    # Sort columns, the last one unique (the tie-breaker), all in one direction.
-    sort: Sequence[str]
-    descending: bool
+    order: Order
     predicates: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
+    # An optional WITH clause (without the keyword) the source may name.
+    with_: str = ""
 
     def param(self, value: Any) -> str:
         self.args.append(value)
@@ -62,6 +176,29 @@ class ListQuery:
 
     def where(self, predicate: str) -> None:
         self.predicates.append(predicate)
+
+    def _with(self) -> str:
+        return f"WITH {self.with_} " if self.with_ else ""
+
+    def _filters(self) -> str:
+        return " AND ".join(self.predicates) or "true"
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[F]):
+    """A list declared once: filters dataclass ``F``, orders, and the query builder."""
+
+    name: str
+    orders: Mapping[str, Order]
+    default_order: str
+    build: Callable[[str, F, Order], ListQuery]
+
+    def order(self, order_by: str) -> Order | None:
+        """The order an ``order_by`` names ("" = default), or None when unknown."""
+        return self.orders.get(" ".join(order_by.lower().split()) or self.default_order)
+
+    def order_names(self) -> list[str]:
+        return sorted({o.name for o in self.orders.values()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +218,15 @@ def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:
         args.append(value)
         return f"${len(args)}"
 
+    sort = query.order.columns
     if page.after is not None:
         placeholders = ", ".join(param(v) for v in page.after)
-        op = "<" if query.descending else ">"
-        predicates.append(f"({', '.join(query.sort)}) {op} ({placeholders})")
-    direction = " DESC" if query.descending else ""
-    order = ", ".join(f"{c}{direction}" for c in query.sort)
+        op = "<" if query.order.descending else ">"
+        predicates.append(f"({', '.join(sort)}) {op} ({placeholders})")
+    direction = " DESC" if query.order.descending else ""
+    order = ", ".join(f"{c}{direction}" for c in sort)
     sql = (
-        f"SELECT {', '.join(query.columns)} FROM {query.table} "
+        f"{query._with()}SELECT {', '.join(query.columns)} FROM {query.source} "
         f"WHERE {' AND '.join(predicates) or 'true'} ORDER BY {order} "
         f"LIMIT {param(page.size + 1)}"
     )
@@ -103,18 +241,18 @@ def count_sql(query: ListQuery, cap: int) -> tuple[str, list[Any]]:
     The inner ORDER BY follows the list's index so that the planner walks it
     and stops, instead of scanning the table until cap + 1 rows matched.
     """
-    filters = " AND ".join(query.predicates) or "true"
     n = len(query.args) + 1
     sql = (
-        f"SELECT count(*) FROM (SELECT 1 FROM {query.table} WHERE {filters} "
-        f"ORDER BY {', '.join(query.sort)} LIMIT ${n}) AS capped"
+        f"{query._with()}SELECT count(*) FROM (SELECT 1 FROM {query.source} "
+        f"WHERE {query._filters()} ORDER BY {', '.join(query.order.columns)} LIMIT ${n}) "
+        "AS capped"
     )
     return sql, [*query.args, cap + 1]
 
 
 def estimate_sql(query: ListQuery) -> tuple[str, list[Any]]:
-    filters = " AND ".join(query.predicates) or "true"
-    return f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {query.table} WHERE {filters}", list(query.args)
+    sql = f"SELECT 1 FROM {query.source} WHERE {query._filters()}"
+    return f"EXPLAIN (FORMAT JSON) {query._with()}{sql}", list(query.args)
 
 
 async def fetch_page(

@@ -10,24 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.db.engine import Conn
-from server.paging import PageRequest
-from server.queries._listing import CountMode, ListQuery, Page, fetch_page
+from server.db import schema
+from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey
 
-__all__ = ["AuditFilter", "list_audit_events_page"]
+__all__ = ["AUDIT_EVENTS", "AuditFilter"]
 
-COLUMNS = (
-    "id",
-    "organization_id",
-    "actor",
-    "action",
-    "resource_type",
-    "resource_id",
-    "request_id",
-    "correlation_id",
-    "occurred_at",
-    "changed_fields",
-)
+COLUMNS = tuple(c.name for c in schema.audit_events.columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +27,8 @@ class AuditFilter:
     occurred_before: datetime | None = None
 
 
-async def list_audit_events_page(
-    conn: Conn,
-    org_id: str,
-    flt: AuditFilter,
-    page: PageRequest,
-    count_mode: CountMode,
-    count_cap: int,
-) -> Page:
-    query = ListQuery(
-        table="audit_events", columns=COLUMNS, sort=("occurred_at", "id"), descending=True
-    )
+def build_list_audit_events_query(org_id: str, flt: AuditFilter, order: Order) -> ListQuery:
+    query = ListQuery(source="audit_events", columns=COLUMNS, order=order)
     query.where(f"organization_id = {query.param(org_id)}")
     if flt.resource_type:
         query.where(f"resource_type = {query.param(flt.resource_type)}")
@@ -61,4 +40,18 @@ async def list_audit_events_page(
         query.where(f"occurred_at >= {query.param(flt.occurred_after)}")
     if flt.occurred_before is not None:
         query.where(f"occurred_at < {query.param(flt.occurred_before)}")
-    return await fetch_page(conn, query, page, count_mode, count_cap)
+    return query
+
+
+_NEWEST_FIRST = Order(
+    "occur_time desc",
+    (SortKey("occurred_at", KeyType.TIMESTAMP), SortKey("id", KeyType.UUID)),
+    descending=True,
+)
+
+AUDIT_EVENTS: Listing[AuditFilter] = Listing(
+    name="audit_events",
+    orders={"occur_time desc": _NEWEST_FIRST},
+    default_order="occur_time desc",
+    build=build_list_audit_events_query,
+)

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
+from server.db import schema
 from server.queries._crud import Entity
 
 __all__ = ["SERVICE"]
 
-SERVICE = Entity(
-    table="services",
-    resource_type="service",
-    columns=(
-        "id",
-        "organization_id",
-        "name",
-        "duration_minutes",
-        "price_minor",
-        "currency",
-        "buffer_before_minutes",
-        "buffer_after_minutes",
-        "active",
-        "version",
-        "created_at",
-        "updated_at",
-    ),
+SERVICE = Entity.of(
+    schema.services,
+    "service",
     writable=(
         "name",
         "duration_minutes",

@@ -1,4 +1,4 @@
-"""Clients: create / get / update and ListClients, the reference paged list.
+"""Clients: the entity and ListClients, the reference paged list.
 
 Indexes made for these queries (see server.db.schema):
 - ``(organization_id, name_key, id)``: order_by name, and 1-2 character
@@ -13,51 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.db.engine import Conn
-from server.paging import PageRequest
+from server.db import schema
 from server.queries._crud import Entity
-from server.queries._listing import CountMode, ListQuery, Page, fetch_page
+from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey, orders
 
-__all__ = [
-    "CLIENT",
-    "ClientFilter",
-    "ClientOrder",
-    "list_clients_page",
-]
+__all__ = ["CLIENT", "CLIENTS", "ClientFilter"]
 
-CLIENT = Entity(
-    table="clients",
-    resource_type="client",
-    columns=(
-        "id",
-        "organization_id",
-        "given_name",
-        "family_name",
-        "email",
-        "phone",
-        "external_id",
-        "active",
-        "version",
-        "created_at",
-        "updated_at",
-        "name_key",
-    ),
+CLIENT = Entity.of(
+    schema.clients,
+    "client",
     writable=("given_name", "family_name", "email", "phone", "external_id", "active"),
+    hidden=("search_text",),
 )
 
 # Searches shorter than this match a name prefix; trigrams need 3 characters.
 TRIGRAM_MIN = 3
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOrder:
-    # "name" -> (name_key, id); "create_time" -> (created_at, id).
-    key: str
-    descending: bool
-
-    @property
-    def sort(self) -> tuple[str, str]:
-        return ("name_key", "id") if self.key == "name" else ("created_at", "id")
+_ID = SortKey("id", KeyType.UUID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +44,8 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def build_list_clients_query(org_id: str, flt: ClientFilter, order: ClientOrder) -> ListQuery:
-    query = ListQuery(
-        table="clients", columns=CLIENT.columns, sort=order.sort, descending=order.descending
-    )
+def build_list_clients_query(org_id: str, flt: ClientFilter, order: Order) -> ListQuery:
+    query = ListQuery(source="clients", columns=CLIENT.columns, order=order)
     query.where(f"organization_id = {query.param(org_id)}")
     if flt.active is not None:
         query.where(f"active = {query.param(flt.active)}")
@@ -95,15 +64,12 @@ def build_list_clients_query(org_id: str, flt: ClientFilter, order: ClientOrder)
     return query
 
 
-async def list_clients_page(
-    conn: Conn,
-    org_id: str,
-    flt: ClientFilter,
-    order: ClientOrder,
-    page: PageRequest,
-    count_mode: CountMode,
-    count_cap: int,
-) -> Page:
-    """One page of clients: one statement, plus one for the count when asked."""
-    query = build_list_clients_query(org_id, flt, order)
-    return await fetch_page(conn, query, page, count_mode, count_cap)
+CLIENTS: Listing[ClientFilter] = Listing(
+    name="clients",
+    orders=orders(
+        ("name", (SortKey("name_key", KeyType.TEXT), _ID)),
+        ("create_time", (SortKey("created_at", KeyType.TIMESTAMP), _ID)),
+    ),
+    default_order="name",
+    build=build_list_clients_query,
+)

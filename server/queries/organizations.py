@@ -7,15 +7,15 @@ from typing import Any
 
 import asyncpg
 
+from server.db import schema
 from server.db.engine import Conn
 from server.queries._crud import Audit, Entity, get_row, insert_row, update_row
 
 __all__ = ["create_organization", "get_organization", "update_organization"]
 
-ORGANIZATION = Entity(
-    table="organizations",
-    resource_type="organization",
-    columns=("id", "name", "slug", "time_zone", "version", "created_at", "updated_at"),
+ORGANIZATION = Entity.of(
+    schema.organizations,
+    "organization",
     writable=("name", "slug", "time_zone"),
     tenant_scoped=False,
 )

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
+from server.db import schema
 from server.queries._crud import Entity
 
 __all__ = ["PROVIDER"]
 
-PROVIDER = Entity(
-    table="providers",
-    resource_type="provider",
-    columns=(
-        "id",
-        "organization_id",
-        "display_name",
-        "email",
-        "time_zone",
-        "active",
-        "version",
-        "created_at",
-        "updated_at",
-    ),
-    writable=("display_name", "email", "time_zone", "active"),
+PROVIDER = Entity.of(
+    schema.providers, "provider", writable=("display_name", "email", "time_zone", "active")
 )

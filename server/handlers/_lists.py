@@ -1,0 +1,173 @@
+"""The one path every List RPC takes (AIP-132/158 plus page-number mode).
+
+A list RPC is a :class:`ListSpec`: the query layer's :class:`Listing` (filters
+dataclass, orders with typed sort keys, query builder), the response message
+and its repeated field, a function that decodes and validates the request's
+filters into the filters dataclass, and an encoder. :meth:`ListSpec.serve`
+does the rest the same way for every list:
+
+- validation of tenant, order_by, count_mode and paging, reported together
+  with the filters' own violations;
+- the page token's scope: a digest of method, tenant, order and *every field*
+  of the filters dataclass (derived, not listed by hand, so a filter added
+  later is bound to tokens automatically);
+- the token's keyset decoded by column type (untrusted even when signed);
+- one connection, one page statement (plus one when a count is asked);
+- items encoded straight into the repeated field, ``next_page_token`` (empty
+  only on the last page) and ``PageInfo``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Generic, TypeVar, cast
+
+import asyncpg
+from booking.v1 import common_pb2
+from google.protobuf.message import Message
+
+from server.errors import FieldViolation, InvalidArgument
+from server.handlers._base import Context, Deps, canonical_ids, check_text, timeout_of
+from server.paging import PageRequest, check_paging, request_scope, resolve_page
+from server.queries._listing import Count, CountMode, Listing, Order, Page, fetch_page
+from server.validation import Violations
+
+__all__ = ["ListSpec", "count_mode_of", "page_info"]
+
+F = TypeVar("F")
+R = TypeVar("R", bound=Message)
+
+_COUNT_MODES = {
+    common_pb2.COUNT_MODE_UNSPECIFIED: CountMode.NONE,
+    common_pb2.COUNT_MODE_NONE: CountMode.NONE,
+    common_pb2.COUNT_MODE_ESTIMATED: CountMode.ESTIMATED,
+    common_pb2.COUNT_MODE_EXACT: CountMode.EXACT,
+}
+_COUNT_KINDS = {
+    Count.NONE: common_pb2.COUNT_KIND_NONE,
+    Count.ESTIMATED: common_pb2.COUNT_KIND_ESTIMATED,
+    Count.EXACT: common_pb2.COUNT_KIND_EXACT,
+    Count.LOWER_BOUND: common_pb2.COUNT_KIND_LOWER_BOUND,
+}
+
+
+def count_mode_of(value: int, violations: Violations) -> CountMode:
+    mode = _COUNT_MODES.get(value)  # type: ignore[call-overload]
+    if mode is None:
+        violations.add("count_mode", "is not a known CountMode", "INVALID_ENUM")
+        return CountMode.NONE
+    return cast(CountMode, mode)
+
+
+def page_info(page: Page, number: int, size: int) -> common_pb2.PageInfo:
+    total_pages = -(-page.total // size) if page.count is not Count.NONE and size else 0
+    return common_pb2.PageInfo(
+        page=number,
+        page_size=size,
+        total_size=page.total,
+        total_pages=total_pages,
+        has_next=page.has_next,
+        has_prev=number > 1,
+        count_kind=_COUNT_KINDS[page.count],
+    )
+
+
+def _scope_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | list | frozenset | set):
+        items = [_scope_value(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, frozenset | set) else items
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListSpec(Generic[F, R]):
+    """One List RPC, declared."""
+
+    listing: Listing[F]
+    response: type[R]
+    # The response's repeated field of items, e.g. "clients".
+    items_field: str
+    # Decode and validate the request's filters (violations reported with the rest).
+    filters: Callable[[Any, Violations], F]
+    # (row, message constructor) -> message; the constructor is the repeated field's add.
+    encode: Callable[[asyncpg.Record, Callable[..., Any]], Any]
+
+    @property
+    def method(self) -> str:
+        return self.response.DESCRIPTOR.name.removesuffix("Response")
+
+    def scope(self, org_id: str, flt: F, order: Order) -> str:
+        """What a page token is bound to: method, tenant, order and every filter."""
+        fields = [_scope_value(getattr(flt, f.name)) for f in dataclasses.fields(flt)]  # type: ignore[arg-type]
+        return request_scope(self.method, org_id, order.name, order.descending, *fields)
+
+    def _order(self, request: Any, v: Violations) -> Order:
+        order_by = getattr(request, "order_by", "")
+        order = self.listing.order(order_by)
+        if order is None:
+            names = " or ".join(f'"{n}"' for n in self.listing.order_names())
+            v.add(
+                "order_by", f'must be {names}, optionally followed by " desc"', "INVALID_ORDER_BY"
+            )
+            order = self.listing.orders[self.listing.default_order]
+        return order
+
+    def _page(self, deps: Deps, request: Any, scope: str, order: Order) -> PageRequest:
+        settings = deps.settings
+        page = resolve_page(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            page=request.page,
+            scope=scope,
+            codec=deps.tokens,
+            default_size=settings.default_page_size,
+            max_size=settings.max_page_size,
+            max_offset=settings.max_offset,
+        )
+        if page.after is None:
+            return page
+        try:
+            after = order.keyset_in(page.after)
+        except (ValueError, TypeError, OverflowError, UnicodeError):
+            raise InvalidArgument(
+                "page_token is not a token this service issued",
+                reason="INVALID_PAGE_TOKEN",
+                field_violations=[
+                    FieldViolation("page_token", "is malformed", "INVALID_PAGE_TOKEN")
+                ],
+            ) from None
+        return dataclasses.replace(page, after=after)
+
+    async def serve(self, deps: Deps, request: Any, context: Context) -> R:
+        canonical_ids(request)
+        v = Violations()
+        check_text(request, v)
+        v.uuid("organization_id", request.organization_id)
+        order = self._order(request, v)
+        flt = self.filters(request, v)
+        count_mode = count_mode_of(request.count_mode, v)
+        check_paging(request.page_size, request.page, request.page_token, v)
+        v.raise_if_any()
+        org = request.organization_id
+        scope = self.scope(org, flt, order)
+        page = self._page(deps, request, scope, order)
+        query = self.listing.build(org, flt, order)
+        async with deps.db.connection(timeout_of(context)) as conn:
+            result = await fetch_page(conn, query, page, count_mode, deps.settings.exact_count_cap)
+        next_token = ""
+        if result.has_next and result.rows:
+            next_token = deps.tokens.encode(
+                scope, page.number + 1, tuple(order.keyset_out(result.rows[-1]))
+            )
+        response = self.response(
+            next_page_token=next_token, page_info=page_info(result, page.number, page.size)
+        )
+        add = getattr(response, self.items_field).add
+        encode = self.encode
+        for row in result.rows:
+            encode(row, add)
+        return response
