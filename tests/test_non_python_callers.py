@@ -266,8 +266,89 @@ def test_v1_descriptor_is_v1alpha_renamed() -> None:
     assert served.file.name == V1_FILE
 
 
-# The README's Node example ("Callers in other languages"), run when node and the npm
-# packages are installed (NODE_PATH); never installed by the tests.
+# The README's examples ("Callers in other languages"): the blocks below until the
+# README has that section, then the README's own blocks, run as written (only the
+# address and the buf path differ).
+README_SECTION = "## Callers in other languages"
+
+
+def _example(fence: str, fallback: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    if README_SECTION not in readme:
+        return fallback
+    section = readme[readme.index(README_SECTION) :]
+    end = section.find("\n## ")
+    section = section if end < 0 else section[:end]
+    start = section.index(f"```{fence}\n") + len(f"```{fence}\n")
+    return section[start : section.index("```", start)]
+
+
+SH_EXAMPLE = r"""BUF=.venv/bin/buf
+ADDR=localhost:50051
+ORG=${ORG:?an organization id, e.g. from the grpcurl example}
+# The server speaks gRPC, not Connect: --protocol grpc. The schema comes from reflection.
+$BUF curl --protocol grpc --http2-prior-knowledge \
+  -d "{\"organization_id\":\"$ORG\",\"page_size\":2}" \
+  http://$ADDR/booking.v1.ClientService/ListClients
+# Bad input: buf curl exits non-zero and prints each detail as {"type", "value": base64}
+$BUF curl --protocol grpc --http2-prior-knowledge \
+  -d "{\"organization_id\":\"$ORG\",\"page_size\":-1}" \
+  http://$ADDR/booking.v1.ClientService/ListClients
+# The raw trailer: -v prints Grpc-Status-Details-Bin, an unpadded base64 google.rpc.Status;
+# buf convert decodes it, details included, with the protos in protos/.
+B64=$($BUF curl -v --protocol grpc --http2-prior-knowledge \
+  -d "{\"organization_id\":\"$ORG\",\"page_size\":-1}" \
+  http://$ADDR/booking.v1.ClientService/ListClients 2>&1 |
+  sed -n 's/.*Grpc-Status-Details-Bin: //p')
+while [ $(( ${#B64} % 4 )) -ne 0 ]; do B64="$B64="; done
+printf '%s' "$B64" | base64 -d |
+  $BUF convert protos --type google.rpc.Status --from -#format=binpb --to -#format=json
+"""
+
+
+async def test_buf_curl_example_runs_as_written(
+    booking_server: RunningServer, stubs: Stubs, org: str
+) -> None:
+    await _create_client(stubs, org)
+    block = _example("sh", SH_EXAMPLE)
+    assert "ADDR=localhost:50051" in block and "BUF=.venv/bin/buf" in block
+    script = block.replace("ADDR=localhost:50051", f"ADDR={booking_server.target}").replace(
+        "BUF=.venv/bin/buf", f"BUF={_tool('buf')}"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *("bash", "-u", "-c", script),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "ORG": org},
+    )
+    out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 0, out  # the last command, buf convert
+    assert '"familyName": "Hopper"' in out, out
+    assert '"type": "google.rpc.BadRequest"' in out, out
+    decoded = json.loads(out.strip().splitlines()[-1])
+    assert decoded["code"] == 3
+    assert decoded["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "INVALID_ARGUMENT",
+            "domain": "booking.v1",
+        },
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [
+                {
+                    "field": "page_size",
+                    "description": "must not be negative",
+                    "reason": "OUT_OF_RANGE",
+                }
+            ],
+        },
+    ]
+
+
+# Node (@grpc/grpc-js): run when node and the npm packages are installed (NODE_PATH);
+# the tests never install them.
 NODE_SNIPPET = r"""
 // Run from the repository root: ADDR=localhost:50051 ORG=<organization id> node errors.js
 const grpc = require("@grpc/grpc-js");
@@ -318,7 +399,7 @@ async def test_node_grpc_js_decodes_error_details(
     if probe.code != 0:
         pytest.skip("@grpc/grpc-js, @grpc/proto-loader, protobufjs not installed (NODE_PATH)")
     script = tmp_path / "errors.js"
-    script.write_text(NODE_SNIPPET)
+    script.write_text(_example("js", NODE_SNIPPET))
     run = await _run(node, str(script), cwd=ROOT, env=env)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
