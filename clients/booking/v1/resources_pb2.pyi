@@ -104,6 +104,15 @@ class Organization(_message.Message):
       Update request to update only if nobody else changed the resource in
       between (a stale etag gives ABORTED and writes nothing).
     - `create_time` / `update_time` are output only.
+    - Ids may be sent in any letter case; they are stored, compared and
+      returned in canonical lower case.
+    - No string field may contain a NUL character (U+0000): INVALID_ARGUMENT
+      with a field violation naming the field.
+    - `time_zone` fields take exactly the canonical IANA zone names that the
+      database knows (PostgreSQL's pg_timezone_names without the `posix/` and
+      `right/` trees, `localtime`, `posixrules` and `Factory`), spelled exactly
+      (e.g. "Europe/Berlin", not "europe/berlin"). Anything else is
+      INVALID_ARGUMENT with reason UNKNOWN_TIME_ZONE on that field.
 
     A tenant: a barbershop, clinic or salon business.
     """
@@ -125,7 +134,7 @@ class Organization(_message.Message):
     1-63 characters. Unique across the platform.
     """
     time_zone: _builtins.str
-    """Default IANA time zone, e.g. "Europe/Berlin"."""
+    """Default canonical IANA time zone, e.g. "Europe/Berlin" (see above)."""
     etag: _builtins.str
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -172,7 +181,9 @@ class Provider(_message.Message):
     email: _builtins.str
     """Optional contact e-mail."""
     time_zone: _builtins.str
-    """IANA time zone in which the provider's working hours are expressed."""
+    """Canonical IANA time zone in which the provider's working hours are
+    expressed (see above).
+    """
     active: _builtins.bool
     """Defaults to true on create."""
     etag: _builtins.str
@@ -599,7 +610,10 @@ class AuditEvent(_message.Message):
     organization_id: _builtins.str
     actor: _builtins.str
     """Who made the call (from the `x-actor` call metadata until access control
-    maps authenticated callers).
+    maps authenticated callers; "anonymous" when absent). `x-actor` must be
+    1-200 printable ASCII characters without leading or trailing blanks, else
+    the call fails with INVALID_ARGUMENT, reason INVALID_ACTOR and ErrorInfo
+    metadata header = "x-actor" (no field violation: it is not a field).
     """
     action: _builtins.str
     """What was done, e.g. "create", "update"."""
