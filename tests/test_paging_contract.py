@@ -1,0 +1,890 @@
+"""The paging contract every List RPC shares (AIP-132/158, DESIGN "Lists").
+
+Each :class:`ListCase` is one list as a caller sees it: how to call it, how to
+create N rows in a fresh tenant, the order key of an item (ending with its
+unique tie-breaker) and the order's direction. Every contract test runs over
+every case, so a new list joins the contract with ONE entry in :data:`CASES`:
+
+- walking all pages with tokens returns every row exactly once, in the
+  declared order (ties included; page_size may change between pages), also
+  while rows are inserted between pages;
+- page_size 0 = default, above max = clamped, negative = INVALID_ARGUMENT;
+- a token reused with another tenant, other filters, another order or another
+  list = INVALID_ARGUMENT (PAGE_TOKEN_MISMATCH); a tampered one =
+  INVALID_PAGE_TOKEN;
+- a correctly SIGNED token (the development secret is public) with a keyset
+  or a page number of the wrong shape, type or range = INVALID_ARGUMENT on
+  ``page_token``, never INTERNAL;
+- page-number mode returns the rows walking returns;
+- count modes NONE / ESTIMATED / EXACT, and LOWER_BOUND above the cap;
+- a fixed number of statements per call whatever the page size.
+
+Besides ListClients and ListAuditEvents, a TEST-ONLY list is declared here in
+a few lines (a ListSpec over the providers table, served by a generic handler
+behind the real CallInterceptor): the contract is the generic path's, not a
+property of the two lists that happen to exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+import pytest_asyncio
+from booking.v1 import audit_pb2, clients_pb2, common_pb2, providers_pb2, resources_pb2
+from google.protobuf.message import Message
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.config import DEV_PAGE_TOKEN_SECRET, Settings
+from server.db.engine import Database, create_engine, to_asyncpg_dsn
+from server.handlers._base import Deps
+from server.handlers._lists import ListSpec
+from server.interceptors import CallInterceptor
+from server.paging import PageTokenCodec
+from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey, orders
+from server.telemetry import create_telemetry
+from server.testing import running_server, test_settings
+from server.timezones import TimeZones
+from tests.conftest import Stubs, details, new_org, violated_fields
+
+# -- statement counting (also used by tests/test_list_clients.py) ------------------
+
+
+def record_statements(engine: AsyncEngine, statements: list[str]) -> None:
+    """Append every statement sent on the engine's (new) connections to ``statements``."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.driver_connection.add_query_logger(
+            lambda record: statements.append(record.query)
+        )
+
+
+# -- the TEST-ONLY list: a ListSpec over the providers table -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFilter:
+    active: bool | None = None
+
+
+def _build_providers(org_id: str, flt: ProviderFilter, order: Order) -> ListQuery:
+    query = ListQuery(
+        source="providers", columns=("organization_id", "id", "display_name", "active"), order=order
+    )
+    query.where(f"organization_id = {query.param(org_id)}")
+    if flt.active is not None:
+        query.where(f"active = {query.param(flt.active)}")
+    return query
+
+
+TEST_LISTING: Listing[ProviderFilter] = Listing(
+    name="test_providers",
+    orders=orders(
+        ("display_name", (SortKey("display_name", KeyType.TEXT), SortKey("id", KeyType.UUID)))
+    ),
+    default_order="display_name",
+    build=_build_providers,
+)
+
+
+def _provider_filters(request: clients_pb2.ListClientsRequest, _v: object) -> ProviderFilter:
+    return ProviderFilter(active=request.active if request.HasField("active") else None)
+
+
+def _encode_provider(row: asyncpg.Record, new: Callable[..., Any]) -> Any:
+    return new(
+        id=str(row["id"]),
+        organization_id=str(row["organization_id"]),
+        family_name=row["display_name"],
+        active=row["active"],
+    )
+
+
+TEST_LIST = ListSpec(
+    TEST_LISTING, clients_pb2.ListClientsResponse, "clients", _provider_filters, _encode_provider
+)
+TEST_SERVICE = "booking.test.TestListService"
+
+
+@contextlib.asynccontextmanager
+async def test_list_server(
+    url: str, settings: Settings, statements: list[str]
+) -> AsyncIterator[str]:
+    """A grpc.aio server serving TEST_LIST behind the real interceptor; its target."""
+    database = Database(create_engine(settings, url), settings)  # as server/app.py does
+    record_statements(database.engine, statements)
+    deps = Deps(
+        db=database,
+        settings=settings,
+        tokens=PageTokenCodec(settings.page_token_secret),
+        zones=TimeZones(database),
+    )
+
+    async def list_providers(request: Any, context: Any) -> Any:
+        return await TEST_LIST.serve(deps, request, context)
+
+    handler = grpc.method_handlers_generic_handler(
+        TEST_SERVICE,
+        {
+            "ListProviders": grpc.unary_unary_rpc_method_handler(
+                list_providers,
+                request_deserializer=clients_pb2.ListClientsRequest.FromString,
+                response_serializer=clients_pb2.ListClientsResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.aio.server(interceptors=[CallInterceptor(create_telemetry(settings))])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0.5)
+        await database.engine.dispose()
+
+
+test_list_server.__test__ = False  # type: ignore[attr-defined]
+
+
+# -- environments: the booking server and the test list, side by side --------------
+
+
+@dataclass
+class Env:
+    booking: grpc.aio.Channel
+    test: grpc.aio.Channel
+    url: str
+    statements: list[str] = field(default_factory=list)
+
+    @property
+    def stubs(self) -> Stubs:
+        return Stubs(self.booking)
+
+
+@contextlib.asynccontextmanager
+async def open_env(url: str, settings: Settings) -> AsyncIterator[Env]:
+    statements: list[str] = []
+    async with running_server(url, settings) as srv:
+        record_statements(srv.server.database.engine, statements)
+        await srv.server.database.engine.dispose()  # new connections get the logger
+        async with (
+            test_list_server(url, settings, statements) as target,
+            grpc.aio.insecure_channel(srv.target) as booking,
+            grpc.aio.insecure_channel(target) as test,
+        ):
+            yield Env(booking, test, url, statements)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def env(database_url: str) -> AsyncIterator[Env]:
+    async with open_env(database_url, test_settings()) as e:
+        yield e
+
+
+CAP = 10
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def capped(database_url: str) -> AsyncIterator[Env]:
+    async with open_env(database_url, test_settings(exact_count_cap=CAP)) as e:
+        yield e
+
+
+# -- the cases ----------------------------------------------------------------------
+
+
+async def _db(env: Env) -> asyncpg.Connection:
+    return await asyncpg.connect(to_asyncpg_dsn(env.url))
+
+
+# Seeded timestamps: 7 distinct values (ties on purpose), microsecond
+# fractions, some before 1970 (negative epoch microseconds).
+_TIMESTAMP_TIES = (
+    "timestamptz '1969-12-31 23:59:58+00' + make_interval(secs => "
+    "(abs(hashtext(id::text)) % 7) * 0.700123)"
+)
+
+
+async def seed_clients(env: Env, org: str, n: int) -> list[str]:
+    """n clients through the RPC (ASCII lower-case names with ties), then the
+    create times rewritten to tie."""
+    families = ("brown", "jones", "ng", "smith")
+
+    async def one(i: int) -> str:
+        response = await env.stubs.clients.CreateClient(
+            clients_pb2.CreateClientRequest(
+                organization_id=org,
+                client=resources_pb2.Client(
+                    given_name=f"g{i % 5}", family_name=families[i % 4], active=i % 2 == 0
+                ),
+            )
+        )
+        return response.client.id
+
+    ids = [await one(i) for i in range(n)]
+    conn = await _db(env)
+    try:
+        await conn.execute(
+            f"UPDATE clients SET created_at = {_TIMESTAMP_TIES} WHERE organization_id = $1", org
+        )
+    finally:
+        await conn.close()
+    return ids
+
+
+async def seed_audit(env: Env, org: str, n: int) -> list[str]:
+    """n - 1 client creations (+ the organization's own) = n audit events, with ties."""
+    await seed_clients(env, org, n - 1)
+    conn = await _db(env)
+    try:
+        await conn.execute(
+            f"UPDATE audit_events SET occurred_at = {_TIMESTAMP_TIES} WHERE organization_id = $1",
+            org,
+        )
+        rows = await conn.fetch("SELECT id FROM audit_events WHERE organization_id = $1", org)
+    finally:
+        await conn.close()
+    assert len(rows) == n
+    return [str(r["id"]) for r in rows]
+
+
+async def seed_providers(env: Env, org: str, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        response = await env.stubs.providers.CreateProvider(
+            providers_pb2.CreateProviderRequest(
+                organization_id=org,
+                provider=resources_pb2.Provider(
+                    display_name=f"p{i % 9:02d}", time_zone="UTC", active=i % 2 == 0
+                ),
+            )
+        )
+        ids.append(response.provider.id)
+    return ids
+
+
+def _name_key(item: Any) -> tuple[Any, ...]:
+    return (f"{item.family_name} {item.given_name}", item.id)
+
+
+def _created_key(item: Any) -> tuple[Any, ...]:
+    return (item.create_time.seconds, item.create_time.nanos, item.id)
+
+
+def _occurred_key(item: Any) -> tuple[Any, ...]:
+    return (item.occur_time.seconds, item.occur_time.nanos, item.id)
+
+
+def _display_name_key(item: Any) -> tuple[Any, ...]:
+    return (item.family_name, item.id)
+
+
+@dataclass(frozen=True)
+class ListCase:
+    id: str
+    # Full method name and which server serves it ("booking" or "test").
+    method: str
+    server: str
+    request: type[Message]
+    response: type[Message]
+    items_field: str
+    order_by: str
+    seed: Callable[[Env, str, int], Awaitable[list[str]]]
+    # The order key of an item, ending with its unique tie-breaker.
+    key: Callable[[Any], tuple[Any, ...]]
+    descending: bool
+    # The sort keys' types, as carried in the token's keyset.
+    key_types: tuple[KeyType, ...]
+    # Filters that change the result (a token must not survive a change to them).
+    other_filters: dict[str, Any]
+    # Another valid order_by, if the list has one.
+    other_order: str | None
+
+    async def call(self, env: Env, **fields: Any) -> Any:
+        channel = env.booking if self.server == "booking" else env.test
+        rpc = channel.unary_unary(
+            self.method,
+            request_serializer=self.request.SerializeToString,
+            response_deserializer=self.response.FromString,
+        )
+        if self.order_by:
+            fields.setdefault("order_by", self.order_by)
+        return await rpc(self.request(**fields), timeout=30)
+
+    def items(self, response: Any) -> list[Any]:
+        return list(getattr(response, self.items_field))
+
+
+_CLIENTS = {
+    "method": "/booking.v1.ClientService/ListClients",
+    "server": "booking",
+    "request": clients_pb2.ListClientsRequest,
+    "response": clients_pb2.ListClientsResponse,
+    "items_field": "clients",
+    "seed": seed_clients,
+    "other_filters": {"active": True},
+}
+_TEXT_ID = (KeyType.TEXT, KeyType.UUID)
+_TIME_ID = (KeyType.TIMESTAMP, KeyType.UUID)
+
+CASES = [
+    ListCase(
+        id="clients-name",
+        order_by="name",
+        key=_name_key,
+        descending=False,
+        key_types=_TEXT_ID,
+        other_order="name desc",
+        **_CLIENTS,  # type: ignore[arg-type]
+    ),
+    ListCase(
+        id="clients-name-desc",
+        order_by="name desc",
+        key=_name_key,
+        descending=True,
+        key_types=_TEXT_ID,
+        other_order="name",
+        **_CLIENTS,  # type: ignore[arg-type]
+    ),
+    ListCase(
+        id="clients-create_time",
+        order_by="create_time",
+        key=_created_key,
+        descending=False,
+        key_types=_TIME_ID,
+        other_order="create_time desc",
+        **_CLIENTS,  # type: ignore[arg-type]
+    ),
+    ListCase(
+        id="clients-create_time-desc",
+        order_by="create_time desc",
+        key=_created_key,
+        descending=True,
+        key_types=_TIME_ID,
+        other_order="name desc",
+        **_CLIENTS,  # type: ignore[arg-type]
+    ),
+    ListCase(
+        id="audit",
+        method="/booking.v1.AuditService/ListAuditEvents",
+        server="booking",
+        request=audit_pb2.ListAuditEventsRequest,
+        response=audit_pb2.ListAuditEventsResponse,
+        items_field="audit_events",
+        order_by="",
+        seed=seed_audit,
+        key=_occurred_key,
+        descending=True,
+        key_types=_TIME_ID,
+        other_filters={"resource_type": "client"},
+        other_order=None,  # one order only
+    ),
+    ListCase(
+        id="test-providers",
+        method=f"/{TEST_SERVICE}/ListProviders",
+        server="test",
+        request=clients_pb2.ListClientsRequest,
+        response=clients_pb2.ListClientsResponse,
+        items_field="clients",
+        order_by="display_name",
+        seed=seed_providers,
+        key=_display_name_key,
+        descending=False,
+        key_types=_TEXT_ID,
+        other_filters={"active": False},
+        other_order="display_name desc",
+    ),
+    ListCase(
+        id="test-providers-desc",
+        method=f"/{TEST_SERVICE}/ListProviders",
+        server="test",
+        request=clients_pb2.ListClientsRequest,
+        response=clients_pb2.ListClientsResponse,
+        items_field="clients",
+        order_by="display_name desc",
+        seed=seed_providers,
+        key=_display_name_key,
+        descending=True,
+        key_types=_TEXT_ID,
+        other_filters={"active": True},
+        other_order="display_name",
+    ),
+]
+N = 60  # rows per seeded tenant: more than the default page size (50)
+
+each_case = pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+
+
+@dataclass(frozen=True)
+class Seeded:
+    org: str
+    ids: list[str]
+
+
+class SeededTenants:
+    """One seeded tenant per case, shared by the read-only tests of this module."""
+
+    def __init__(self, env: Env) -> None:
+        self._env = env
+        self._done: dict[str, Seeded] = {}
+
+    async def of(self, case: ListCase) -> Seeded:
+        if case.id not in self._done:
+            org = await new_org(self._env.stubs)
+            self._done[case.id] = Seeded(org, await case.seed(self._env, org, N))
+        return self._done[case.id]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def seeded(env: Env) -> SeededTenants:
+    return SeededTenants(env)
+
+
+async def walk(case: ListCase, env: Env, sizes: tuple[int, ...] = (7,), **fields: Any) -> list[Any]:
+    """Every item, following next_page_token; page sizes taken in turn."""
+    items: list[Any] = []
+    token = ""
+    for turn in range(10_000):
+        response = await case.call(
+            env, page_size=sizes[turn % len(sizes)], page_token=token, **fields
+        )
+        items += case.items(response)
+        assert response.page_info.has_next == bool(response.next_page_token)
+        assert response.page_info.page == turn + 1
+        token = response.next_page_token
+        if not token:
+            return items
+    raise AssertionError("the walk did not end")
+
+
+def assert_in_order(case: ListCase, items: list[Any]) -> None:
+    keys = [case.key(i) for i in items]
+    expected = sorted(keys, reverse=case.descending)
+    assert keys == expected, "not in the declared order"
+    assert len(set(keys)) == len(keys), "a row was returned twice"
+
+
+async def expect_invalid(
+    call: Awaitable[Any], field: str = "page_token", reason: str | None = None
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+        err.value.code(),
+        err.value.details(),
+    )
+    assert field in violated_fields(err.value)
+    if reason is not None:
+        assert details(err.value)["ErrorInfo"].reason == reason
+
+
+# -- walking ------------------------------------------------------------------------
+
+
+@each_case
+async def test_walking_returns_every_row_once_in_order(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    for sizes in ((7,), (1, 13, 4), (N,), (N + 1,)):
+        items = await walk(case, env, sizes, organization_id=tenant.org)
+        assert sorted(i.id for i in items) == sorted(tenant.ids)
+        assert_in_order(case, items)
+    # The seeded rows tie on the leading sort key: the tie-breaker is exercised.
+    keys = [case.key(i)[:-1] for i in items]
+    assert len(set(keys)) < len(keys)
+
+
+@each_case
+async def test_filtered_walk_is_the_filtered_full_list(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    everything = await walk(case, env, (N + 1,), organization_id=tenant.org)
+    filtered = await walk(case, env, (4,), organization_id=tenant.org, **case.other_filters)
+    assert 0 < len(filtered) < len(everything)
+    ids = {i.id for i in filtered}
+    assert [i.id for i in everything if i.id in ids] == [i.id for i in filtered]
+
+
+async def test_walk_with_inserts_between_pages(env: Env) -> None:
+    """A schedule: after every page, one row is inserted before the position
+    reached (it must not appear: keyset pages never go back) and one after it
+    (it must appear, exactly once)."""
+    case = CASES[0]  # clients, order_by name
+    org = await new_org(env.stubs)
+    original = set(await seed_clients(env, org, 40))
+    before, after = [], []
+    items: list[Any] = []
+    token = ""
+    for i in range(100):
+        response = await case.call(env, organization_id=org, page_size=6, page_token=token)
+        items += case.items(response)
+        token = response.next_page_token
+        if not token:
+            break
+        for prefix, into in (("aa", before), ("zz", after)):
+            created = await env.stubs.clients.CreateClient(
+                clients_pb2.CreateClientRequest(
+                    organization_id=org,
+                    client=resources_pb2.Client(family_name=f"{prefix}{i:03d}"),
+                )
+            )
+            into.append(created.client.id)
+    ids = [i.id for i in items]
+    assert_in_order(case, items)
+    assert original <= set(ids), "a row that existed throughout was skipped"
+    assert set(after) <= set(ids), "a row inserted ahead of the position was skipped"
+    assert not set(before) & set(ids), "a page went back"
+    assert len(ids) == len(original) + len(after)
+
+
+# -- page_size ----------------------------------------------------------------------
+
+
+@each_case
+async def test_page_size_default_clamp_and_negative(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    default = await case.call(env, organization_id=tenant.org)
+    assert len(case.items(default)) == 50 and default.page_info.page_size == 50
+    assert default.next_page_token and default.page_info.has_next
+    clamped = await case.call(env, organization_id=tenant.org, page_size=5000)
+    assert clamped.page_info.page_size == 1000
+    assert len(case.items(clamped)) == N and not clamped.next_page_token
+    assert_in_order(case, case.items(clamped))
+    for size in (-1, -(2**31)):
+        await expect_invalid(
+            case.call(env, organization_id=tenant.org, page_size=size), "page_size"
+        )
+
+
+# -- tokens: bound to their request, tamper-proof -----------------------------------
+
+
+async def _first_token(case: ListCase, env: Env, org: str, **fields: Any) -> str:
+    response = await case.call(env, organization_id=org, page_size=5, **fields)
+    assert response.next_page_token
+    return str(response.next_page_token)
+
+
+@each_case
+async def test_token_is_bound_to_tenant_filters_and_order(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    token = await _first_token(case, env, tenant.org)
+    other_org = await new_org(env.stubs)
+    reuses: list[dict[str, Any]] = [
+        {"organization_id": other_org},
+        {"organization_id": tenant.org, **case.other_filters},
+    ]
+    if case.other_order is not None:
+        reuses.append({"organization_id": tenant.org, "order_by": case.other_order})
+    for fields in reuses:
+        await expect_invalid(
+            case.call(env, page_size=5, page_token=token, **fields),
+            reason="PAGE_TOKEN_MISMATCH",
+        )
+    # The same request goes on, with another page_size too (AIP-158).
+    second = await case.call(env, organization_id=tenant.org, page_size=9, page_token=token)
+    assert second.page_info.page == 2 and second.page_info.has_prev
+
+
+@each_case
+async def test_token_of_another_list_is_refused(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    for other in CASES:
+        if other.method == case.method and other.order_by == case.order_by:
+            continue
+        token = await _first_token(other, env, (await seeded.of(other)).org)
+        # Same tenant as the token's, so only the list (or its order) differs.
+        await expect_invalid(
+            case.call(
+                env,
+                organization_id=(await seeded.of(other)).org,
+                page_size=5,
+                page_token=token,
+            )
+        )
+    assert tenant.ids
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+@each_case
+async def test_tampered_token_is_invalid(case: ListCase, env: Env, seeded: SeededTenants) -> None:
+    tenant = await seeded.of(case)
+    token = await _first_token(case, env, tenant.org)
+    raw = _unb64(token)
+    tampered = []
+    for position in (0, len(raw) // 3, len(raw) // 2, len(raw) - 20, len(raw) - 1):
+        changed = bytearray(raw)
+        changed[position] ^= 0x01
+        tampered.append(_b64(bytes(changed)))
+    tampered += [token[:-3], token + "A", "not-a-token!", "", "=", _b64(raw[-16:]), _b64(b"x")]
+    for bad in [t for t in tampered if t]:
+        await expect_invalid(
+            case.call(env, organization_id=tenant.org, page_token=bad),
+            reason="INVALID_PAGE_TOKEN",
+        )
+
+
+# -- signed but forged tokens (the development secret is public) -------------------
+
+CODEC = PageTokenCodec(DEV_PAGE_TOKEN_SECRET)
+
+
+def _payload(token: str) -> dict[str, Any]:
+    return dict(json.loads(_unb64(token)[:-16]))
+
+
+def _sign_raw(payload: bytes) -> str:
+    mac = hmac.new(DEV_PAGE_TOKEN_SECRET, payload, hashlib.sha256).digest()[:16]
+    return _b64(payload + mac)
+
+
+_BAD_ANYWHERE: list[Any] = [
+    None,
+    True,
+    False,
+    1.5,
+    [[1]],
+    [],
+    {"a": 1},
+    10**30,
+    -(10**30),
+    "\ud800",
+    "a\x00b",
+    "x" * 100_000,
+]
+_BAD_FOR: dict[KeyType, list[Any]] = {
+    KeyType.TEXT: [0, 2**63],
+    KeyType.TIMESTAMP: ["2024-01-01T00:00:00Z", "0", 2**62, -(2**62), 2**63, -(2**63) - 1],
+    KeyType.UUID: [
+        "not-a-uuid",
+        "0" * 36,
+        "\x00" * 36,
+        "\ud800" * 36,
+        "{12345678-1234-1234-1234-1234567890ab}",
+        1234,
+    ],
+    KeyType.INT: ["1", 2**63, 1.0],
+}
+_BAD_PAGE_NUMBERS: list[Any] = [0, 1, -1, 2**31, 10**20, 1.5, 2.0, "2", True, None, [2]]
+
+
+@each_case
+async def test_signed_token_with_bad_keyset_or_page_number_is_invalid(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    real = _payload(await _first_token(case, env, tenant.org))
+    scope, keyset = real["s"], real["k"]
+    assert len(keyset) == len(case.key_types)
+
+    async def refused(token: str, what: str) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await case.call(env, organization_id=tenant.org, page_size=5, page_token=token)
+        code = err.value.code()
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, f"{what}: {code} {err.value.details()}"
+        assert violated_fields(err.value) == {"page_token"}, what
+
+    # The forging is right: the real keyset re-signed is accepted.
+    ok = await case.call(
+        env, organization_id=tenant.org, page_size=5, page_token=CODEC.encode(scope, 2, keyset)
+    )
+    assert ok.page_info.page == 2
+    # Keysets of the wrong length.
+    for bad_keyset in ([], keyset[:1], [*keyset, keyset[-1]], [keyset[0]] * 5):
+        await refused(CODEC.encode(scope, 2, tuple(bad_keyset)), f"keyset {bad_keyset!r}")
+    # A wrong value at each position.
+    for position, key_type in enumerate(case.key_types):
+        for value in _BAD_ANYWHERE + _BAD_FOR[key_type]:
+            forged = list(keyset)
+            forged[position] = value
+            await refused(CODEC.encode(scope, 2, tuple(forged)), f"k[{position}]={value!r:.40}")
+    # Absurd page numbers.
+    for number in _BAD_PAGE_NUMBERS:
+        await refused(CODEC.encode(scope, number, tuple(keyset)), f"n={number!r}")
+    # Payloads of the wrong shape, correctly signed.
+    shapes: list[Any] = [
+        [],
+        "x",
+        {},
+        {"v": 1, "s": scope, "n": 2},
+        {"v": 1, "s": scope, "n": 2, "k": "abc"},
+        {"v": 1, "s": scope, "n": 2, "k": {"a": 1}},
+        {"v": 2, "s": scope, "n": 2, "k": keyset},
+        {"v": 1, "s": 5, "n": 2, "k": keyset},
+    ]
+    for shape in shapes:
+        await refused(_sign_raw(json.dumps(shape).encode()), f"payload {shape!r:.60}")
+    for raw in (b"\xff\xfe", b"[" * 100_000, b'{"v":1}' * 3, b"NaN"):
+        await refused(_sign_raw(raw), f"payload {raw[:20]!r}")
+
+
+# -- page-number mode ----------------------------------------------------------------
+
+
+@each_case
+async def test_page_number_mode_returns_the_rows_walking_returns(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    walked = [i.id for i in await walk(case, env, (7,), organization_id=tenant.org)]
+    pages = -(-N // 7)
+    for number in range(1, pages + 1):
+        response = await case.call(
+            env,
+            organization_id=tenant.org,
+            page_size=7,
+            page=number,
+            count_mode=common_pb2.COUNT_MODE_EXACT,
+        )
+        assert [i.id for i in case.items(response)] == walked[(number - 1) * 7 : number * 7]
+        info = response.page_info
+        assert (info.page, info.total_pages, info.total_size) == (number, pages, N)
+        assert (info.has_prev, info.has_next) == (number > 1, number < pages)
+    beyond = await case.call(env, organization_id=tenant.org, page_size=7, page=pages + 1)
+    assert case.items(beyond) == [] and not beyond.page_info.has_next
+    await expect_invalid(
+        case.call(env, organization_id=tenant.org, page_size=1000, page=101),
+        "page",
+        "PAGE_TOO_DEEP",
+    )
+    await expect_invalid(case.call(env, organization_id=tenant.org, page=-1), "page")
+    token = await _first_token(case, env, tenant.org)
+    await expect_invalid(
+        case.call(env, organization_id=tenant.org, page=2, page_token=token), "page"
+    )
+
+
+# -- counts -------------------------------------------------------------------------
+
+
+@each_case
+async def test_count_modes(case: ListCase, env: Env, seeded: SeededTenants) -> None:
+    tenant = await seeded.of(case)
+    for mode in (common_pb2.COUNT_MODE_UNSPECIFIED, common_pb2.COUNT_MODE_NONE):
+        none = await case.call(env, organization_id=tenant.org, page_size=25, count_mode=mode)
+        info = none.page_info
+        assert (info.count_kind, info.total_size, info.total_pages) == (
+            common_pb2.COUNT_KIND_NONE,
+            0,
+            0,
+        )
+    exact = await case.call(
+        env, organization_id=tenant.org, page_size=25, count_mode=common_pb2.COUNT_MODE_EXACT
+    )
+    info = exact.page_info
+    assert (info.count_kind, info.total_size, info.total_pages) == (
+        common_pb2.COUNT_KIND_EXACT,
+        N,
+        3,
+    )
+    estimated = await case.call(
+        env, organization_id=tenant.org, page_size=25, count_mode=common_pb2.COUNT_MODE_ESTIMATED
+    )
+    assert estimated.page_info.count_kind == common_pb2.COUNT_KIND_ESTIMATED
+    assert estimated.page_info.total_size >= 26  # never below what is known to exist
+    # The last page of an estimated count knows the exact total.
+    last = await case.call(
+        env, organization_id=tenant.org, page_size=N, count_mode=common_pb2.COUNT_MODE_ESTIMATED
+    )
+    assert last.page_info.total_size == N
+    await expect_invalid(case.call(env, organization_id=tenant.org, count_mode=99), "count_mode")
+
+
+@each_case
+async def test_exact_count_above_the_cap_is_a_lower_bound(
+    case: ListCase, capped: Env, seeded: SeededTenants
+) -> None:
+    tenant = await seeded.of(case)
+    response = await case.call(
+        capped, organization_id=tenant.org, count_mode=common_pb2.COUNT_MODE_EXACT, page_size=5
+    )
+    info = response.page_info
+    assert (info.count_kind, info.total_size) == (common_pb2.COUNT_KIND_LOWER_BOUND, CAP)
+    small = await case.call(
+        capped,
+        organization_id=tenant.org,
+        count_mode=common_pb2.COUNT_MODE_EXACT,
+        page_size=5,
+        **case.other_filters,
+    )
+    exact_filtered = len(
+        await walk(case, capped, (N,), organization_id=tenant.org, **case.other_filters)
+    )
+    expected_kind = (
+        common_pb2.COUNT_KIND_EXACT if exact_filtered <= CAP else common_pb2.COUNT_KIND_LOWER_BOUND
+    )
+    assert small.page_info.count_kind == expected_kind
+    assert small.page_info.total_size == min(exact_filtered, CAP)
+
+
+# -- statements per call ------------------------------------------------------------
+
+
+@each_case
+@pytest.mark.parametrize(
+    ("count_mode", "expected"),
+    [
+        (common_pb2.COUNT_MODE_NONE, 1),
+        (common_pb2.COUNT_MODE_EXACT, 2),
+        (common_pb2.COUNT_MODE_ESTIMATED, 2),
+    ],
+)
+async def test_statement_count_is_fixed_whatever_the_page_size(
+    case: ListCase, env: Env, seeded: SeededTenants, count_mode: int, expected: int
+) -> None:
+    tenant = await seeded.of(case)
+    await case.call(env, organization_id=tenant.org)  # warm the connections
+    token = await _first_token(case, env, tenant.org)
+    for size in (1, 7, N, 1000):
+        for page_token, page in (("", 0), (token, 0), ("", 2)):
+            env.statements.clear()
+            response = await case.call(
+                env,
+                organization_id=tenant.org,
+                page_size=size,
+                page_token=page_token,
+                page=page,
+                count_mode=count_mode,
+            )
+            assert case.items(response) or page == 2
+            assert len(env.statements) == expected, env.statements
+
+
+async def test_cases_cover_every_list_rpc() -> None:
+    """Every List RPC of every service is a case of the contract."""
+    from server.handlers import SERVICES
+
+    lists = {
+        f"/{s.full_name}/{m.name}"
+        for s in SERVICES
+        for m in s.pb2.DESCRIPTOR.services_by_name[s.short_name].methods
+        if m.name.startswith("List")
+    }
+    assert lists <= {c.method for c in CASES}, lists - {c.method for c in CASES}
