@@ -13,10 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PoolSettings", "Settings", "load_settings"]
+__all__ = ["ConfigError", "PoolSettings", "Settings", "load_settings"]
 
 ENV_PREFIX = "BOOKING_"
 DEV_PAGE_TOKEN_SECRET = b"booking-dev-page-token-secret"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and
+    what it expects, in one line (the CLI prints it and exits 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,10 @@ class Settings:
     # Server processes sharing the port (SO_REUSEPORT): one Python process
     # serves about one core's worth of calls.
     workers: int = 1
+    # Bind the port with SO_REUSEPORT. Only the workers of one `serve --workers`
+    # unit set it (the CLI does): a second server on a taken port must fail
+    # instead of silently splitting the callers between two databases.
+    reuse_port: bool = False
     pool: PoolSettings = field(default_factory=PoolSettings)
     # Run `alembic upgrade head` at start-up.
     migrate_on_start: bool = True
@@ -107,16 +117,24 @@ def _parse_bool(name: str, raw: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ValueError(f"{name}: expected a boolean, got {raw!r}")
+    raise ConfigError(f"{name}: expected a boolean (true/false), got {raw!r}")
+
+
+def _parse_number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name}: expected {noun}, got {raw!r}") from None
 
 
 def _convert(name: str, raw: str, kind: object) -> object:
     if kind in (bool, "bool"):
         return _parse_bool(name, raw)
     if kind in (int, "int"):
-        return int(raw)
+        return _parse_number(name, raw, int)
     if kind in (float, "float"):
-        return float(raw)
+        return _parse_number(name, raw, float)
     if kind in (bytes, "bytes"):
         return raw.encode()
     if kind in ("Path",):
@@ -134,7 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     env = os.environ if env is None else env
     environment = env.get(f"{ENV_PREFIX}ENV", "dev")
     if environment not in _PRESETS:
-        raise ValueError(f"{ENV_PREFIX}ENV must be one of {sorted(_PRESETS)}, got {environment!r}")
+        raise ConfigError(f"{ENV_PREFIX}ENV must be one of {sorted(_PRESETS)}, got {environment!r}")
     values: dict[str, object] = {"environment": environment, **_PRESETS[environment]}
     pool = values.get("pool", PoolSettings())
     assert isinstance(pool, PoolSettings)
@@ -152,8 +170,26 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             values[f.name] = _convert(f"{ENV_PREFIX}{f.name.upper()}", raw, f.type)
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
-    if settings.environment == "prod" and not settings.database_url:
-        raise ValueError(f"{ENV_PREFIX}DATABASE_URL must be set in prod (no embedded database)")
-    if settings.environment == "prod" and settings.page_token_secret == DEV_PAGE_TOKEN_SECRET:
-        raise ValueError(f"{ENV_PREFIX}PAGE_TOKEN_SECRET must be set in prod")
+    _validate(settings)
     return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.environment == "prod" and not settings.database_url:
+        raise ConfigError(
+            f"{ENV_PREFIX}DATABASE_URL must be set in prod (no embedded database there); "
+            f"set it, or use {ENV_PREFIX}ENV=dev for the embedded PostgreSQL"
+        )
+    if settings.environment == "prod" and settings.page_token_secret == DEV_PAGE_TOKEN_SECRET:
+        raise ConfigError(f"{ENV_PREFIX}PAGE_TOKEN_SECRET must be set in prod")
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"{ENV_PREFIX}PORT/--port: expected 0-65535, got {settings.port}")
+    if settings.workers < 1:
+        raise ConfigError(
+            f"{ENV_PREFIX}WORKERS/--workers: expected 1 or more, got {settings.workers}"
+        )
+    if str(settings.log_level).upper() not in _LOG_LEVELS:
+        raise ConfigError(
+            f"{ENV_PREFIX}LOG_LEVEL: expected one of {', '.join(_LOG_LEVELS)}, "
+            f"got {settings.log_level!r}"
+        )

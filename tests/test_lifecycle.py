@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from server.db.embedded import EmbeddedPostgres
 from server.db.engine import to_asyncpg_dsn
 from server.telemetry import create_telemetry
 from server.testing import assert_eventually, running_server, test_settings
@@ -210,6 +211,26 @@ async def test_workers_share_the_port_and_stop_together(database_url: str) -> No
                 await clients_pb2_grpc.ClientServiceStub(channel).ListClients(
                     clients_pb2.ListClientsRequest(organization_id=str(uuid.uuid4()))
                 )
+        # Only the unit's own workers share the port: a second server, plain or
+        # another unit, fails at once naming the port (exit 3).
+        for extra in ([], ["--workers", "2"]):
+            second = await asyncio.create_subprocess_exec(
+                *[sys.executable, "-m", "server", "--database-url", database_url],
+                *["serve", "--port", str(port), *extra],
+                env=env,
+                cwd=ROOT,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                _, err = await asyncio.wait_for(second.communicate(), 30)
+            finally:
+                if second.returncode is None:
+                    second.kill()
+                    await second.wait()
+            assert second.returncode == 3, err
+            (line,) = err.decode().splitlines()
+            assert f"port {port} on 127.0.0.1 is in use by pid" in line
         workers = await _workers(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
@@ -247,3 +268,63 @@ async def test_a_crashed_worker_takes_the_unit_down(database_url: str) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_the_embedded_postgres_comes_back_after_kill_9(tmp_path: Path) -> None:
+    """``serve`` owns its embedded PostgreSQL: a dead postmaster is restarted
+    (same port, so the pool's URL stays valid) and health returns to SERVING."""
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    data_dir = tmp_path / "pgdata"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
+    env.update({"BOOKING_ENV": "test", "BOOKING_EMBEDDED_DATA_DIR": str(data_dir)})
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "server", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    pg = EmbeddedPostgres(data_dir)  # only to read its postmaster.pid
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert first.startswith("embedded PostgreSQL at postgresql://postgres@127.0.0.1:")
+        await assert_eventually(lambda: _serving(target), timeout=30)
+        postmaster = pg.postmaster_pid()
+        assert postmaster is not None
+        os.kill(postmaster, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            pid = pg.postmaster_pid()
+            return pid is not None and pid != postmaster
+
+        await assert_eventually(restarted, timeout=30, message="the postmaster was not restarted")
+        await assert_eventually(lambda: _serving(target), timeout=30)
+        # Calls work again (dead pooled connections are replaced).
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = clients_pb2_grpc.ClientServiceStub(channel)
+
+            async def list_works() -> bool:
+                try:
+                    await stub.ListClients(
+                        clients_pb2.ListClientsRequest(organization_id=str(uuid.uuid4()))
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                    return False
+                return True
+
+            await assert_eventually(list_works, timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        # Stopped with the server (cleanly: postmaster.pid is gone), and not
+        # brought back by the supervisor.
+        assert pg.postmaster_pid() is None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if pg.postmaster_pid() is not None:  # left behind by a failure: adopt, stop
+            await asyncio.to_thread(pg.start)
+            await asyncio.to_thread(pg.stop, "immediate")

@@ -221,7 +221,7 @@ def collect_orphan_clusters(state_dir: Path) -> list[Path]:
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
-        _log.info("removed the cluster of deleted data directory %s", origin)
+        _log.debug("removed the cluster of deleted data directory %s", origin)
     return removed
 
 
@@ -247,8 +247,18 @@ class EmbeddedPostgres:
         self.state_dir = Path(self.state_dir)
         self._user = _SYSTEM_USER if os.name != "nt" and os.geteuid() == 0 else None
         self._bin = _package_dir() / "bin"
-        # Not root: the data directory is the cluster. Root: see _prepare_root.
-        self.cluster_dir = self.data_dir
+
+    @property
+    def cluster_dir(self) -> Path:
+        """Where the cluster is: the data directory itself, or (root) the target
+        of its ``pgdata`` link (see the module docstring)."""
+        if self._user is None or (self.data_dir / "PG_VERSION").exists():
+            return self.data_dir
+        link = self.data_dir / _LINK_NAME
+        try:
+            return Path(os.readlink(link))
+        except OSError:
+            return link
 
     @property
     def lock_path(self) -> Path:
@@ -311,9 +321,9 @@ class EmbeddedPostgres:
         entry = pwd.getpwnam(self._user)
         if (self.data_dir / "PG_VERSION").exists():
             # An earlier version's layout: the data directory is the cluster.
-            self.cluster_dir = self.data_dir
             self._bin = _install_binaries(self._state_root()) / "bin"
             return
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         _make_dir(self.data_dir, 0o700)
         link = self.data_dir / _LINK_NAME
         if not link.is_symlink():
@@ -334,7 +344,6 @@ class EmbeddedPostgres:
             (home / "origin").write_text(f"{self.data_dir}\n")
         if _make_dir(cluster, 0o700):
             os.chown(cluster, entry.pw_uid, entry.pw_gid)
-        self.cluster_dir = cluster
 
     def _state_root(self) -> Path:
         self.state_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +397,7 @@ class EmbeddedPostgres:
         else:
             self._prepare_root()
         if not self.initialized:
-            _log.info("initdb %s", self.cluster_dir)
+            _log.debug("initdb %s", self.cluster_dir)
             self._run(
                 "initdb",
                 "-D",
@@ -429,6 +438,10 @@ class EmbeddedPostgres:
         return self.url()
 
     def stop(self, mode: str = "fast") -> None:
+        """Stop the database this instance started (a no-op otherwise: an
+        instance that failed with DataDirectoryInUse must not stop the owner's)."""
+        if self._lock is None:
+            return
         try:
             if self.is_running():
                 self._run("pg_ctl", "-D", str(self.cluster_dir), "-m", mode, "-w", "stop")
