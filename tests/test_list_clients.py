@@ -1,47 +1,46 @@
-"""ListClients: the paging contract, filters, search, counts, statement counts."""
+"""ListClients: its filters and search, and statement counts of searches and writes.
+
+The paging contract (page sizes, tokens, page-number mode, counts, statements
+per call) is tested for every list, ListClients included, in
+tests/test_paging_contract.py."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
 from booking.v1 import clients_pb2, common_pb2, resources_pb2
 from google.protobuf import timestamp_pb2
-from sqlalchemy import event
 
-from server.db.engine import to_asyncpg_dsn
-from server.ids import uuid7
-from server.testing import running_server, test_settings
-from tests.conftest import Stubs, details, new_org, violated_fields
+from server.testing import running_server
+from tests.conftest import Stubs, new_org
+from tests.test_paging_contract import record_statements
 
 LIST = clients_pb2.ListClientsRequest
 
 
-async def seed_clients(url: str, org: str, n: int, *, prefix: str = "") -> list[str]:
-    """Insert n clients straight into the database (fast; not what is tested)."""
+async def seed_clients(stubs: Stubs, org: str, n: int, *, prefix: str = "") -> list[str]:
+    """Create n clients through the RPC, ten at a time (through the RPC, not by
+    COPY, so that the derived columns are the server's own)."""
     rng = random.Random(n)
-    rows = []
+    requests = []
     for i in range(n):
         family = f"{prefix}{rng.choice(['Smith', 'Jones', 'Brown', 'Müller', 'Ng'])}{i:05d}"
-        rows.append((org, uuid7(), f"G{i}", family, f"c{i}@example.com", i % 3 != 0))
-    conn = await asyncpg.connect(to_asyncpg_dsn(url))
-    try:
-        await conn.copy_records_to_table(
-            "clients",
-            records=rows,
-            columns=["organization_id", "id", "given_name", "family_name", "email", "active"],
+        client = resources_pb2.Client(
+            given_name=f"G{i}", family_name=family, email=f"c{i}@example.com", active=i % 3 != 0
         )
-    finally:
-        await conn.close()
-    return [r[1] for r in rows]
+        requests.append(clients_pb2.CreateClientRequest(organization_id=org, client=client))
+    ids: list[str] = []
+    for start in range(0, n, 10):
+        batch = [stubs.clients.CreateClient(r) for r in requests[start : start + 10]]
+        ids += [r.client.id for r in await asyncio.gather(*batch)]
+    return ids
 
 
 async def walk(stubs: Stubs, request: clients_pb2.ListClientsRequest) -> list[str]:
@@ -59,58 +58,8 @@ def _fields(request: clients_pb2.ListClientsRequest) -> dict[str, object]:
     return {f.name: v for f, v in request.ListFields()}
 
 
-async def test_page_size_default_clamp_and_order(stubs: Stubs, org: str, database_url: str) -> None:
-    await seed_clients(database_url, org, 1100)
-    default = await stubs.clients.ListClients(LIST(organization_id=org))
-    assert len(default.clients) == 50 and default.page_info.page_size == 50
-    clamped = await stubs.clients.ListClients(LIST(organization_id=org, page_size=5000))
-    assert len(clamped.clients) == 1000 and clamped.page_info.page_size == 1000
-    keys = [(c.family_name.lower() + " " + c.given_name.lower(), c.id) for c in clamped.clients]
-    assert keys == sorted(keys)
-    desc = await stubs.clients.ListClients(
-        LIST(organization_id=org, order_by="create_time desc", page_size=20)
-    )
-    times = [(c.create_time.ToDatetime(), c.id) for c in desc.clients]
-    assert times == sorted(times, reverse=True)
-
-
-@pytest.mark.parametrize("order_by", ["name", "name desc", "create_time", "create_time desc"])
-async def test_walking_all_pages_returns_every_row_once_under_concurrent_inserts(
-    stubs: Stubs, database_url: str, order_by: str
-) -> None:
-    org = await new_org(stubs)
-    original = set(await seed_clients(database_url, org, 700))
-    stop = asyncio.Event()
-    inserted: list[str] = []
-
-    async def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            response = await stubs.clients.CreateClient(
-                clients_pb2.CreateClientRequest(
-                    organization_id=org,
-                    client=resources_pb2.Client(
-                        family_name=random.choice(["Aa", "Mm", "Zz"]) + str(i)
-                    ),
-                )
-            )
-            inserted.append(response.client.id)
-
-    task = asyncio.create_task(writer())
-    try:
-        ids = await walk(stubs, LIST(organization_id=org, page_size=37, order_by=order_by))
-    finally:
-        stop.set()
-        await task
-    assert len(ids) == len(set(ids)), "a row was returned twice"
-    assert original <= set(ids), "a row that existed throughout was skipped"
-    assert set(ids) <= original | set(inserted)
-    assert inserted, "the writer did not overlap the walk"
-
-
-async def test_filters_and_search(stubs: Stubs, org: str, database_url: str) -> None:
-    await seed_clients(database_url, org, 300)
+async def test_filters_and_search(stubs: Stubs, org: str) -> None:
+    await seed_clients(stubs, org, 300)
     active = await walk(stubs, LIST(organization_id=org, active=True, page_size=1000))
     inactive = await walk(stubs, LIST(organization_id=org, active=False, page_size=1000))
     assert len(active) == 200 and len(inactive) == 100
@@ -135,112 +84,13 @@ async def test_filters_and_search(stubs: Stubs, org: str, database_url: str) -> 
     assert (before.page_info.total_size, after.page_info.total_size) == (300, 0)
 
 
-async def test_count_modes(stubs: Stubs, org: str, database_url: str) -> None:
-    await seed_clients(database_url, org, 120)
-    none = await stubs.clients.ListClients(LIST(organization_id=org, page_size=50))
-    assert none.page_info.count_kind == common_pb2.COUNT_KIND_NONE
-    assert none.page_info.total_size == 0 and none.page_info.total_pages == 0
-    exact = await stubs.clients.ListClients(
-        LIST(organization_id=org, page_size=50, count_mode=common_pb2.COUNT_MODE_EXACT)
-    )
-    assert exact.page_info.count_kind == common_pb2.COUNT_KIND_EXACT
-    assert (exact.page_info.total_size, exact.page_info.total_pages) == (120, 3)
-    estimated = await stubs.clients.ListClients(
-        LIST(organization_id=org, page_size=50, count_mode=common_pb2.COUNT_MODE_ESTIMATED)
-    )
-    assert estimated.page_info.count_kind == common_pb2.COUNT_KIND_ESTIMATED
-    assert estimated.page_info.total_size >= 51  # never below what is known to exist
-
-
-async def test_exact_count_is_capped(database_url: str) -> None:
-    async with running_server(database_url, test_settings(exact_count_cap=100)) as srv:
-        async with grpc.aio.insecure_channel(srv.target) as channel:
-            stubs = Stubs(channel)
-            org = await new_org(stubs)
-            await seed_clients(database_url, org, 150)
-            response = await stubs.clients.ListClients(
-                LIST(organization_id=org, count_mode=common_pb2.COUNT_MODE_EXACT)
-            )
-    assert response.page_info.count_kind == common_pb2.COUNT_KIND_LOWER_BOUND
-    assert response.page_info.total_size == 100
-
-
-async def test_page_number_mode(stubs: Stubs, org: str, database_url: str) -> None:
-    await seed_clients(database_url, org, 95)
-    by_token = await walk(stubs, LIST(organization_id=org, page_size=10))
-    third = await stubs.clients.ListClients(
-        LIST(organization_id=org, page_size=10, page=3, count_mode=common_pb2.COUNT_MODE_EXACT)
-    )
-    assert [c.id for c in third.clients] == by_token[20:30]
-    info = third.page_info
-    assert (info.page, info.total_pages, info.has_prev, info.has_next) == (3, 10, True, True)
-    last = await stubs.clients.ListClients(LIST(organization_id=org, page_size=10, page=10))
-    assert len(last.clients) == 5 and not last.page_info.has_next
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stubs.clients.ListClients(LIST(organization_id=org, page_size=1000, page=101))
-    assert details(err.value)["ErrorInfo"].reason == "PAGE_TOO_DEEP"
-
-
-async def test_page_token_is_bound_to_tenant_filters_and_integrity(
-    stubs: Stubs, org: str, database_url: str
-) -> None:
-    await seed_clients(database_url, org, 30)
-    first = await stubs.clients.ListClients(LIST(organization_id=org, page_size=10))
-    token = first.next_page_token
-    second = await stubs.clients.ListClients(
-        LIST(organization_id=org, page_size=10, page_token=token)
-    )
-    assert second.page_info.page == 2 and second.page_info.has_prev
-    other = await new_org(stubs)
-    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    raw[len(raw) // 2] ^= 0x01
-    tampered = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
-    cases = {
-        "PAGE_TOKEN_MISMATCH": [
-            LIST(organization_id=other, page_size=10, page_token=token),
-            LIST(organization_id=org, page_size=10, page_token=token, active=True),
-            LIST(organization_id=org, page_size=10, page_token=token, order_by="name desc"),
-            LIST(organization_id=org, page_size=10, page_token=token, query="smith"),
-        ],
-        "INVALID_PAGE_TOKEN": [
-            LIST(organization_id=org, page_token=tampered),
-            LIST(organization_id=org, page_token="not-a-token!"),
-            LIST(organization_id=org, page_token=token[:-3]),
-        ],
-    }
-    for reason, requests in cases.items():
-        for request in requests:
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stubs.clients.ListClients(request)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert details(err.value)["ErrorInfo"].reason == reason
-            assert violated_fields(err.value) == {"page_token"}
-    # page_size may change between pages (AIP-158).
-    bigger = await stubs.clients.ListClients(
-        LIST(organization_id=org, page_size=20, page_token=token)
-    )
-    assert [c.id for c in bigger.clients] == [c.id for c in second.clients] + [
-        c.id
-        for c in (
-            await stubs.clients.ListClients(
-                LIST(organization_id=org, page_size=10, page_token=second.next_page_token)
-            )
-        ).clients
-    ]
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def counted(database_url: str) -> AsyncIterator[tuple[Stubs, list[str]]]:
     """A server whose every statement sent to PostgreSQL is recorded."""
     statements: list[str] = []
     async with running_server(database_url) as srv:
-
-        @event.listens_for(srv.server.database.engine.sync_engine, "connect")
-        def _on_connect(dbapi_connection: object, _record: object) -> None:
-            dbapi_connection.driver_connection.add_query_logger(  # type: ignore[attr-defined]
-                lambda record: statements.append(record.query)
-            )
-
+        await srv.server.purger.stop()  # its statements would be counted too
+        record_statements(srv.server.database.engine, statements)
         await srv.server.database.engine.dispose()  # new connections get the logger
         async with grpc.aio.insecure_channel(srv.target) as channel:
             yield Stubs(channel), statements
@@ -254,15 +104,17 @@ async def counted(database_url: str) -> AsyncIterator[tuple[Stubs, list[str]]]:
         (common_pb2.COUNT_MODE_ESTIMATED, 2),
     ],
 )
-async def test_statement_count_is_fixed_whatever_the_page_size(
-    counted: tuple[Stubs, list[str]], database_url: str, count_mode: int, expected: int
+async def test_search_statement_count_is_fixed_whatever_the_page_size(
+    counted: tuple[Stubs, list[str]], count_mode: int, expected: int
 ) -> None:
+    """The paging contract counts statements without filters
+    (tests/test_paging_contract.py); searches (trigram and prefix) too."""
     stubs, statements = counted
     org = await new_org(stubs)
-    await seed_clients(database_url, org, 300)
+    await seed_clients(stubs, org, 300)
     await stubs.clients.ListClients(LIST(organization_id=org))  # warm the connection
     for size in (1, 10, 250):
-        for query in ("", "smith"):
+        for query in ("smith", "sm"):
             statements.clear()
             response = await stubs.clients.ListClients(
                 LIST(organization_id=org, page_size=size, count_mode=count_mode, query=query)
