@@ -1,0 +1,511 @@
+"""Cross-tenant isolation, RPC by RPC: one table, :data:`ATTACKS`.
+
+Two tenants, A and B, each with an organization, a provider, a service and two
+clients. For every RPC that names a resource or lists, an attack calls it as
+tenant B naming A's ids (and A naming B's: "mixing"), in canonical and
+upper-case spelling, with the other tenant's etag, with the other tenant's
+``organization_id`` inside the resource message and with the request_id the
+other tenant used. It must get NOT_FOUND (with ResourceInfo naming the id it
+sent and nothing of the other tenant) or an empty list, and, read back
+straight from PostgreSQL, the other tenant's rows (every column: version,
+updated_at, values), audit events and stored write results are exactly what
+they were, and nothing was audited for A's resources beyond their creation.
+
+A NEW RPC JOINS WITH ONE ENTRY in :data:`ATTACKS`:
+:func:`test_every_rpc_has_an_attack` derives the RPCs from the service
+descriptors in ``server.handlers.SERVICES`` and fails for one without an entry
+(or an exemption justified in :data:`EXEMPT`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+import pytest_asyncio
+from booking.v1 import (
+    audit_pb2,
+    catalog_pb2,
+    clients_pb2,
+    common_pb2,
+    organizations_pb2,
+    providers_pb2,
+    resources_pb2,
+)
+from google.protobuf import field_mask_pb2
+
+from server.db.engine import to_asyncpg_dsn
+from server.handlers import SERVICES
+from tests.conftest import Stubs, details, violated_fields
+
+# -- two tenants ---------------------------------------------------------------------
+
+
+@dataclass
+class Tenant:
+    org: resources_pb2.Organization
+    provider: resources_pb2.Provider
+    service: resources_pb2.Service
+    clients: list[resources_pb2.Client]
+
+    @property
+    def id(self) -> str:
+        return self.org.id
+
+    @property
+    def client(self) -> resources_pb2.Client:
+        return self.clients[0]
+
+    def resource(self, kind: str) -> Any:
+        return {"provider": self.provider, "service": self.service, "client": self.client}[kind]
+
+    def resource_ids(self) -> list[str]:
+        return [self.id, self.provider.id, self.service.id, *(c.id for c in self.clients)]
+
+
+# The request_ids tenant A used; B sends the same strings (they are scoped by tenant).
+REQUEST_IDS = {
+    "organization": "xt-create-organization",
+    "update-organization": "xt-update-organization",
+    "provider": "xt-create-provider",
+    "service": "xt-create-service",
+    "client": "xt-create-client",
+}
+
+
+def _provider_msg(name: str) -> resources_pb2.Provider:
+    return resources_pb2.Provider(display_name=name, time_zone="Europe/Berlin")
+
+
+def _service_msg(name: str) -> resources_pb2.Service:
+    return resources_pb2.Service(
+        name=name,
+        duration_minutes=30,
+        price=common_pb2.Money(currency_code="EUR", amount_minor=2500),
+    )
+
+
+def _client_msg(name: str) -> resources_pb2.Client:
+    return resources_pb2.Client(given_name=name, family_name="Tenant", email="a@example.com")
+
+
+async def make_tenant(stubs: Stubs, tag: str, *, with_request_ids: bool) -> Tenant:
+    def rid(kind: str) -> str:
+        return REQUEST_IDS[kind] if with_request_ids else ""
+
+    org = (
+        await stubs.orgs.CreateOrganization(
+            organizations_pb2.CreateOrganizationRequest(
+                organization=resources_pb2.Organization(
+                    name=f"Org {tag}", slug=f"xt-{uuid.uuid4().hex[:12]}", time_zone="UTC"
+                ),
+                # Global scope: a fresh one per tenant (another slug).
+                request_id=f"{rid('organization')}-{uuid.uuid4().hex[:8]}"
+                if with_request_ids
+                else "",
+            )
+        )
+    ).organization
+    if with_request_ids:
+        # A stored answer to an UpdateOrganization in A's scope.
+        org = (
+            await stubs.orgs.UpdateOrganization(
+                organizations_pb2.UpdateOrganizationRequest(
+                    organization=resources_pb2.Organization(id=org.id, name=f"Org {tag}!"),
+                    request_id=rid("update-organization"),
+                )
+            )
+        ).organization
+    provider = (
+        await stubs.providers.CreateProvider(
+            providers_pb2.CreateProviderRequest(
+                organization_id=org.id, provider=_provider_msg(tag), request_id=rid("provider")
+            )
+        )
+    ).provider
+    service = (
+        await stubs.catalog.CreateService(
+            catalog_pb2.CreateServiceRequest(
+                organization_id=org.id, service=_service_msg(tag), request_id=rid("service")
+            )
+        )
+    ).service
+    clients = [
+        (
+            await stubs.clients.CreateClient(
+                clients_pb2.CreateClientRequest(
+                    organization_id=org.id,
+                    client=_client_msg(f"{tag}{i}"),
+                    request_id=rid("client") if i == 0 else "",
+                )
+            )
+        ).client
+        for i in range(2)
+    ]
+    return Tenant(org, provider, service, clients)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def snapshot(db: asyncpg.Connection, t: Tenant) -> dict[str, list[dict[str, Any]]]:
+    """Everything of tenant ``t`` in the database, every column."""
+
+    async def rows(sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in await db.fetch(sql, *args)]
+
+    out = {"organizations": await rows("SELECT * FROM organizations WHERE id = $1", t.id)}
+    for table in ("providers", "services", "clients"):
+        out[table] = await rows(
+            f"SELECT * FROM {table} WHERE organization_id = $1 ORDER BY id", t.id
+        )
+    out["audit_events"] = await rows(
+        "SELECT * FROM audit_events WHERE organization_id = $1 OR resource_id = ANY($2::text[]) "
+        "ORDER BY id",
+        t.id,
+        t.resource_ids(),
+    )
+    out["request_results"] = await rows(
+        "SELECT * FROM request_results WHERE organization_id = $1 ORDER BY request_id", t.id
+    )
+    return out
+
+
+async def audited_actions(db: asyncpg.Connection, resource_id: str) -> list[str]:
+    rows = await db.fetch(
+        "SELECT action FROM audit_events WHERE resource_id = $1 ORDER BY id", resource_id
+    )
+    return [r["action"] for r in rows]
+
+
+# -- what an attack expects ----------------------------------------------------------
+
+
+async def not_found(call: Awaitable[Any], resource_type: str, named: str, other: Tenant) -> None:
+    """NOT_FOUND with ResourceInfo naming the id sent, nothing of the other tenant."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND, (err.value.code(), err.value.details())
+    info = details(err.value)
+    assert info["ErrorInfo"].reason == f"{resource_type.upper()}_NOT_FOUND"
+    assert info["ResourceInfo"].resource_type == f"booking.v1.{resource_type.capitalize()}"
+    assert info["ResourceInfo"].resource_name == named.lower()
+    raw = dict(err.value.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+    for secret in (other.id, other.org.name):
+        assert secret not in (err.value.details() or "")
+        assert secret.encode() not in raw
+
+
+@dataclass
+class World:
+    stubs: Stubs
+    a: Tenant
+    b: Tenant
+
+    def mixes(self, kind: str) -> list[tuple[str, str, Tenant]]:
+        """(organization_id, resource id, the tenant that owns the resource)."""
+        a, b = self.a, self.b
+        return [
+            (b.id, a.resource(kind).id, a),  # B naming A's resource
+            (b.id.upper(), a.resource(kind).id.upper(), a),  # in upper case
+            (a.id, b.resource(kind).id, b),  # mixing the other way round
+        ]
+
+
+# Per kind: (stub attribute, Get/Update request and response message names, a field
+# an update sets).
+_KINDS = {
+    "provider": ("providers", providers_pb2, "GetProvider", "UpdateProvider", "display_name"),
+    "service": ("catalog", catalog_pb2, "GetService", "UpdateService", "name"),
+    "client": ("clients", clients_pb2, "GetClient", "UpdateClient", "given_name"),
+}
+
+
+def _get(kind: str) -> Callable[[World], Awaitable[None]]:
+    stub_name, pb, get, _update, _field = _KINDS[kind]
+
+    async def attack(w: World) -> None:
+        rpc = getattr(getattr(w.stubs, stub_name), get)
+        request = getattr(pb, f"{get}Request")
+        for org, rid, owner in w.mixes(kind):
+            await not_found(
+                rpc(request(organization_id=org, **{f"{kind}_id": rid})), kind, rid, owner
+            )
+
+    return attack
+
+
+def _update(kind: str) -> Callable[[World], Awaitable[None]]:
+    stub_name, pb, _get_name, update, field = _KINDS[kind]
+
+    async def attack(w: World) -> None:
+        rpc = getattr(getattr(w.stubs, stub_name), update)
+        request = getattr(pb, f"{update}Request")
+        message = type(w.a.resource(kind))
+        for org, rid, owner in w.mixes(kind):
+            target = owner.resource(kind)
+            variants = [
+                # With the owner's etag and an explicit mask.
+                request(
+                    organization_id=org,
+                    update_mask=field_mask_pb2.FieldMask(paths=[field]),
+                    **{kind: message(id=rid, etag=target.etag, **{field: "Hacked"})},
+                ),
+                # Without etag and mask.
+                request(organization_id=org, **{kind: message(id=rid, **{field: "Hacked"})}),
+                # The owner's organization_id inside the resource message.
+                request(
+                    organization_id=org,
+                    **{kind: message(id=rid, organization_id=owner.id, **{field: "Hacked"})},
+                ),
+            ]
+            if owner is w.a:
+                # The request_id A created it with: A's stored answer is in A's
+                # scope, never replayed to B. (The other way round the id is
+                # taken in A's own scope: REQUEST_ID_REUSED, rightly.)
+                variants.append(
+                    request(
+                        organization_id=org,
+                        request_id=REQUEST_IDS[kind],
+                        **{kind: message(id=rid, **{field: "Hacked"})},
+                    )
+                )
+            for variant in variants:
+                await not_found(rpc(variant), kind, rid, owner)
+
+    return attack
+
+
+def _create(kind: str) -> Callable[[World], Awaitable[None]]:
+    stub_name, pb, *_ = _KINDS[kind]
+    method = {"provider": "CreateProvider", "service": "CreateService", "client": "CreateClient"}
+    bodies = {"provider": _provider_msg, "service": _service_msg, "client": _client_msg}
+
+    async def attack(w: World) -> None:
+        """B repeats A's create, same request_id and body: a new row of B's, not A's answer."""
+        rpc = getattr(getattr(w.stubs, stub_name), method[kind])
+        request = getattr(pb, f"{method[kind]}Request")
+        body = bodies[kind]("A0" if kind == "client" else "A")  # A's very request body
+        response = await rpc(
+            request(organization_id=w.b.id, request_id=REQUEST_IDS[kind], **{kind: body})
+        )
+        created = getattr(response, kind)
+        assert created.organization_id == w.b.id
+        assert created.id not in w.a.resource_ids()
+
+    return attack
+
+
+async def list_clients(w: World) -> None:
+    stubs, a, b = w.stubs, w.a, w.b
+    listed = await stubs.clients.ListClients(
+        clients_pb2.ListClientsRequest(
+            organization_id=b.id, page_size=1000, count_mode=common_pb2.COUNT_MODE_EXACT
+        )
+    )
+    assert sorted(c.id for c in listed.clients) == sorted(c.id for c in b.clients)
+    assert listed.page_info.total_size == len(b.clients)
+    for query in (a.client.given_name, a.client.given_name.lower()[:2]):
+        found = await stubs.clients.ListClients(
+            clients_pb2.ListClientsRequest(organization_id=b.id.upper(), query=query)
+        )
+        assert list(found.clients) == []
+    # A's page token is A's: refused to B (and B's to A).
+    for owner, caller in ((a, b), (b, a)):
+        first = await stubs.clients.ListClients(
+            clients_pb2.ListClientsRequest(organization_id=owner.id, page_size=1)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.clients.ListClients(
+                clients_pb2.ListClientsRequest(
+                    organization_id=caller.id, page_size=1, page_token=first.next_page_token
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert details(err.value)["ErrorInfo"].reason == "PAGE_TOKEN_MISMATCH"
+        assert violated_fields(err.value) == {"page_token"}
+
+
+async def list_audit_events(w: World) -> None:
+    stubs, a, b = w.stubs, w.a, w.b
+    for rtype, rid in (
+        ("client", a.client.id),
+        ("provider", a.provider.id),
+        ("service", a.service.id),
+        ("organization", a.id),
+    ):
+        found = await stubs.audit.ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(
+                organization_id=b.id, resource_type=rtype, resource_id=rid
+            )
+        )
+        assert list(found.audit_events) == []
+    everything = await stubs.audit.ListAuditEvents(
+        audit_pb2.ListAuditEventsRequest(organization_id=b.id, page_size=1000)
+    )
+    assert everything.audit_events
+    assert {e.organization_id for e in everything.audit_events} == {b.id}
+    assert not {e.resource_id for e in everything.audit_events} & set(a.resource_ids())
+    first = await stubs.audit.ListAuditEvents(
+        audit_pb2.ListAuditEventsRequest(organization_id=a.id, page_size=1)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.audit.ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(
+                organization_id=b.id, page_size=1, page_token=first.next_page_token
+            )
+        )
+    assert details(err.value)["ErrorInfo"].reason == "PAGE_TOKEN_MISMATCH"
+
+
+async def get_organization(w: World) -> None:
+    """The org id is the tenant: naming A's id is acting as A (access control,
+    still to come, is what will refuse it). What holds here: B's id gives B
+    and nothing of A, in any letter case; an unknown id is NOT_FOUND."""
+    for spelled in (w.b.id, w.b.id.upper()):
+        got = await w.stubs.orgs.GetOrganization(
+            organizations_pb2.GetOrganizationRequest(organization_id=spelled)
+        )
+        assert got.organization == w.b.org
+    unknown = str(uuid.uuid4())
+    await not_found(
+        w.stubs.orgs.GetOrganization(
+            organizations_pb2.GetOrganizationRequest(organization_id=unknown)
+        ),
+        "organization",
+        unknown,
+        w.a,
+    )
+
+
+async def update_organization(w: World) -> None:
+    """Its own case, the org id being the tenant (see get_organization): B
+    updating B with A's request_id and etag changes B only and is not answered
+    with A's stored response; an unknown id is NOT_FOUND and creates nothing;
+    A's slug is refused to B without a word about A."""
+    stubs, a, b = w.stubs, w.a, w.b
+    updated = (
+        await stubs.orgs.UpdateOrganization(
+            organizations_pb2.UpdateOrganizationRequest(
+                organization=resources_pb2.Organization(id=b.id, name="B renamed"),
+                request_id=REQUEST_IDS["update-organization"],
+            )
+        )
+    ).organization
+    assert (updated.id, updated.name) == (b.id, "B renamed")
+    stale = await stubs.orgs.UpdateOrganization(
+        organizations_pb2.UpdateOrganizationRequest(
+            organization=resources_pb2.Organization(id=b.id.upper(), name="B", etag=a.org.etag),
+            update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+        )
+    )
+    # B is at v2 after the rename: A's etag "v2" names a version, not a row.
+    assert stale.organization.id == b.id
+    unknown = str(uuid.uuid4())
+    await not_found(
+        stubs.orgs.UpdateOrganization(
+            organizations_pb2.UpdateOrganizationRequest(
+                organization=resources_pb2.Organization(id=unknown, name="Ghost")
+            )
+        ),
+        "organization",
+        unknown,
+        a,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.orgs.UpdateOrganization(
+            organizations_pb2.UpdateOrganizationRequest(
+                organization=resources_pb2.Organization(id=b.id, slug=a.org.slug),
+                update_mask=field_mask_pb2.FieldMask(paths=["slug"]),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert a.id not in (err.value.details() or "")
+    raw = dict(err.value.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+    assert a.id.encode() not in raw
+
+
+@dataclass(frozen=True)
+class Attack:
+    run: Callable[[World], Awaitable[None]]
+    # Whether the attack may change B (a create or an update of B's own); A never.
+    changes_b: bool = False
+
+
+# THE TABLE: every RPC that names a resource or lists. A new RPC joins with ONE
+# entry here (test_every_rpc_has_an_attack fails until it has one).
+ATTACKS: dict[str, Attack] = {
+    "booking.v1.OrganizationService/GetOrganization": Attack(get_organization),
+    "booking.v1.OrganizationService/UpdateOrganization": Attack(
+        update_organization, changes_b=True
+    ),
+    "booking.v1.ProviderService/CreateProvider": Attack(_create("provider"), changes_b=True),
+    "booking.v1.ProviderService/GetProvider": Attack(_get("provider")),
+    "booking.v1.ProviderService/UpdateProvider": Attack(_update("provider")),
+    "booking.v1.CatalogService/CreateService": Attack(_create("service"), changes_b=True),
+    "booking.v1.CatalogService/GetService": Attack(_get("service")),
+    "booking.v1.CatalogService/UpdateService": Attack(_update("service")),
+    "booking.v1.ClientService/CreateClient": Attack(_create("client"), changes_b=True),
+    "booking.v1.ClientService/GetClient": Attack(_get("client")),
+    "booking.v1.ClientService/UpdateClient": Attack(_update("client")),
+    "booking.v1.ClientService/ListClients": Attack(list_clients),
+    "booking.v1.AuditService/ListAuditEvents": Attack(list_audit_events),
+}
+
+# RPCs without an attack, each with the reason.
+EXEMPT = {
+    # No tenant exists before it: it names no resource and lists nothing. Its
+    # request_id is global by design (GLOBAL_SCOPE); another caller's create
+    # can only be replayed with the very same request (same slug), which is
+    # then the same organization.
+    "booking.v1.OrganizationService/CreateOrganization",
+}
+
+
+def all_rpcs() -> set[str]:
+    return {
+        f"{s.full_name}/{m.name}"
+        for s in SERVICES
+        for m in s.pb2.DESCRIPTOR.services_by_name[s.short_name].methods
+    }
+
+
+def test_every_rpc_has_an_attack() -> None:
+    rpcs = all_rpcs()
+    assert len(rpcs) >= 14
+    missing = rpcs - EXEMPT - set(ATTACKS)
+    assert not missing, f"RPCs without a cross-tenant attack (add ONE entry each): {missing}"
+    assert not set(ATTACKS) - rpcs, "attacks on RPCs that do not exist"
+    assert not EXEMPT & set(ATTACKS)
+
+
+@pytest.mark.parametrize("rpc", sorted(ATTACKS))
+async def test_other_tenants_rows_are_out_of_reach(
+    rpc: str, stubs: Stubs, db: asyncpg.Connection
+) -> None:
+    a = await make_tenant(stubs, "A", with_request_ids=True)
+    b = await make_tenant(stubs, "B", with_request_ids=False)
+    before_a, before_b = await snapshot(db, a), await snapshot(db, b)
+    attack = ATTACKS[rpc]
+    await attack.run(World(stubs, a, b))
+    after_a = await snapshot(db, a)
+    for table, rows in before_a.items():
+        assert after_a[table] == rows, f"{rpc} changed tenant A's {table}"
+    if not attack.changes_b:
+        after_b = await snapshot(db, b)
+        for table, rows in before_b.items():
+            assert after_b[table] == rows, f"{rpc} changed tenant B's {table}"
+    for rid in (a.provider.id, a.service.id, *(c.id for c in a.clients)):
+        assert await audited_actions(db, rid) == ["create"]
+    assert await audited_actions(db, a.id) == ["create", "update"]
