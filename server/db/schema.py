@@ -194,21 +194,30 @@ clients = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     _ts("created_at"),
     _ts("updated_at"),
-    # Sort key of order_by "name": family name then given name, lower-cased, in
-    # the "C" collation so that keyset comparisons and prefix ranges are exact
-    # byte comparisons the btree can serve.
+    # Folded twins of the searchable columns (server.text.fold: NFKC + case
+    # folding, done in Python, the one rule for stored keys and search terms;
+    # PostgreSQL's lower() differs by version and provider). Written in the
+    # same statement as the column they fold (server.queries._crud derives
+    # them); no default, so a writer that forgets one fails loudly.
+    Column("given_key", Text, nullable=False),
+    Column("family_key", Text, nullable=False),
+    Column("email_key", Text),
+    # Sort key of order_by "name": folded family name then given name, in the
+    # "C" collation so that keyset comparisons and prefix ranges are exact
+    # byte (= code point) comparisons the btree can serve. Concatenation only:
+    # the folding happened in Python.
     Column(
         "name_key",
         Text().with_variant(Text(collation="C"), "postgresql"),
-        Computed("lower(family_name || ' ' || given_name)", persisted=True),
+        Computed("(family_key || ' ' || given_key)", persisted=True),
         nullable=False,
     ),
-    # What free-text search matches (trigram GIN index).
+    # What free-text search matches (trigram GIN index), folded likewise.
     Column(
         "search_text",
         Text,
         Computed(
-            "lower(given_name || ' ' || family_name || ' ' || coalesce(email, '') "
+            "(given_key || ' ' || family_key || ' ' || coalesce(email_key, '') "
             "|| ' ' || coalesce(phone, ''))",
             persisted=True,
         ),

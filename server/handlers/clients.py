@@ -16,6 +16,7 @@ from server.handlers._encoding import etag, nullable, set_time, to_datetime
 from server.handlers._lists import ListSpec
 from server.handlers._resource import TenantResource
 from server.queries import clients as q
+from server.text import fold
 from server.validation import Violations
 
 UPDATABLE = ("given_name", "family_name", "email", "phone", "external_id", "active")
@@ -68,9 +69,11 @@ def _values(
 
 
 def _filters(request: pb.ListClientsRequest, v: Violations) -> q.ClientFilter:
-    text = " ".join(request.query.lower().split())
-    if len(text) > MAX_QUERY_LEN:
+    # The length asked of the caller is of what they sent (white space runs
+    # collapsed); the search runs on its fold, the rule the stored keys follow.
+    if len(" ".join(request.query.split())) > MAX_QUERY_LEN:
         v.add("query", f"must be at most {MAX_QUERY_LEN} characters", "TOO_LONG")
+    text = fold(request.query)
     return q.ClientFilter(
         active=request.active if request.HasField("active") else None,
         created_after=to_datetime(request.created_after, "created_after", v),

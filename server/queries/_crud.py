@@ -4,7 +4,7 @@ only if the write committed, at no extra round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -16,7 +16,18 @@ from server.db.engine import Conn
 from server.errors import Aborted, NotFound
 from server.ids import uuid7
 
-__all__ = ["Audit", "Entity", "get_row", "insert_row", "update_row"]
+__all__ = ["Audit", "Derived", "Entity", "get_row", "insert_row", "update_row"]
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A column computed in Python from another column's value and written in
+    the same statement whenever that column is written (e.g. a folded search
+    key: the rule lives in Python because the database's own differs)."""
+
+    column: str
+    source: str
+    compute: Callable[[Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,17 @@ class Entity:
     writable: tuple[str, ...]
     # False for organizations, whose id is the tenant.
     tenant_scoped: bool = True
+    # Columns written alongside their source column (never by callers).
+    derived: tuple[Derived, ...] = ()
+
+    def with_derived(self, values: Mapping[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+        """The columns a write sets and their values: the writable ones present
+        in ``values``, then each derived column whose source is among them."""
+        columns = tuple(c for c in self.writable if c in values)
+        args = [values[c] for c in columns]
+        extra = tuple(d.column for d in self.derived if d.source in values)
+        args += [d.compute(values[d.source]) for d in self.derived if d.source in values]
+        return columns + extra, args
 
     @classmethod
     def of(
@@ -39,11 +61,14 @@ class Entity:
         *,
         hidden: tuple[str, ...] = (),
         tenant_scoped: bool = True,
+        derived: tuple[Derived, ...] = (),
     ) -> Entity:
         """An entity over a schema table: it returns every column but ``hidden``
         (the schema is the one source of column names)."""
         names = tuple(c.name for c in table.columns)
-        unknown = set(writable + hidden) - set(names)
+        targets = tuple(d.column for d in derived)
+        sources = tuple(d.source for d in derived)
+        unknown = set(writable + hidden + targets + sources) - set(names)
         if unknown:
             raise ValueError(f"{table.name} has no columns {sorted(unknown)}")
         return cls(
@@ -52,6 +77,7 @@ class Entity:
             columns=tuple(n for n in names if n not in hidden),
             writable=writable,
             tenant_scoped=tenant_scoped,
+            derived=derived,
         )
 
 
@@ -145,9 +171,9 @@ async def insert_row(
     values: Mapping[str, Any],
     audit: Audit,
 ) -> asyncpg.Record:
-    columns = tuple(c for c in entity.writable if c in values)
+    columns, column_args = entity.with_derived(values)
     sql = _insert_sql(entity, columns)
-    args = [*_key(entity, org_id, row_id), *(values[c] for c in columns), *_audit_args(audit, ())]
+    args = [*_key(entity, org_id, row_id), *column_args, *_audit_args(audit, ())]
     row = await conn.fetchrow(sql, *args)
     assert row is not None
     return row
@@ -172,9 +198,9 @@ async def update_row(
     audit: Audit,
 ) -> asyncpg.Record:
     """Update ``values``; NotFound when absent, Aborted when the version moved on."""
-    columns = tuple(c for c in entity.writable if c in values)
+    columns, column_args = entity.with_derived(values)
     sql = _update_sql(entity, columns, expected_version is not None)
-    args: list[Any] = [*_key(entity, org_id, row_id), *(values[c] for c in columns)]
+    args: list[Any] = [*_key(entity, org_id, row_id), *column_args]
     if expected_version is not None:
         args.append(expected_version)
     args += _audit_args(audit, changed_fields)

@@ -12,6 +12,16 @@ predicates (SQL with ``$n`` parameters). Everything else is generic:
   next page exists), so page 10,000 costs what page 1 costs;
 - a count is one more statement when asked: an exact count bounded by a cap,
   or the planner's estimate;
+- a *match* predicate (:meth:`ListQuery.match`, e.g. a free-text search served
+  by its own index) may select rows that lie anywhere in the order, so an
+  ordered index walk could read most of the table before it finds a page
+  (matches that sort late, or are sparse). Such a page is found in one
+  statement that chooses at run time: it walks at most ``walk_budget`` rows of
+  the order from the keyset, and only when fewer than the page matched there
+  does it ask the match's own index for every match (a fenced CTE, so the
+  planner cannot turn it back into the walk) and sort those. Its cost is at
+  most the budget plus the matches, never the table; an exact count of
+  matches reads at most ``cap + 1`` of them through the same fence;
 - the keyset carried by page tokens is encoded and decoded by column type
   (:class:`KeyType`): a signed token is still untrusted input, and a keyset of
   the wrong shape or type is rejected (``ValueError``) before it reaches SQL.
@@ -169,6 +179,12 @@ class ListQuery:
     args: list[Any] = field(default_factory=list)
     # An optional WITH clause (without the keyword) the source may name.
     with_: str = ""
+    # Predicates with an index of their own whose matches may lie anywhere in
+    # the order (see the module docstring); ANDed with ``predicates``.
+    matches: list[str] = field(default_factory=list)
+    # Rows of the order a page walks from its keyset looking for matches
+    # before it reads all matches instead (bench/ measured the switch).
+    walk_budget: int = 2000
 
     def param(self, value: Any) -> str:
         self.args.append(value)
@@ -177,11 +193,15 @@ class ListQuery:
     def where(self, predicate: str) -> None:
         self.predicates.append(predicate)
 
-    def _with(self) -> str:
-        return f"WITH {self.with_} " if self.with_ else ""
+    def match(self, predicate: str) -> None:
+        self.matches.append(predicate)
+
+    def _with(self, *more: str) -> str:
+        clauses = [c for c in (self.with_, *more) if c]
+        return f"WITH {', '.join(clauses)} " if clauses else ""
 
     def _filters(self) -> str:
-        return " AND ".join(self.predicates) or "true"
+        return " AND ".join(self.predicates + self.matches) or "true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +245,60 @@ def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:
         predicates.append(f"({', '.join(sort)}) {op} ({placeholders})")
     direction = " DESC" if query.order.descending else ""
     order = ", ".join(f"{c}{direction}" for c in sort)
+    if query.matches:
+        return _match_page_sql(query, page, predicates, order, args, param)
     sql = (
         f"{query._with()}SELECT {', '.join(query.columns)} FROM {query.source} "
         f"WHERE {' AND '.join(predicates) or 'true'} ORDER BY {order} "
         f"LIMIT {param(page.size + 1)}"
+    )
+    if page.offset:
+        sql += f" OFFSET {param(page.offset)}"
+    return sql, args
+
+
+def _match_page_sql(
+    query: ListQuery,
+    page: PageRequest,
+    predicates: list[str],
+    order: str,
+    args: list[Any],
+    param: Callable[[Any], str],
+) -> tuple[str, list[Any]]:
+    """A page of a list with match predicates, in one statement (see the module
+    docstring): the walk, or else every match; then the page's rows by key.
+
+    Both ways carry only the sort keys (aliased ``_k0``.., so that qualified
+    sort columns work too); the page's rows are then read by those keys (the
+    order's own index: the keys are unique). The walk's CTE is run first (the
+    gates are InitPlans); the matches' CTE runs only when a gate opens it.
+    """
+    sort = query.order.columns
+    keys = [f"_k{i}" for i in range(len(sort))]
+    direction = " DESC" if query.order.descending else ""
+    key_order = ", ".join(f"{k}{direction}" for k in keys)
+    aliased = ", ".join(f"{c} AS {k}" for c, k in zip(sort, keys, strict=True))
+    base = " AND ".join(predicates) or "true"
+    hit = " AND ".join(query.matches)
+    need = param(page.offset + page.size + 1)
+    walk = (
+        f"_walk AS MATERIALIZED (SELECT {', '.join(keys)} FROM (SELECT {aliased}, ({hit}) AS _hit "
+        f"FROM {query.source} WHERE {base} ORDER BY {order} LIMIT {param(query.walk_budget)}) "
+        f"AS _w WHERE _hit LIMIT {need})"
+    )
+    matches = (
+        f"_matches AS MATERIALIZED (SELECT {aliased} FROM {query.source} WHERE {base} AND {hit})"
+    )
+    found = "(SELECT count(*) FROM _walk)"
+    keyed = (
+        f"_page AS (SELECT {', '.join(keys)} FROM _walk WHERE {found} >= {need} "
+        f"UNION ALL (SELECT {', '.join(keys)} FROM _matches WHERE {found} < {need} "
+        f"ORDER BY {key_order} LIMIT {need}))"
+    )
+    sql = (
+        f"{query._with(walk, matches, keyed)}SELECT {', '.join(query.columns)} "
+        f"FROM {query.source} WHERE {base} AND ({', '.join(sort)}) IN "
+        f"(SELECT {', '.join(keys)} FROM _page) ORDER BY {order} LIMIT {param(page.size + 1)}"
     )
     if page.offset:
         sql += f" OFFSET {param(page.offset)}"
@@ -242,6 +312,16 @@ def count_sql(query: ListQuery, cap: int) -> tuple[str, list[Any]]:
     and stops, instead of scanning the table until cap + 1 rows matched.
     """
     n = len(query.args) + 1
+    if query.matches:
+        # Match predicates: their matches may lie anywhere in the list's order,
+        # so the matches are read through a fence (the planner plans it for all
+        # rows: the match's own index when it is selective) and stop at cap + 1.
+        fenced = f"_matches AS MATERIALIZED (SELECT 1 FROM {query.source} WHERE {query._filters()})"
+        sql = (
+            f"{query._with(fenced)}SELECT count(*) FROM (SELECT 1 FROM _matches LIMIT ${n}) "
+            "AS capped"
+        )
+        return sql, [*query.args, cap + 1]
     sql = (
         f"{query._with()}SELECT count(*) FROM (SELECT 1 FROM {query.source} "
         f"WHERE {query._filters()} ORDER BY {', '.join(query.order.columns)} LIMIT ${n}) "

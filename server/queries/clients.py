@@ -14,16 +14,30 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.db import schema
-from server.queries._crud import Entity
+from server.queries._crud import Derived, Entity
 from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey, orders
+from server.text import fold, successor
 
-__all__ = ["CLIENT", "CLIENTS", "ClientFilter"]
+__all__ = ["CLIENT", "CLIENTS", "SEARCH_KEYS", "ClientFilter"]
+
+
+def _fold_nullable(value: str | None) -> str | None:
+    return None if value is None else fold(value)
+
+
+# The folded twins of the searchable columns, written with them (server.text).
+SEARCH_KEYS = (
+    Derived("given_key", "given_name", fold),
+    Derived("family_key", "family_name", fold),
+    Derived("email_key", "email", _fold_nullable),
+)
 
 CLIENT = Entity.of(
     schema.clients,
     "client",
     writable=("given_name", "family_name", "email", "phone", "external_id", "active"),
-    hidden=("search_text",),
+    hidden=("search_text", "given_key", "family_key", "email_key"),
+    derived=SEARCH_KEYS,
 )
 
 # Searches shorter than this match a name prefix; trigrams need 3 characters.
@@ -36,7 +50,7 @@ class ClientFilter:
     active: bool | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    # Already lower-cased and stripped.
+    # Already folded (server.text.fold), as the stored keys are.
     query: str = ""
 
 
@@ -55,12 +69,14 @@ def build_list_clients_query(org_id: str, flt: ClientFilter, order: Order) -> Li
         query.where(f"created_at < {query.param(flt.created_before)}")
     if flt.query:
         if len(flt.query) >= TRIGRAM_MIN:
-            query.where(f"search_text LIKE {query.param('%' + _escape_like(flt.query) + '%')}")
+            # A match, not a filter: its rows may lie anywhere in the order.
+            query.match(f"search_text LIKE {query.param('%' + _escape_like(flt.query) + '%')}")
         else:
             # Prefix range on the "C"-collated key: code point order = byte order.
-            upper = flt.query[:-1] + chr(ord(flt.query[-1]) + 1)
             query.where(f"name_key >= {query.param(flt.query)}")
-            query.where(f"name_key < {query.param(upper)}")
+            upper = successor(flt.query)
+            if upper is not None:
+                query.where(f"name_key < {query.param(upper)}")
     return query
 
 
