@@ -97,7 +97,9 @@ def create_server(
     server = aio.server(
         interceptors=[CallInterceptor(telemetry)],
         options=[
-            ("grpc.so_reuseport", 1),
+            # Only --workers share a port: a second server on a taken port must
+            # fail to bind, not split the callers between two databases.
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

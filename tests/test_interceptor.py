@@ -4,6 +4,7 @@ grpc.aio server and channel."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -193,3 +194,30 @@ async def test_a_good_actor_passes(probe: Any) -> None:
     assert await _method(channel, "Unary")(b"a", metadata=(("x-actor", "svc:billing@eu-1"),)) == (
         b"A"
     )
+
+
+async def test_database_errors_are_logged_without_row_values(
+    stubs: Any, org: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's messages quote row values ("Key (...)=(...)", "Failing row
+    contains (...)"): the warning line must carry the constraint and SQLSTATE only."""
+    from booking.v1 import clients_pb2, resources_pb2
+
+    secret = "ext-Secret-Person-4711"
+    client = resources_pb2.Client(
+        given_name="Hülya", family_name="Y\u0131lmaz", email="hulya@example.com", external_id=secret
+    )
+    await stubs.clients.CreateClient(
+        clients_pb2.CreateClientRequest(organization_id=org, client=client)
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.clients.CreateClient(
+            clients_pb2.CreateClientRequest(organization_id=org, client=client)
+        )
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("uq_clients_organization_id_external_id" in line for line in lines), lines
+    assert any("23505" in line for line in lines), lines
+    for value in (secret, "Hülya", "Y\u0131lmaz", "hulya@example.com", "Key (", "Failing row"):
+        assert not any(value in line for line in lines), (value, lines)
