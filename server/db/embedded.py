@@ -65,8 +65,10 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,7 @@ _SYSTEM_USER = "embedded_postgres"
 # Where the service keeps what the database user must reach when we run as root.
 ROOT_STATE_DIR = Path("/var/lib/booking-data")
 _LINK_NAME = "pgdata"
+_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -140,12 +143,23 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie does not: where nothing reaps orphans
+    (our process is PID 1 in a container) a killed postmaster stays one, and
+    we reap it when it is our child."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return True
+    if state in ("Z", "X"):
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
     return True
 
 
@@ -160,6 +174,16 @@ def _postmaster_pid(cluster: Path) -> int | None:
 def _last_line(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+def _log_reason(log: str) -> str:
+    """The last FATAL/PANIC/ERROR of a server log, without its timestamp prefix."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        for level in ("FATAL:", "PANIC:", "ERROR:"):
+            if level in line:
+                return line[line.index(level) :].strip()
+    return lines[-1].strip() if lines else "(empty server log)"
 
 
 def _install_binaries(state_dir: Path) -> Path:
@@ -268,10 +292,27 @@ class EmbeddedPostgres:
 
     def _run(self, exe: str, *args: str, timeout: float = 60) -> str:
         cmd = [str(self._bin / exe), *args]
+        user = self._user
+        setpriv = shutil.which("setpriv") if user is not None else None
+        if user is not None and setpriv is not None:
+            # The user switch happens in setpriv, after exec: subprocess can then
+            # vfork, where user= would fork() a process whose gRPC threads are busy.
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            cmd = [
+                setpriv,
+                f"--reuid={entry.pw_uid}",
+                f"--regid={entry.pw_gid}",
+                "--init-groups",
+                "--",
+                *cmd,
+            ]
+            user = None
         try:
             proc = subprocess.run(
                 cmd,
-                user=self._user,
+                user=user,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -370,13 +411,9 @@ class EmbeddedPostgres:
         return pid if pid is not None and _pid_alive(pid) else None
 
     def is_running(self) -> bool:
-        if not self.initialized:
-            return False
-        try:
-            self._run("pg_ctl", "-D", str(self.cluster_dir), "status", timeout=10)
-        except EmbeddedPostgresError:
-            return False
-        return True
+        # No `pg_ctl status`: forking in a process whose gRPC threads are busy
+        # is what we avoid wherever a file read and kill(pid, 0) will do.
+        return self.postmaster_pid() is not None
 
     def start(self) -> str:
         """Start (initialising when needed) and return a postgresql:// URL.
@@ -421,30 +458,42 @@ class EmbeddedPostgres:
             "-c max_connections=200 -c shared_buffers=256MB -c fsync=on "
             "-c log_min_messages=warning"
         )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.cluster_dir),
-            "-l",
-            str(self.cluster_dir / "server.log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        log = self.cluster_dir / "server.log"
+        try:
+            self._run(
+                "pg_ctl", "-D", str(self.cluster_dir), "-l", str(log), "-o", options,
+                "-w", "-t", "60", "start",
+            )  # fmt: skip
+        except EmbeddedPostgresError as exc:
+            # pg_ctl says "Examine the log output."; the reason is the log's last line.
+            try:
+                reason = _log_reason(log.read_text(errors="replace"))
+            except OSError:
+                raise exc from None
+            raise EmbeddedPostgresError(f"{exc} {reason}") from None
         _log.debug("embedded PostgreSQL on %s:%s (%s)", self.host, self.port, self.cluster_dir)
         return self.url()
 
-    def stop(self, mode: str = "fast") -> None:
+    def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """Stop the database this instance started (a no-op otherwise: an
-        instance that failed with DataDirectoryInUse must not stop the owner's)."""
+        instance that failed with DataDirectoryInUse must not stop the owner's).
+
+        Signals the postmaster as ``pg_ctl stop -m MODE`` would (smart SIGTERM,
+        fast SIGINT, immediate SIGQUIT) and waits until it has exited."""
         if self._lock is None:
             return
         try:
-            if self.is_running():
-                self._run("pg_ctl", "-D", str(self.cluster_dir), "-m", mode, "-w", "stop")
+            pid = self.postmaster_pid()
+            if pid is None:
+                return
+            os.kill(pid, _STOP_SIGNALS[mode])
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid):
+                if time.monotonic() > deadline:
+                    raise EmbeddedPostgresError(
+                        f"PostgreSQL (pid {pid}) did not stop within {timeout:g}s"
+                    )
+                time.sleep(0.02)
         finally:
             self._release_lock()
 
