@@ -163,8 +163,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             pool_values[f.name] = _convert(f"{ENV_PREFIX}POOL_{f.name.upper()}", raw, f.type)
     values["pool"] = dataclasses.replace(pool, **pool_values)  # type: ignore[arg-type]
     for f in dataclasses.fields(Settings):
-        if f.name in ("pool", "environment"):
-            continue
+        if f.name in ("pool", "environment", "reuse_port"):
+            continue  # reuse_port: set by the CLI for --workers only, not from the environment
         raw = env.get(f"{ENV_PREFIX}{f.name.upper()}")
         if raw is not None:
             values[f.name] = _convert(f"{ENV_PREFIX}{f.name.upper()}", raw, f.type)
