@@ -14,20 +14,20 @@ Hierarchy (each class carries its gRPC status code)::
 
 Every error becomes a ``google.rpc.Status`` with an ``ErrorInfo`` (reason in
 UPPER_SNAKE, domain ``booking.v1``) in one interceptor
-(:mod:`server.interceptors`). Database exceptions are translated by
-:func:`from_database_error`, keyed by SQLSTATE and constraint name, never by
-message text: no SQL, stack or other tenant's data reaches a caller.
+(:mod:`server.interceptors`). Database exceptions are translated into these by
+:mod:`server.db.errors` (keyed by exception class / SQLSTATE and constraint
+name, never by message text: no SQL, stack or other tenant's data reaches a
+caller); ``from_database_error``, ``root_cause`` and ``ConnectionLost`` are
+still importable from here until callers switch.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import asyncpg
 import grpc
-import sqlalchemy.exc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -35,7 +35,7 @@ __all__ = [
     "DOMAIN",
     "Aborted",
     "AlreadyExists",
-    "ConnectionLost",
+    "ConnectionLost",  # noqa: F822 - module __getattr__, moved to server.db.errors
     "DeadlineExceeded",
     "FailedPrecondition",
     "FieldViolation",
@@ -192,161 +192,27 @@ def _camel(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
 
 
-# -- database errors --------------------------------------------------------------
-
-# Constraint name -> (reason, request field) for messages a caller can act on.
-# Names are fixed by the naming convention in server.db.schema.
-_CONSTRAINTS: dict[str, tuple[str, str]] = {
-    "uq_organizations_slug": ("SLUG_TAKEN", "organization.slug"),
-    "uq_clients_organization_id_external_id": ("EXTERNAL_ID_TAKEN", "client.external_id"),
-    "uq_appointments_organization_id_external_id": ("EXTERNAL_ID_TAKEN", "appointment.external_id"),
-    "uq_payments_organization_id_external_reference": (
-        "EXTERNAL_REFERENCE_TAKEN",
-        "payment.external_reference",
-    ),
-    "ex_appointments_no_overlap": ("TIME_SLOT_TAKEN", "appointment.start_time"),
-}
-
-_UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, operator intervention
-_RETRY_AFTER_S = 1.0
-
-
-class ConnectionLost(Exception):
-    """The pooled connection was found closed (the database restarted or the link broke)."""
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """SQLAlchemy wraps driver errors (DBAPIError.orig, whose cause is asyncpg's)."""
-    seen = 0
-    while seen < 5:
-        seen += 1
-        if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
-            exc = exc.orig
-            continue
-        cause = exc.__cause__
-        if cause is not None and not isinstance(exc, asyncpg.PostgresError | OSError):
-            if isinstance(
-                cause, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | ConnectionLost
-            ):
-                exc = cause
-                continue
-        break
-    return exc
+# -- moved to server.db.errors ---------------------------------------------------------
+# Kept importable from here until every caller imports server.db.errors.
 
 
 def from_database_error(exc: BaseException) -> ServiceError | None:
-    """Translate a database-layer exception, or None when it is not one."""
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):
-        return Unavailable(
-            "no database connection free within the pool timeout; retry later",
-            reason="POOL_EXHAUSTED",
-            retry_after_s=_RETRY_AFTER_S,
-        )
-    if not isinstance(exc, ConnectionLost):
-        exc = root_cause(exc)
-    if isinstance(exc, asyncpg.PostgresError):
-        return _from_sqlstate(exc)
-    if isinstance(exc, asyncpg.DataError):  # a value the driver cannot encode
-        return InvalidArgument("a value is out of range or malformed", reason="INVALID_VALUE")
-    # Before OSError: TimeoutError is one.
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return DeadlineExceeded(
-            "the call's deadline expired while the database was working; the statement "
-            "was cancelled",
-            reason="STATEMENT_TIMEOUT",
-        )
-    # Other InterfaceErrors are misuse of the driver: INTERNAL, not UNAVAILABLE.
-    # (server.db.engine turns "connection is closed" into ConnectionLost.)
-    if isinstance(
-        exc,
-        asyncpg.ConnectionDoesNotExistError
-        | asyncpg.PostgresConnectionError
-        | ConnectionLost
-        | ConnectionError
-        | OSError,
-    ):
-        return Unavailable(
-            "the database is unavailable; retry later",
-            reason="DATABASE_UNAVAILABLE",
-            retry_after_s=_RETRY_AFTER_S,
-        )
-    return None
+    """Deprecated alias of :func:`server.db.errors.from_database_error`."""
+    from server.db import errors as db_errors
+
+    return db_errors.from_database_error(exc)
 
 
-def _from_sqlstate(exc: asyncpg.PostgresError) -> ServiceError | None:
-    state: str = getattr(exc, "sqlstate", "") or ""
-    constraint: str = getattr(exc, "constraint_name", "") or ""
-    table: str = getattr(exc, "table_name", "") or ""
-    meta = {"constraint": constraint} if constraint else {}
-    known = _CONSTRAINTS.get(constraint)
-    if state == "23505":  # unique_violation
-        reason, field = known or ("ALREADY_EXISTS", table)
-        return AlreadyExists(
-            f"{field or 'resource'} already exists",
-            reason=reason,
-            metadata=meta,
-            field_violations=[FieldViolation(field, "must be unique", reason)] if field else (),
-        )
-    if state == "23P01":  # exclusion_violation: a double booking
-        reason, field = known or ("CONFLICT", "")
-        return FailedPrecondition(
-            "the provider already has an appointment overlapping that time",
-            reason=reason,
-            metadata=meta,
-        )
-    if state == "23503":  # foreign_key_violation
-        if constraint.endswith("_organization_id_organizations"):
-            return NotFound(
-                "organization not found",
-                reason="ORGANIZATION_NOT_FOUND",
-                resource=(f"{DOMAIN}.Organization", ""),
-                metadata=meta,
-            )
-        return FailedPrecondition(
-            "a referenced resource does not exist in this organization",
-            reason="REFERENCED_RESOURCE_NOT_FOUND",
-            metadata=meta,
-        )
-    if state == "23514":  # check_violation
-        field = _check_field(table, constraint)
-        return InvalidArgument(
-            f"{field} is not valid",
-            reason="CONSTRAINT_VIOLATED",
-            metadata=meta,
-            field_violations=[FieldViolation(field, f"violates {constraint}")],
-        )
-    if state in ("23502",) or state.startswith("22"):  # not null, data exceptions
-        return InvalidArgument(
-            "a value is out of range or malformed",
-            reason="INVALID_VALUE",
-            metadata={"sqlstate": state},
-        )
-    if state == "57014":  # query_canceled: statement_timeout or a cancel request
-        return DeadlineExceeded(
-            "the statement ran past the call's deadline and was cancelled",
-            reason="STATEMENT_TIMEOUT",
-        )
-    if state in ("40001", "40P01", "55P03"):  # serialization, deadlock, lock not available
-        return Aborted(
-            "the transaction conflicted with a concurrent one; retry",
-            reason="CONCURRENT_CONFLICT",
-            retry_after_s=0.05,
-        )
-    if state.startswith(_UNAVAILABLE_CLASSES):
-        return Unavailable(
-            "the database is unavailable; retry later",
-            reason="DATABASE_UNAVAILABLE",
-            retry_after_s=_RETRY_AFTER_S,
-        )
-    return None
+def root_cause(exc: BaseException) -> BaseException:
+    """Deprecated alias of :func:`server.db.errors.root_cause`."""
+    from server.db import errors as db_errors
+
+    return db_errors.root_cause(exc)
 
 
-def _check_field(table: str, constraint: str) -> str:
-    resource = table[:-1] if table.endswith("s") else table
-    prefix = f"ck_{table}_"
-    name = constraint[len(prefix) :] if constraint.startswith(prefix) else constraint
-    for suffix in ("_length", "_format", "_range", "_values", "_non_negative", "_e164"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return f"{resource}.{name}" if resource else name
+def __getattr__(name: str) -> Any:
+    if name == "ConnectionLost":  # deprecated: server.db.errors.ConnectionLost
+        from server.db import errors as db_errors
+
+        return db_errors.ConnectionLost
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -288,3 +291,83 @@ async def test_network_cut_between_server_and_database(database_url: str) -> Non
                 _assert_unavailable(err.value, "DATABASE_UNAVAILABLE")
                 proxy.stall = False
                 await stubs.clients.ListClients(request)
+
+
+async def test_database_lost_under_write_load_is_unavailable(tmp_path: Path) -> None:
+    """PostgreSQL dies (SIGKILL to the postmaster) while ~40 callers write with
+    request_ids: every failed call is UNAVAILABLE with
+    RetryInfo, whatever the statement it was in (the request claim, the write,
+    COMMIT, the checkout): never INTERNAL or UNKNOWN."""
+    pg = EmbeddedPostgres(tmp_path / "pgdata")
+    url = await asyncio.to_thread(pg.start)
+    try:
+        await upgrade(url, test_settings().migrations_dir)
+        pool = dataclasses.replace(test_settings().pool, size=20, max_overflow=20)
+        async with running_server(url, test_settings(pool=pool)) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                stubs = Stubs(channel)
+                org = await new_org(stubs)
+                written = 0
+                failures: list[grpc.aio.AioRpcError] = []
+                stop = asyncio.Event()
+
+                async def writer(n: int) -> None:
+                    nonlocal written
+                    seen = 0
+                    while seen < 3 and not stop.is_set():
+                        try:
+                            await stubs.clients.CreateClient(
+                                clients_pb2.CreateClientRequest(
+                                    organization_id=org,
+                                    client=resources_pb2.Client(family_name=f"W{n}"),
+                                    request_id=uuid.uuid4().hex,
+                                ),
+                                timeout=10,
+                            )
+                            written += 1
+                        except grpc.aio.AioRpcError as exc:
+                            failures.append(exc)
+                            seen += 1
+
+                writers = [asyncio.ensure_future(writer(n)) for n in range(40)]
+                try:
+                    await assert_eventually(lambda: _true(written >= 200 or bool(failures)), 30)
+                    assert not failures, failures[0]  # all well before the crash
+                    _crash(pg)
+                    await asyncio.wait_for(asyncio.gather(*writers), timeout=60)
+                finally:
+                    stop.set()
+                    await asyncio.gather(*writers, return_exceptions=True)
+                assert len(failures) >= 40
+                bad = {
+                    (f.code().name, details(f)["ErrorInfo"].reason if f.code() else "")
+                    for f in failures
+                    if f.code() != grpc.StatusCode.UNAVAILABLE
+                }
+                assert not bad, f"failures other than UNAVAILABLE: {bad}"
+                reasons = set()
+                for failure in failures:
+                    found = details(failure)
+                    assert found["RetryInfo"].retry_delay.ToMilliseconds() > 0
+                    reasons.add(found["ErrorInfo"].reason)
+                assert reasons <= {"DATABASE_UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN"}, reasons
+    finally:
+        await asyncio.to_thread(pg.stop, "immediate")
+
+
+def _crash(pg: EmbeddedPostgres) -> None:
+    """The postmaster dies (SIGKILL): its backends notice and exit at their own
+    pace, mid-statement, some with a FATAL, some silently; new connections are
+    refused. (Sent directly: forking pg_ctl while gRPC's threads are busy can
+    crash the forked child.) Its pid file goes too: where nothing reaps the dead
+    postmaster (a container's init), pg_ctl would take the zombie for a server."""
+    pid_file = pg.cluster_dir / "postmaster.pid"
+    pid = int(pid_file.read_text().split("\n", 1)[0])
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # reap it if it is our child
+    pid_file.unlink()
+
+
+async def _true(value: bool) -> bool:
+    return value
