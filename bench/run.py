@@ -11,6 +11,16 @@ Scenario 1 (ListClients, page size 50, order by name):
   held asyncpg connection: the floor for our server.
 - grpc floor: a health Check, no SQL and no handler: what any call to a
   Python grpc.aio server from a Python client costs here.
+
+Scenario 2 (ListClients search, page 1 of 50, order by name), for terms whose
+matches come early in name order ("brown"), late and clustered ("smith",
+"tanaka"), rarely (one phone number) and everywhere ("example.com"), plus a
+late one with an exact count:
+- grpc search: the real server;
+- seeds search: the source documents' ILIKE on the name and e-mail columns,
+  OFFSET + COUNT(*), as raw asyncpg queries;
+- raw search: the exact statement(s) the server sends (built by the same
+  query code), on a held asyncpg connection.
 - h2load page 1 / h2load floor (when Debian's nghttp2-client is installed):
   the same calls from a C client, to separate the client's cost from the server's.
 Each runs twice: latency (1 process, 1 call in flight, the scenarios taking
@@ -85,10 +95,11 @@ async def _open(kind: str, payload: Any, n: int, stack: contextlib.AsyncExitStac
             return [health_call] * n
         list_clients = clients_pb2_grpc.ClientServiceStub(channel).ListClients
         request = clients_pb2.ListClientsRequest.FromString(payload[1])
+        expected = payload[2] if len(payload) > 2 else PAGE
 
         async def grpc_call() -> None:
             response = await list_clients(request)
-            assert len(response.clients) == PAGE
+            assert len(response.clients) == expected
 
         return [grpc_call] * n
     dsn, statements = payload
@@ -210,6 +221,116 @@ def measure(
             flush=True,
         )
     return results
+
+
+# -- search scenarios -------------------------------------------------------------------
+
+# (label, term or None for the rare phone number, exact count?)
+SEARCHES: list[tuple[str, str | None, bool]] = [
+    ("early (brown)", "brown", False),
+    ("late, clustered (smith)", "smith", False),
+    ("last, clustered (tanaka)", "tanaka", False),
+    ("rare (one phone number)", None, False),
+    ("common (example.com, every client)", "example.com", False),
+    ("late + exact count (smith)", "smith", True),
+]
+EXACT_COUNT_CAP = 10_000  # the server's default (Settings.exact_count_cap)
+
+
+def _seeds_search(org: str, term: str) -> list[tuple[str, list[Any]]]:
+    """The source documents' search: ILIKE on each column, OFFSET page + COUNT(*)."""
+    where = (
+        "WHERE organization_id = $1 AND (given_name ILIKE $2 OR family_name ILIKE $2 "
+        "OR email ILIKE $2 OR phone ILIKE $2)"
+    )
+    pattern = f"%{term}%"
+    return [
+        (
+            f"SELECT {COLUMNS} FROM clients {where} "
+            "ORDER BY family_name, given_name, id OFFSET 0 LIMIT $3",
+            [org, pattern, PAGE],
+        ),
+        (f"SELECT count(*) FROM clients {where}", [org, pattern]),
+    ]
+
+
+def search_scenarios(
+    target: str, dsn: str, org: str, clients: int
+) -> tuple[list[Scenario], list[tuple[str, str, int]]]:
+    """gRPC, seeds and raw scenarios per search; and (label, term, matches) rows."""
+    from booking.v1 import clients_pb2, common_pb2
+
+    from server.paging import PageRequest
+    from server.queries._listing import count_sql, page_sql
+    from server.queries.clients import CLIENTS, ClientFilter, build_list_clients_query
+    from server.text import fold
+
+    async def matches_of(term: str) -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM clients WHERE organization_id = $1 "
+                    "AND search_text LIKE $2",
+                    org,
+                    f"%{fold(term)}%",
+                )
+            )
+        finally:
+            await conn.close()
+
+    scenarios: list[Scenario] = []
+    rows: list[tuple[str, str, int]] = []
+    for label, given_term, exact in SEARCHES:
+        term = given_term or f"{clients // 2:08d}"  # the middle client's phone number
+        matches = asyncio.run(matches_of(term))
+        rows.append((label, term, matches))
+        mode = common_pb2.COUNT_MODE_EXACT if exact else common_pb2.COUNT_MODE_NONE
+        request = clients_pb2.ListClientsRequest(
+            organization_id=org, page_size=PAGE, query=term, count_mode=mode
+        )
+        flt = ClientFilter(query=fold(term))
+        query = build_list_clients_query(org, flt, CLIENTS.orders["name"])
+        raw = [page_sql(query, PageRequest(size=PAGE, number=1, after=None, offset=0))]
+        if exact:
+            raw.append(count_sql(query, EXACT_COUNT_CAP))
+        expected = min(PAGE, matches)
+        scenarios += [
+            (f"grpc search {label}", "grpc", (target, request.SerializeToString(), expected)),
+            (f"seeds search {label}", "sql", (dsn, _seeds_search(org, term))),
+            (f"raw search {label}", "sql", (dsn, raw)),
+        ]
+    return scenarios, rows
+
+
+def search_report(
+    results: dict[str, dict[str, dict[str, float]]], rows: list[tuple[str, str, int]]
+) -> list[str]:
+    lines = [
+        "",
+        f"## Search (ListClients query, page 1 of {PAGE}, order by name)",
+        "",
+        "p50 / p95 ms with 1 call in flight; calls/s with all callers in flight. "
+        "seeds = ILIKE on the columns + OFFSET + COUNT(*); raw = the server's own statement(s).",
+        "",
+        "| search | term | matches | grpc p50 | grpc p95 | grpc calls/s | seeds p50 | seeds p95 "
+        "| seeds calls/s | raw p50 | raw p95 | raw calls/s | seeds / grpc (p50) "
+        "| grpc / raw (p50) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, term, matches in rows:
+        g = results[f"grpc search {label}"]
+        s = results[f"seeds search {label}"]
+        r = results[f"raw search {label}"]
+        gl, sl, rl = g["latency"], s["latency"], r["latency"]
+        lines.append(
+            f"| {label} | `{term}` | {matches:,} | {gl['p50']:.2f} | {gl['p95']:.2f} | "
+            f"{g['throughput']['rps']:.0f} | {sl['p50']:.2f} | {sl['p95']:.2f} | "
+            f"{s['throughput']['rps']:.0f} | {rl['p50']:.2f} | {rl['p95']:.2f} | "
+            f"{r['throughput']['rps']:.0f} | {sl['p50'] / gl['p50']:.1f}x | "
+            f"{gl['p50'] / rl['p50']:.2f}x |"
+        )
+    return lines
 
 
 # -- setup ------------------------------------------------------------------------------
@@ -378,6 +499,8 @@ def main() -> None:
                 ("raw keyset page 10,000", "sql", (dsn, raw_deep)),
                 ("grpc floor (health Check, no SQL)", "health", (target,)),
             ]
+            searches, search_rows = search_scenarios(target, dsn, org, args.clients)
+            scenarios += searches
             if shutil.which("h2load"):  # Debian's nghttp2-client
                 list_path = "/booking.v1.ClientService/ListClients"
                 health_path = "/grpc.health.v1.Health/Check"
@@ -394,7 +517,7 @@ def main() -> None:
     floor = results["grpc floor (health Check, no SQL)"]["latency"]["p50"]
     over1, overd = g1["p50"] - r1["p50"], gd["p50"] - rd["p50"]
     lines = [
-        f"# bench: ListClients at {args.clients:,} clients, page size {PAGE}",
+        f"# bench: ListClients at {args.clients:,} clients, page size {PAGE} (pages and search)",
         "",
         f"`python -m bench.run --clients {args.clients} --seconds {args.seconds:g} "
         f"--rounds {args.rounds} --workers {args.workers}` "
@@ -433,6 +556,7 @@ def main() -> None:
             f"{h1p / r1['p50']:.2f}x the raw query; the server's gRPC floor alone "
             f"(health Check) is {hfp:.2f} ms = {hfp / r1['p50']:.1f}x the raw query"
         )
+    lines += search_report(results, search_rows)
     report = "\n".join(lines)
     (RESULTS / "latest.md").write_text(report + "\n")
     print("\n" + report)
