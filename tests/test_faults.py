@@ -206,6 +206,10 @@ class TcpProxy:
         # While set, new connections are accepted but nothing is relayed (a
         # black hole: connecting times out instead of being refused).
         self.stall = False
+        # While set, the next client message holding COMMIT is relayed and then
+        # the client's side is cut: the server commits, the client never hears.
+        self.cut_after_commit = False
+        self.commits_cut = 0
 
     async def __aenter__(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -233,17 +237,34 @@ class TcpProxy:
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         self._pipes |= {writer, up_writer}
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pump(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, to_server: bool
+        ) -> None:
+            hold_upstream = False
             try:
                 while data := await src.read(65536):
+                    if not to_server and writer.transport.is_closing():
+                        break  # PostgreSQL answered the cut COMMIT: it has committed
                     dst.write(data)
                     await dst.drain()
+                    if to_server and self.cut_after_commit and b"COMMIT" in data:
+                        # COMMIT is on its way to PostgreSQL; the client never
+                        # hears the answer. The upstream side stays open until
+                        # the answer arrives (a reset could discard the unread
+                        # COMMIT), then closes.
+                        self.cut_after_commit = False
+                        self.commits_cut += 1
+                        writer.transport.abort()
+                        hold_upstream = True
+                        return
             except (ConnectionError, OSError):
                 pass
             finally:
-                dst.transport.abort()
+                if not hold_upstream:
+                    writer.transport.abort()
+                    up_writer.transport.abort()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
 
 
 async def test_network_cut_between_server_and_database(database_url: str) -> None:
@@ -371,3 +392,58 @@ def _crash(pg: EmbeddedPostgres) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_commit_with_unknown_outcome_then_retry_with_the_same_request_id(
+    database_url: str,
+) -> None:
+    """The link breaks after COMMIT was sent and before its answer: the call is
+    UNAVAILABLE with reason COMMIT_OUTCOME_UNKNOWN and RetryInfo (not a plain
+    DATABASE_UNAVAILABLE: the write may have happened). A retry with the same
+    request_id returns the first result; the row and its audit event exist once."""
+    url = make_url(database_url)
+    async with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        async with running_server(proxied) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                stubs = Stubs(channel)
+                org = await new_org(stubs)
+                request_id = uuid.uuid4().hex
+                request = clients_pb2.CreateClientRequest(
+                    organization_id=org,
+                    client=resources_pb2.Client(family_name="Committed", external_id="once-1"),
+                    request_id=request_id,
+                )
+                proxy.cut_after_commit = True
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stubs.clients.CreateClient(
+                        request, metadata=(("x-request-id", "first-call"),)
+                    )
+                assert proxy.commits_cut == 1
+                _assert_unavailable(err.value, "COMMIT_OUTCOME_UNKNOWN")
+                metadata = details(err.value)["ErrorInfo"].metadata
+                assert metadata.get("request_id", request_id) == request_id
+
+                retried = await stubs.clients.CreateClient(
+                    request, metadata=(("x-request-id", "retry"),)
+                )
+                again = await stubs.clients.CreateClient(request)
+                assert retried == again
+                assert retried.client.external_id == "once-1"
+
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT id::text FROM clients WHERE organization_id = $1", uuid.UUID(org)
+        )
+        assert [r["id"] for r in rows] == [retried.client.id]  # the first write, once
+        audited = await conn.fetch(
+            "SELECT correlation_id FROM audit_events "
+            "WHERE organization_id = $1 AND resource_id = $2",
+            uuid.UUID(org),
+            retried.client.id,
+        )
+        # Written once, by the first call (whose COMMIT the client never heard).
+        assert [r["correlation_id"] for r in audited] == ["first-call"]
+    finally:
+        await conn.close()
