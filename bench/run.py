@@ -415,7 +415,7 @@ def main() -> None:
     from bench.generate import generate
     from server.config import DEV_PAGE_TOKEN_SECRET
     from server.db.migrate import upgrade
-    from server.paging import PageTokenCodec, request_scope
+    from server.paging import PageTokenCodec
 
     with database(args.database_url) as url:
         asyncio.run(upgrade(url, ROOT / "alembic"))
@@ -446,7 +446,11 @@ def main() -> None:
 
         name_key, last_id, expected_first = asyncio.run(position())
         # The token the server itself issues after page 9,999 (same secret, same scope).
-        scope = request_scope("ListClients", org, None, None, None, "", "name", False)
+        # Bound the way the server binds it (its own ListSpec computes the scope).
+        from server.handlers.clients import LIST
+        from server.queries.clients import CLIENTS, ClientFilter
+
+        scope = LIST.scope(org, ClientFilter(), CLIENTS.orders["name"])
         token = PageTokenCodec(DEV_PAGE_TOKEN_SECRET).encode(scope, DEEP_PAGE, (name_key, last_id))
         page1 = clients_pb2.ListClientsRequest(organization_id=org, page_size=PAGE)
         deep = clients_pb2.ListClientsRequest(organization_id=org, page_size=PAGE, page_token=token)

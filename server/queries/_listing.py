@@ -21,7 +21,7 @@ predicates (SQL with ``$n`` parameters). Everything else is generic:
   does it ask the match's own index for every match (a fenced CTE, so the
   planner cannot turn it back into the walk) and sort those. Its cost is at
   most the budget plus the matches, never the table; an exact count of
-  matches reads at most ``cap + 1`` of them through the same fence;
+  matches reads them through the same fence and stops at ``cap + 1``;
 - the keyset carried by page tokens is encoded and decoded by column type
   (:class:`KeyType`): a signed token is still untrusted input, and a keyset of
   the wrong shape or type is rejected (``ValueError``) before it reaches SQL.
@@ -313,20 +313,29 @@ def count_sql(query: ListQuery, cap: int) -> tuple[str, list[Any]]:
     """
     n = len(query.args) + 1
     if query.matches:
-        # Match predicates: their matches may lie anywhere in the list's order,
-        # so the matches are read through a fence (the planner plans it for all
-        # rows: the match's own index when it is selective) and stop at cap + 1.
-        fenced = f"_matches AS MATERIALIZED (SELECT 1 FROM {query.source} WHERE {query._filters()})"
-        sql = (
-            f"{query._with(fenced)}SELECT count(*) FROM (SELECT 1 FROM _matches LIMIT ${n}) "
-            "AS capped"
-        )
-        return sql, [*query.args, cap + 1]
+        return _match_count_sql(query, cap)
     sql = (
         f"{query._with()}SELECT count(*) FROM (SELECT 1 FROM {query.source} "
         f"WHERE {query._filters()} ORDER BY {', '.join(query.order.columns)} LIMIT ${n}) "
         "AS capped"
     )
+    return sql, [*query.args, cap + 1]
+
+
+def _match_count_sql(query: ListQuery, cap: int) -> tuple[str, list[Any]]:
+    """Exact count bounded by ``cap`` of a list with match predicates.
+
+    Their matches may lie anywhere in the list's order, so the ordered walk
+    that bounds other counts could read most of the table before cap + 1
+    matched. The matches are read through a fence instead, planned for all
+    rows (the match's own index when it is selective: its entries, then at
+    most cap + 1 rows), and stop at cap + 1. When the planner expects most
+    rows to match it may plan a sequential scan there: it also stops at
+    cap + 1 matches, which are then dense.
+    """
+    n = len(query.args) + 1
+    fenced = f"_matches AS MATERIALIZED (SELECT 1 FROM {query.source} WHERE {query._filters()})"
+    sql = f"{query._with(fenced)}SELECT count(*) FROM (SELECT 1 FROM _matches LIMIT ${n}) AS capped"
     return sql, [*query.args, cap + 1]
 
 
