@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
 from booking.v1 import clients_pb2, common_pb2, resources_pb2
 from google.protobuf import timestamp_pb2
+from sqlalchemy import event
 
 from server.testing import running_server
 from tests.conftest import Stubs, new_org
 from tests.test_paging_contract import record_statements
 
 LIST = clients_pb2.ListClientsRequest
+# Every statement of the counting server, with its driver-side timeout.
+LOGGED: list[Any] = []
 
 
 async def seed_clients(stubs: Stubs, org: str, n: int, *, prefix: str = "") -> list[str]:
@@ -91,6 +96,11 @@ async def counted(database_url: str) -> AsyncIterator[tuple[Stubs, list[str]]]:
     async with running_server(database_url) as srv:
         await srv.server.purger.stop()  # its statements would be counted too
         record_statements(srv.server.database.engine, statements)
+
+        @event.listens_for(srv.server.database.engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: object) -> None:
+            dbapi_connection.driver_connection.add_query_logger(LOGGED.append)
+
         await srv.server.database.engine.dispose()  # new connections get the logger
         async with grpc.aio.insecure_channel(srv.target) as channel:
             yield Stubs(channel), statements
@@ -143,3 +153,35 @@ async def test_write_statement_count(counted: tuple[Stubs, list[str]]) -> None:
     )
     # + claim the request id, + store the response.
     assert len(statements) == 5, statements
+
+
+async def test_the_deadline_bounds_every_statement(counted: tuple[Stubs, list[str]]) -> None:
+    """A call's deadline is each statement's timeout (the driver cancels it) and,
+    in a write, the transaction's statement_timeout (PostgreSQL enforces it)."""
+    stubs, _statements = counted
+    org = await new_org(stubs)
+    for with_deadline in (False, True):
+        timeout = 5.0 if with_deadline else None
+        LOGGED.clear()
+        await stubs.clients.CreateClient(
+            clients_pb2.CreateClientRequest(
+                organization_id=org, client=resources_pb2.Client(family_name="Deadline")
+            ),
+            timeout=timeout,
+        )
+        await stubs.clients.ListClients(
+            LIST(organization_id=org, count_mode=common_pb2.COUNT_MODE_EXACT), timeout=timeout
+        )
+        begin = LOGGED[0].query
+        match = re.search(r"SET LOCAL statement_timeout = (\d+)", begin)
+        assert match, begin
+        statements = LOGGED[1:]
+        assert len(statements) >= 4, statements  # INSERT, COMMIT, page, count
+        if with_deadline:
+            # gRPC rounds the deadline it sends up a little (5009 ms seen for 5 s).
+            assert 0 < int(match.group(1)) <= 5100
+            assert all(r.timeout is not None and 0 < r.timeout <= 5.1 for r in statements), [
+                (r.query[:40], r.timeout) for r in statements
+            ]
+        else:  # the configured statement_timeout (test preset: 15 s)
+            assert int(match.group(1)) == 15_000
