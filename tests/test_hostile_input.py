@@ -619,3 +619,41 @@ async def test_short_deadlines_never_give_internal(
     assert not unhandled, unhandled
     # And the server is fine afterwards: the same call with time to spare.
     assert await outcome(call, valid_request(rpc, world)) == set()
+
+
+async def test_statement_timeout_without_a_deadline_is_deadline_exceeded(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """PostgreSQL's own statement_timeout (57014) is the server's answer, not
+    the client's deadline: DEADLINE_EXCEEDED with STATEMENT_TIMEOUT details,
+    never INTERNAL (a client-side deadline would hide the server's mapping)."""
+    import dataclasses
+
+    from server.testing import running_server, test_settings
+    from tests.conftest import Stubs
+
+    base = test_settings()
+    quick = test_settings(pool=dataclasses.replace(base.pool, statement_timeout_ms=300))
+    async with running_server(database_url, quick) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as ch:
+            stubs = Stubs(ch)
+            org = await new_org(stubs)
+            locker = await asyncpg.connect(to_asyncpg_dsn(database_url))
+            try:
+                await locker.execute("BEGIN; LOCK TABLE clients IN ACCESS EXCLUSIVE MODE")
+                calls = [
+                    stubs.clients.ListClients(clients_pb2.ListClientsRequest(organization_id=org)),
+                    stubs.clients.CreateClient(
+                        clients_pb2.CreateClientRequest(
+                            organization_id=org, client=resources_pb2.Client(family_name="Late")
+                        )
+                    ),
+                ]
+                for call in calls:
+                    with pytest.raises(grpc.aio.AioRpcError) as err:
+                        await call
+                    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                    assert details(err.value)["ErrorInfo"].reason == "STATEMENT_TIMEOUT"
+            finally:
+                await locker.close()
+    assert await db.fetchval("SELECT count(*) FROM clients WHERE organization_id = $1", org) == 0
