@@ -15,6 +15,7 @@ import asyncpg
 from grpc_health.v1 import health, health_pb2
 
 from server.db.engine import Database
+from server.db.errors import describe_database_error
 from server.queries.requests import purge_request_results
 
 __all__ = ["HealthMonitor", "Purger"]
@@ -83,7 +84,14 @@ class HealthMonitor:
             ok = version == self._head
             if not ok:
                 _log.warning("schema at %s, expected head %s", version, self._head)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            # Raised by a connection that died mid-operation (a killed server).
+            asyncpg.exceptions.InternalClientError,
+        ):
             if self._conn is not None:
                 self._conn.terminate()
                 self._conn = None
@@ -134,7 +142,7 @@ class Purger:
                 if purged:
                     _log.info("purged %d request_id results", purged)
             except Exception as exc:
-                _log.warning("purging request_id results failed: %s", exc)
+                _log.warning("purging request_id results failed: %s", describe_database_error(exc))
             await asyncio.sleep(self._interval)
 
     def start(self) -> None:

@@ -17,15 +17,13 @@ UPPER_SNAKE, domain ``booking.v1``) in one interceptor
 (:mod:`server.interceptors`). Database exceptions are translated into these by
 :mod:`server.db.errors` (keyed by exception class / SQLSTATE and constraint
 name, never by message text: no SQL, stack or other tenant's data reaches a
-caller); ``from_database_error``, ``root_cause`` and ``ConnectionLost`` are
-still importable from here until callers switch.
+caller).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -35,7 +33,6 @@ __all__ = [
     "DOMAIN",
     "Aborted",
     "AlreadyExists",
-    "ConnectionLost",  # noqa: F822 - module __getattr__, moved to server.db.errors
     "DeadlineExceeded",
     "FailedPrecondition",
     "FieldViolation",
@@ -44,9 +41,7 @@ __all__ = [
     "PermissionDenied",
     "ServiceError",
     "Unavailable",
-    "from_database_error",
     "internal_error",
-    "root_cause",
 ]
 
 DOMAIN = "booking.v1"
@@ -190,29 +185,3 @@ _CODE_NUMBERS = {code: getattr(code_pb2, code.name) for code in grpc.StatusCode}
 
 def _camel(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
-
-
-# -- moved to server.db.errors ---------------------------------------------------------
-# Kept importable from here until every caller imports server.db.errors.
-
-
-def from_database_error(exc: BaseException) -> ServiceError | None:
-    """Deprecated alias of :func:`server.db.errors.from_database_error`."""
-    from server.db import errors as db_errors
-
-    return db_errors.from_database_error(exc)
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """Deprecated alias of :func:`server.db.errors.root_cause`."""
-    from server.db import errors as db_errors
-
-    return db_errors.root_cause(exc)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ConnectionLost":  # deprecated: server.db.errors.ConnectionLost
-        from server.db import errors as db_errors
-
-        return db_errors.ConnectionLost
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

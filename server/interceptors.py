@@ -32,13 +32,8 @@ from grpc import aio
 from opentelemetry import trace
 
 from server.context import CallInfo, reset_call, set_call
-from server.errors import (
-    InvalidArgument,
-    ServiceError,
-    from_database_error,
-    internal_error,
-    root_cause,
-)
+from server.db.errors import describe_database_error, from_database_error
+from server.errors import InvalidArgument, ServiceError, internal_error
 from server.telemetry import Telemetry
 
 __all__ = ["MAX_ACTOR_LEN", "CallInterceptor"]
@@ -59,17 +54,6 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
             value = item[1]
             return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
-
-
-def describe_for_log(exc: BaseException) -> str:
-    """A database error without row values: class, SQLSTATE, constraint, table."""
-    cause = root_cause(exc)
-    parts = [type(cause).__name__]
-    for attr in ("sqlstate", "constraint_name", "table_name", "column_name"):
-        value = getattr(cause, attr, None)
-        if value:
-            parts.append(f"{attr}={value}")
-    return " ".join(parts)
 
 
 class _Call:
@@ -113,7 +97,7 @@ class _Call:
         if mapped is None:
             _log.exception("unhandled error in %s", method)
             return internal_error(self.correlation_id)
-        _log.warning("%s: %s (%s)", method, mapped.reason, describe_for_log(exc))
+        _log.warning("%s: %s (%s)", method, mapped.reason, describe_database_error(exc))
         return mapped
 
     async def abort(self, context: Context, error: ServiceError) -> None:

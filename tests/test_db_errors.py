@@ -113,8 +113,8 @@ _SECRET_MAIL = "private.person@example.org"
 async def test_unique_violation_names_the_declared_field(conn: asyncpg.Connection) -> None:
     org = await _org(conn)
     insert = (
-        "INSERT INTO clients (organization_id, id, family_name, email, external_id) "
-        "VALUES ($1, $2, $3, $4, 'ext-1')"
+        "INSERT INTO clients (organization_id, id, family_name, email, external_id, "
+        "given_key, family_key) VALUES ($1, $2, $3, $4, 'ext-1', '', 'x')"
     )
     await conn.execute(insert, org, uuid.uuid4(), _SECRET, _SECRET_MAIL)
     exc = await _raised(conn, insert, org, uuid.uuid4(), _SECRET, _SECRET_MAIL)
@@ -135,8 +135,8 @@ async def test_check_violation_names_declared_fields_only(conn: asyncpg.Connecti
     org = await _org(conn)
     exc = await _raised(
         conn,
-        "INSERT INTO clients (organization_id, id, family_name, phone, email) "
-        "VALUES ($1, $2, $3, '12345', $4)",
+        "INSERT INTO clients (organization_id, id, family_name, phone, email, "
+        "given_key, family_key) VALUES ($1, $2, $3, '12345', $4, '', 'x')",
         org,
         uuid.uuid4(),
         _SECRET,
@@ -154,7 +154,8 @@ async def test_check_violation_names_declared_fields_only(conn: asyncpg.Connecti
     # a guessed "client.name".
     exc = await _raised(
         conn,
-        "INSERT INTO clients (organization_id, id) VALUES ($1, $2)",
+        "INSERT INTO clients (organization_id, id, given_key, family_key) "
+        "VALUES ($1, $2, '', '')",
         org,
         uuid.uuid4(),
     )

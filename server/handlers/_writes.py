@@ -86,7 +86,7 @@ async def writing(
     audit = Audit(
         actor=call.actor, correlation_id=call.correlation_id, request_id=request_id or None
     )
-    async with deps.db.transaction(timeout_of(context)) as conn:
+    async with deps.db.transaction(timeout_of(context), request_id=request_id or None) as conn:
         replay: R | None = None
         if request_id:
             stored = await claim_request(
