@@ -4,7 +4,10 @@ One SQLAlchemy ``AsyncEngine`` on asyncpg owns the pool (size, overflow,
 checkout timeout, recycle, pre-ping). Query functions get a :class:`Conn`: the
 pooled asyncpg connection itself, because SQLAlchemy's execution layer costs
 ~100 us per statement on the hot paths and does not pass a per-statement
-timeout. SQL is still built from the Core tables (see ``server.queries.sql``).
+timeout. SQL is literal, with bind parameters, in the query modules
+(``server.queries.*``), its column lists taken from the Core tables in
+``server.db.schema`` (the rule and its measurement: docs/architecture.md,
+"Queries"). The pool's internals are touched only by ``server.db._pool``.
 
 Deadlines: a call's remaining gRPC deadline bounds every statement it runs.
 Reads pass it as asyncpg's ``timeout`` (on expiry the driver sends a cancel
