@@ -498,10 +498,23 @@ MUTANTS: list[Mutant] = [
                     "        | ConnectionLost\n        | ConnectionError\n        | OSError,\n    ) and False:",
                 ),
             ],
+            [
+                ("server/db/errors.py", "if isinstance(exc, _UNAVAILABLE_CLASSES):", "if False:"),
+                (
+                    "server/db/errors.py",
+                    "if isinstance(exc, DatabaseGone):\n        return _unavailable()",
+                    "if False:\n        return _unavailable()",
+                ),
+                (
+                    "server/db/errors.py",
+                    "if isinstance(exc, ConnectionError | OSError):\n        return _unavailable()",
+                    "if False:\n        return _unavailable()",
+                ),
+            ],
             [("server/db/errors.py", "if isinstance(exc, _UNAVAILABLE_CLASSES):", "if False:")],
         ],
-        [FAULTS],
-        select="network or health or restart or unavailable",
+        [FAULTS, "tests/test_db_errors.py"],
+        select="network or health or restart or unavailable or killed",
         timeout_s=400,
     ),
     Mutant(
@@ -614,7 +627,11 @@ def run_tests(copy: Path, tests: list[str], select: str, timeout_s: int) -> tupl
         return "passed", took
     if result.returncode == 5:  # no tests collected: the mapping is wrong
         return "no tests", took
-    return "failed", took
+    # Caught means a test FAILED; errors (setup, collection) say nothing of the mutant.
+    summary = result.stdout.strip().splitlines()[-1:] or [""]
+    if result.returncode == 1 and " failed" in summary[0]:
+        return "failed", took
+    return f"error: {summary[0][:120]}", took
 
 
 def main() -> int:
@@ -669,12 +686,17 @@ def main() -> int:
         verdict = {"failed": "caught", "timeout": "caught (timeout)"}.get(status, "SURVIVED")
         if status == "no tests":
             verdict = "SURVIVED (no test selected)"
+        elif status.startswith("error"):
+            verdict = f"ERROR ({status})"
         results.append((mutant, verdict, took))
         print(f"  {mutant.name:34} {verdict:14} {took:5.0f}s  {mutant.description}")
 
     applied = [r for r in results if r[1] != "does not apply"]
     caught = [r for r in applied if r[1].startswith("caught")]
-    survivors = [r for r in applied if not r[1].startswith("caught")]
+    survivors = [r for r in applied if not r[1].startswith(("caught", "ERROR"))]
+    for mutant, verdict, _ in applied:
+        if verdict.startswith("ERROR"):
+            print(f"  error (rerun it): {mutant.name}: {verdict}")
     print(f"\nscore: {len(caught)}/{len(applied)} caught", end="")
     skipped = len(results) - len(applied)
     print(f", {skipped} did not apply" if skipped else "")
