@@ -286,7 +286,7 @@ async def test_unknown_update_mask_path_is_rejected(stubs: Stubs, org: str) -> N
             )
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert violated_fields(err.value) == {"update_mask"}
+    assert violated_fields(err.value) == {"update_mask.paths"}
 
 
 async def test_retried_write_with_request_id_writes_and_audits_once(stubs: Stubs, org: str) -> None:

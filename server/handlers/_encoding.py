@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
-from server.errors import FieldViolation, InvalidArgument
 from server.validation import Violations
 
 __all__ = ["etag", "nullable", "parse_etag", "set_time", "to_datetime"]
@@ -33,16 +32,14 @@ def etag(version: int) -> str:
     return f'"v{version}"'
 
 
-def parse_etag(value: str, field: str) -> int | None:
+def parse_etag(value: str, field: str, v: Violations) -> int | None:
+    """The version an etag names (None when absent or bad; a bad one is a violation)."""
     if not value:
         return None
     match = _ETAG.match(value)
     if match is None:
-        raise InvalidArgument(
-            f"{field} is not an etag this service issued",
-            reason="INVALID_ETAG",
-            field_violations=[FieldViolation(field, "is not an etag this service issued")],
-        )
+        v.add(field, "is not an etag this service issued", "INVALID_ETAG")
+        return None
     return int(match.group(1))
 
 

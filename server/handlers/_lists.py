@@ -101,9 +101,11 @@ class ListSpec(Generic[F, R]):
         return self.response.DESCRIPTOR.name.removesuffix("Response")
 
     def scope(self, org_id: str, flt: F, order: Order) -> str:
-        """What a page token is bound to: method, tenant, order and every filter."""
+        """What a page token is bound to: method and list, tenant, order, every filter."""
         fields = [_scope_value(getattr(flt, f.name)) for f in dataclasses.fields(flt)]  # type: ignore[arg-type]
-        return request_scope(self.method, org_id, order.name, order.descending, *fields)
+        return request_scope(
+            self.method, self.listing.name, org_id, order.name, order.descending, *fields
+        )
 
     def _order(self, request: Any, v: Violations) -> Order:
         order_by = getattr(request, "order_by", "")

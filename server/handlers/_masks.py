@@ -9,6 +9,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from server.errors import FieldViolation, InvalidArgument
+from server.validation import Violations
 
 __all__ = ["has_value", "require_fields", "resolve_mask"]
 
@@ -26,27 +27,25 @@ def resolve_mask(
     mask: field_mask_pb2.FieldMask,
     updatable: Iterable[str],
     is_set: Callable[[str], bool],
+    v: Violations,
 ) -> list[str]:
-    """Paths to update: the mask's, or every set updatable field when empty."""
+    """Paths to update: the mask's, or every set updatable field when empty.
+    Unknown paths are violations on ``update_mask.paths``, reported with the
+    request's others; the known ones are returned either way."""
     allowed = list(updatable)
     paths = list(mask.paths)
     if not paths:
         return [p for p in allowed if is_set(p)]
     if paths == ["*"]:
         return allowed
-    unknown = [p for p in paths if p not in allowed]
-    if unknown:
-        raise InvalidArgument(
-            f"update_mask names fields that cannot be updated: {', '.join(unknown)}",
-            reason="INVALID_UPDATE_MASK",
-            field_violations=[
-                FieldViolation(
-                    "update_mask", f"{p!r} is not one of {', '.join(allowed)}", "UNKNOWN_FIELD"
-                )
-                for p in unknown
-            ],
-        )
-    return list(dict.fromkeys(paths))
+    for p in paths:
+        if p not in allowed:
+            v.add(
+                "update_mask.paths",
+                f"{p!r} is not one of {', '.join(allowed)}"[:300],
+                "UNKNOWN_FIELD",
+            )
+    return [p for p in dict.fromkeys(paths) if p in allowed]
 
 
 def require_fields(values: Mapping[str, Any]) -> None:

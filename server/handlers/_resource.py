@@ -88,9 +88,9 @@ class TenantResource:
         v.uuid("organization_id", request.organization_id)
         v.uuid(f"{self.field}.id", msg.id)
         v.request_id("request_id", request.request_id)
-        fields = resolve_mask(request.update_mask, self.updatable, lambda f: has_value(msg, f))
+        fields = resolve_mask(request.update_mask, self.updatable, lambda f: has_value(msg, f), v)
         values = self.values(msg, fields, v, False)
-        version = parse_etag(msg.etag, f"{self.field}.etag")
+        version = parse_etag(msg.etag, f"{self.field}.etag", v)
         v.raise_if_any()
         require_fields(values)
         org = request.organization_id

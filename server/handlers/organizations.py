@@ -104,9 +104,9 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         v = await self._violations(request, context)
         v.uuid("organization.id", org.id)
         v.request_id("request_id", request.request_id)
-        fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: bool(getattr(org, f)))
+        fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: bool(getattr(org, f)), v)
         values = _values(org, fields, v)
-        version = parse_etag(org.etag, "organization.etag")
+        version = parse_etag(org.etag, "organization.etag", v)
         v.raise_if_any()
         require_fields(values)
         response = pb.UpdateOrganizationResponse
