@@ -362,38 +362,79 @@ def database(url: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def server_process(url: str, workers: int = 1) -> Iterator[str]:
+def server_process(
+    url: str, workers: int = 1, *, root: Path = ROOT, probe: bytes | None = None
+) -> Iterator[str]:
+    """A server process from the checkout at ``root``; ready when health says
+    SERVING, or (``probe``: a serialized ListClientsRequest) when ListClients
+    answers: an older checkout's health waits for its own schema head."""
     port = _free_port()
     env = {**os.environ, "BOOKING_ENV": "dev", "BOOKING_LOG_LEVEL": "WARNING"}
+    if root != ROOT:
+        # The other checkout's packages first (the editable install's finder
+        # comes after sys.path), and its migrations are not ours to run.
+        env["PYTHONPATH"] = os.pathsep.join((str(root), str(root / "clients")))
+        env["BOOKING_MIGRATE_ON_START"] = "false"
+        env["BOOKING_MIGRATIONS_DIR"] = str(root / "alembic")
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "server", "--database-url", url),
             *("serve", "--port", str(port), "--workers", str(workers)),
         ],
         env=env,
-        cwd=ROOT,
+        cwd=root,
     )
     target = f"127.0.0.1:{port}"
     try:
         import grpc
+        from booking.v1 import clients_pb2, clients_pb2_grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         deadline = time.monotonic() + 60
         with grpc.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
+            list_clients = clients_pb2_grpc.ClientServiceStub(channel).ListClients
             while True:
                 try:
+                    if probe is not None:
+                        list_clients(clients_pb2.ListClientsRequest.FromString(probe), timeout=5)
+                        break
                     if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
                         break
                 except grpc.RpcError:
                     pass
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server from {root} exited ({proc.returncode})")
                 if time.monotonic() > deadline:
-                    raise RuntimeError("server did not become SERVING")
+                    raise RuntimeError(f"the server from {root} did not become ready")
                 time.sleep(0.2)
         yield target
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str | None) -> Iterator[Path | None]:
+    """A temporary git worktree of ``ref`` (removed afterwards), or None."""
+    if not ref:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="booking-baseline-") as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield path
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+                check=False,
+                capture_output=True,
+            )
 
 
 def main() -> None:
@@ -406,6 +447,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
     parser.add_argument(
         "--rounds", type=int, default=5, help="latency: scenarios take turns in this many rounds"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="also serve ListClients from this commit's server (a git worktree) on the same "
+        "database, side by side in the same run (e.g. to show a change costs nothing)",
+    )
+    parser.add_argument(
+        "--no-search", action="store_true", help="skip the search scenarios (the slow part)"
     )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -484,7 +534,23 @@ def main() -> None:
             count,
         ]
 
-        with server_process(url, args.workers) as target:
+        # The same pages from an older server, if asked: its scope is what that
+        # server computed (ListClients with no filters, order by name).
+        from server.paging import request_scope
+
+        old_scope = request_scope("ListClients", org, None, None, None, "", "name", False)
+        old_token = PageTokenCodec(DEV_PAGE_TOKEN_SECRET).encode(
+            old_scope, DEEP_PAGE, (name_key, last_id)
+        )
+        old_deep = clients_pb2.ListClientsRequest(
+            organization_id=org, page_size=PAGE, page_token=old_token
+        )
+
+        with (
+            server_process(url, args.workers) as target,
+            baseline_checkout(args.baseline) as baseline_root,
+            contextlib.ExitStack() as stack,
+        ):
             import grpc
             from booking.v1 import clients_pb2_grpc
 
@@ -503,8 +569,28 @@ def main() -> None:
                 ("raw keyset page 10,000", "sql", (dsn, raw_deep)),
                 ("grpc floor (health Check, no SQL)", "health", (target,)),
             ]
-            searches, search_rows = search_scenarios(target, dsn, org, args.clients)
-            scenarios += searches
+            if baseline_root is not None:
+                base = stack.enter_context(
+                    server_process(
+                        url, args.workers, root=baseline_root, probe=page1.SerializeToString()
+                    )
+                )
+                with grpc.insecure_channel(base) as channel:
+                    got = clients_pb2_grpc.ClientServiceStub(channel).ListClients(old_deep)
+                    assert got.clients[0].id == expected_first, "baseline deep token missed"
+                # Interleaved with ours, so that the noise falls on both alike.
+                scenarios[2:2] = [
+                    (f"baseline {args.baseline} page 1", "grpc", (base, page1s)),
+                    (
+                        f"baseline {args.baseline} page 10,000 (token)",
+                        "grpc",
+                        (base, old_deep.SerializeToString()),
+                    ),
+                ]
+            search_rows: list[tuple[str, str, int]] = []
+            if not args.no_search:
+                searches, search_rows = search_scenarios(target, dsn, org, args.clients)
+                scenarios += searches
             if shutil.which("h2load"):  # Debian's nghttp2-client
                 list_path = "/booking.v1.ClientService/ListClients"
                 health_path = "/grpc.health.v1.Health/Check"
@@ -524,7 +610,9 @@ def main() -> None:
         f"# bench: ListClients at {args.clients:,} clients, page size {PAGE} (pages and search)",
         "",
         f"`python -m bench.run --clients {args.clients} --seconds {args.seconds:g} "
-        f"--rounds {args.rounds} --workers {args.workers}` "
+        f"--rounds {args.rounds} --workers {args.workers}"
+        f"{' --baseline ' + args.baseline if args.baseline else ''}"
+        f"{' --no-search' if args.no_search else ''}` "
         f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, shared with the server)",
         "",
         "| scenario | p50 ms | p95 ms | p99 ms | calls/s (1 in flight) | calls/s "
@@ -560,7 +648,20 @@ def main() -> None:
             f"{h1p / r1['p50']:.2f}x the raw query; the server's gRPC floor alone "
             f"(health Check) is {hfp:.2f} ms = {hfp / r1['p50']:.1f}x the raw query"
         )
-    lines += search_report(results, search_rows)
+    if args.baseline:
+        b1 = results[f"baseline {args.baseline} page 1"]
+        bd = results[f"baseline {args.baseline} page 10,000 (token)"]
+        t1 = results["grpc page 1"]["throughput"]["rps"]
+        td = results["grpc page 10,000 (token)"]["throughput"]["rps"]
+        lines.append(
+            f"- ours / baseline {args.baseline} (same run): p50 page 1 "
+            f"{g1['p50'] / b1['latency']['p50']:.2f}x, page 10,000 "
+            f"{gd['p50'] / bd['latency']['p50']:.2f}x; throughput page 1 "
+            f"{t1 / b1['throughput']['rps']:.2f}x, page 10,000 "
+            f"{td / bd['throughput']['rps']:.2f}x (1.00x = the same)"
+        )
+    if search_rows:
+        lines += search_report(results, search_rows)
     report = "\n".join(lines)
     (RESULTS / "latest.md").write_text(report + "\n")
     print("\n" + report)

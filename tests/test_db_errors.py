@@ -154,8 +154,7 @@ async def test_check_violation_names_declared_fields_only(conn: asyncpg.Connecti
     # a guessed "client.name".
     exc = await _raised(
         conn,
-        "INSERT INTO clients (organization_id, id, given_key, family_key) "
-        "VALUES ($1, $2, '', '')",
+        "INSERT INTO clients (organization_id, id, given_key, family_key) VALUES ($1, $2, '', '')",
         org,
         uuid.uuid4(),
     )
