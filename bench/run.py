@@ -214,10 +214,10 @@ def measure(
             with ctx.Pool(procs) as pool:
                 runs = pool.map(_throughput_worker, [(scenario, seconds, concurrency)] * procs)
             results[scenario[0]]["throughput"] = _summary([x for r in runs for x in r], seconds)
-        lat, thr = results[scenario[0]]["latency"], results[scenario[0]]["throughput"]
+        one, thr = results[scenario[0]]["latency"], results[scenario[0]]["throughput"]
         print(
-            f"{scenario[0]:34s} p50 {lat['p50']:8.2f} ms  p95 {lat['p95']:8.2f}  "
-            f"p99 {lat['p99']:8.2f}  | {thr['rps']:8.0f} calls/s (p50 {thr['p50']:.2f} ms)",
+            f"{scenario[0]:34s} p50 {one['p50']:8.2f} ms  p95 {one['p95']:8.2f}  "
+            f"p99 {one['p99']:8.2f}  | {thr['rps']:8.0f} calls/s (p50 {thr['p50']:.2f} ms)",
             flush=True,
         )
     return results

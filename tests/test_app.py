@@ -36,7 +36,9 @@ async def test_every_registered_service_is_served_health_checked_and_reflected(
             # Every method of every registered service answers (here: with a
             # validation error, not UNIMPLEMENTED).
             for method in service.pb2.DESCRIPTOR.services_by_name[service.short_name].methods:
-                call = channel.unary_unary(f"/{service.full_name}/{method.name}")
+                call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                    f"/{service.full_name}/{method.name}"
+                )
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await call(b"")
                 assert caught.value.code() != grpc.StatusCode.UNIMPLEMENTED, method.full_name

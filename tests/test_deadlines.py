@@ -9,6 +9,7 @@ own cancellation makes the caller see (which would hide a missing timeout).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 
@@ -67,9 +68,7 @@ async def test_write_transaction_timeout_is_the_remaining_deadline(database: Dat
 
 async def _state(admin: asyncpg.Connection, pid: int) -> str | None:
     """The backend's state, or None once it is gone."""
-    return await admin.fetchval(  # type: ignore[no-any-return]
-        "SELECT state FROM pg_stat_activity WHERE pid = $1", pid
-    )
+    return await admin.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
 
 
 async def _not_active(admin: asyncpg.Connection, pid: int) -> bool:
@@ -167,6 +166,6 @@ async def test_blocked_write_rpc_stops_waiting_within_its_deadline(
             await call
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         for pid in found:
-            await assert_eventually(lambda pid=pid: _not_active(admin, pid), timeout=3)
+            await assert_eventually(functools.partial(_not_active, admin, pid), timeout=3)
     finally:
         await locker.close()

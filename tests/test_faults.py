@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -146,8 +147,8 @@ async def test_deadline_becomes_the_statement_timeout(
     assert [c.family_name for c in listed.clients] == []  # the timed-out create wrote nothing
 
 
-async def _zero(awaitable: object) -> bool:
-    return await awaitable == 0  # type: ignore[misc]
+async def _zero(awaitable: Awaitable[int]) -> bool:
+    return await awaitable == 0
 
 
 async def test_cancelled_rpc_cancels_its_query(stubs: Stubs, org: str, database_url: str) -> None:
@@ -163,8 +164,8 @@ async def test_cancelled_rpc_cancels_its_query(stubs: Stubs, org: str, database_
         await locker.close()
 
 
-async def _positive(awaitable: object) -> bool:
-    return await awaitable > 0  # type: ignore[misc,operator]
+async def _positive(awaitable: Awaitable[int]) -> bool:
+    return await awaitable > 0
 
 
 async def test_exhausted_pool_is_unavailable_with_retry_info(database_url: str) -> None:

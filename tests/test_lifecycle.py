@@ -9,13 +9,14 @@ import socket
 import sys
 import uuid
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import grpc
 import pytest
 from booking.v1 import clients_pb2, clients_pb2_grpc, resources_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import Histogram, InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from server.db.embedded import EmbeddedPostgres
@@ -151,7 +152,7 @@ async def test_each_call_is_a_span_and_a_duration_sample(database_url: str) -> N
         for sm in rm.scope_metrics
         for metric in sm.metrics
         if metric.name == "rpc.server.duration"
-        for point in metric.data.data_points  # type: ignore[union-attr]
+        for point in cast(Histogram, metric.data).data_points
     ]
     by_code = {p.attributes["rpc.grpc.status_code"]: p.count for p in points if p.attributes}
     assert by_code == {"OK": 1, "INVALID_ARGUMENT": 1}

@@ -59,7 +59,7 @@ async def walk(stubs: Stubs, request: clients_pb2.ListClientsRequest) -> list[st
         request = LIST(**{**_fields(request), "page_token": response.next_page_token})
 
 
-def _fields(request: clients_pb2.ListClientsRequest) -> dict[str, object]:
+def _fields(request: clients_pb2.ListClientsRequest) -> dict[str, Any]:
     return {f.name: v for f, v in request.ListFields()}
 
 
@@ -115,7 +115,7 @@ async def counted(database_url: str) -> AsyncIterator[tuple[Stubs, list[str]]]:
     ],
 )
 async def test_search_statement_count_is_fixed_whatever_the_page_size(
-    counted: tuple[Stubs, list[str]], count_mode: int, expected: int
+    counted: tuple[Stubs, list[str]], count_mode: common_pb2.CountMode.ValueType, expected: int
 ) -> None:
     """The paging contract counts statements without filters
     (tests/test_paging_contract.py); searches (trigram and prefix) too."""

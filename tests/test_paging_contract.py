@@ -529,7 +529,8 @@ async def test_walk_with_inserts_between_pages(env: Env) -> None:
     case = CASES[0]  # clients, order_by name
     org = await new_org(env.stubs)
     original = set(await seed_clients(env, org, 40))
-    before, after = [], []
+    before: list[str] = []
+    after: list[str] = []
     items: list[Any] = []
     token = ""
     for i in range(100):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import grpc
@@ -114,6 +114,7 @@ def _scalar(field: FieldDescriptor, ids: list[str]) -> st.SearchStrategy[Any]:
     if t == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if t == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         known = [v.number for v in field.enum_type.values]
         return st.one_of(st.sampled_from(known), st.integers(-3, 1000))
     if t in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32):
@@ -138,7 +139,8 @@ def fill(msg: Message, draw: Callable[..., Any], ids: list[str], depth: int = 0)
     tenant, an id field usually names a row that exists, and each other field
     is set one time in three.
     """
-    descriptor: Descriptor = msg.DESCRIPTOR
+    # The stubs say descriptor.Descriptor | upb's; upb's passes isinstance(_, Descriptor).
+    descriptor = cast(Descriptor, msg.DESCRIPTOR)
     if descriptor.full_name == "google.protobuf.Timestamp":
         msg.seconds = draw(st.one_of(st.sampled_from(EDGE_SECONDS), _int(INT64)))  # type: ignore[attr-defined]
         msg.nanos = draw(st.sampled_from([0, 1, 999_999_999, 1_000_000_000, -1]))  # type: ignore[attr-defined]

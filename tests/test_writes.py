@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -28,7 +29,7 @@ from tests.conftest import Stubs, details, new_org, violated_fields
 Client = resources_pb2.Client
 
 
-async def create_client(stubs: Stubs, org: str, **fields: object) -> resources_pb2.Client:
+async def create_client(stubs: Stubs, org: str, **fields: Any) -> resources_pb2.Client:
     fields.setdefault("family_name", "Doe")
     response = await stubs.clients.CreateClient(
         clients_pb2.CreateClientRequest(organization_id=org, client=Client(**fields))
@@ -36,7 +37,7 @@ async def create_client(stubs: Stubs, org: str, **fields: object) -> resources_p
     return response.client
 
 
-async def audit_events(stubs: Stubs, org: str, **filters: str) -> list[resources_pb2.AuditEvent]:
+async def audit_events(stubs: Stubs, org: str, **filters: Any) -> list[resources_pb2.AuditEvent]:
     response = await stubs.audit.ListAuditEvents(
         audit_pb2.ListAuditEventsRequest(organization_id=org, page_size=1000, **filters)
     )
@@ -179,7 +180,10 @@ async def test_bad_input_is_invalid_argument_with_field_violations(stubs: Stubs,
         (
             "clients.ListClients",
             clients_pb2.ListClientsRequest(
-                organization_id="x", page_size=-1, order_by="age", count_mode=99
+                organization_id="x",
+                page_size=-1,
+                order_by="age",
+                count_mode=common_pb2.CountMode.ValueType(99),
             ),
             {"organization_id", "page_size", "order_by", "count_mode"},
         ),
