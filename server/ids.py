@@ -7,6 +7,7 @@ keeps bulk loads fast; the ids are strings in the contract.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -38,11 +39,10 @@ def uuid7() -> str:
     return str(uuid.UUID(int=value))
 
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
 def is_uuid(value: str) -> bool:
-    if len(value) != 36:
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    """The canonical 8-4-4-4-12 hex form, in either letter case (``uuid.UUID``
+    also takes braces, a ``urn:uuid:`` prefix and dashes anywhere: not ids)."""
+    return _UUID.match(value) is not None

@@ -22,17 +22,19 @@ import asyncio
 import logging
 import re
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import asyncpg
 import grpc
 from grpc import aio
 from opentelemetry import trace
 
 from server.context import CallInfo, reset_call, set_call
-from server.db.errors import describe_database_error, from_database_error
+from server.db.errors import describe_database_error, from_database_error, root_cause
 from server.errors import InvalidArgument, ServiceError, internal_error
 from server.telemetry import Telemetry
 
@@ -95,7 +97,16 @@ class _Call:
             return exc
         mapped = from_database_error(exc)
         if mapped is None:
-            _log.exception("unhandled error in %s", method)
+            if isinstance(root_cause(exc), asyncpg.PostgresError):
+                # Its message and DETAIL can quote row values: the frames only.
+                _log.error(
+                    "unhandled database error in %s: %s\n%s",
+                    method,
+                    describe_database_error(exc),
+                    "".join(traceback.format_tb(exc.__traceback__)),
+                )
+            else:
+                _log.exception("unhandled error in %s", method)
             return internal_error(self.correlation_id)
         _log.warning("%s: %s (%s)", method, mapped.reason, describe_database_error(exc))
         return mapped

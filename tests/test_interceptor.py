@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from grpc import aio
@@ -28,7 +29,27 @@ async def _unary(request: bytes, context: Any) -> bytes:
         raise InvalidArgument("bad", field_violations=[FieldViolation("payload", "is bad")])
     if request == b"crash":
         raise RuntimeError("boom")
+    if request in _DB_ERRORS:
+        raise _DB_ERRORS[request]
     return request.upper()
+
+
+# Database errors whose message and DETAIL quote row values (as PostgreSQL's do).
+_DB_ERRORS: dict[bytes, Exception] = {
+    # raise_exception from a trigger: not mapped, so INTERNAL.
+    b"db-unmapped": asyncpg.exceptions.RaiseError.new(
+        {"M": "rejected secret@x.org", "D": "Key (email)=(secret@x.org)", "C": "P0001"}
+    ),
+    # restrict_violation (a delete of a referenced row): FAILED_PRECONDITION.
+    b"db-restrict": asyncpg.exceptions.RestrictViolationError.new(
+        {
+            "M": "update or delete violates RESTRICT",
+            "D": "Key (email)=(secret@x.org) is still referenced",
+            "C": "23001",
+            "n": "fk_payments_client_id_clients",
+        }
+    ),
+}
 
 
 async def _server_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -221,3 +242,24 @@ async def test_database_errors_are_logged_without_row_values(
     assert any("23505" in line for line in lines), lines
     for value in (secret, "Hülya", "Y\u0131lmaz", "hulya@example.com", "Key (", "Failing row"):
         assert not any(value in line for line in lines), (value, lines)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (b"db-unmapped", grpc.StatusCode.INTERNAL),
+        (b"db-restrict", grpc.StatusCode.FAILED_PRECONDITION),
+    ],
+)
+async def test_any_database_error_is_logged_without_its_message(
+    probe: Any, caplog: pytest.LogCaptureFixture, request_: bytes, code: grpc.StatusCode
+) -> None:
+    channel, _spans, _metrics = probe
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _method(channel, "Unary")(request_)
+    assert caught.value.code() == code
+    assert "secret" not in (caught.value.details() or "")
+    text = caplog.text  # formatted: messages and tracebacks
+    assert "sqlstate=" in text, text
+    assert "secret@x.org" not in text, text

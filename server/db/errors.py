@@ -265,6 +265,12 @@ def _from_postgres(exc: asyncpg.PostgresError) -> ServiceError | None:
             reason="INVALID_VALUE",
             metadata={"sqlstate": exc.sqlstate},
         )
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):  # 23000, 23001 restrict, ...
+        return FailedPrecondition(
+            "the write conflicts with a rule of related data",
+            reason="CONSTRAINT_VIOLATED",
+            metadata={"sqlstate": exc.sqlstate, **meta},
+        )
     if isinstance(exc, asyncpg.QueryCanceledError):  # statement_timeout or a cancel request
         return DeadlineExceeded(
             "the statement ran past the call's deadline and was cancelled",

@@ -3,7 +3,6 @@ and canonical ids."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +12,7 @@ from grpc import aio
 
 from server.config import Settings
 from server.db.engine import Database
+from server.ids import is_uuid
 from server.paging import PageTokenCodec
 from server.timezones import TimeZones
 from server.validation import Violations
@@ -70,12 +70,7 @@ def canonical_ids(msg: Message) -> None:
 
 
 def _canonical(value: str) -> str:
-    if len(value) != 36 or value.islower():
-        return value
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return value
+    return value.lower() if is_uuid(value) else value
 
 
 def check_text(msg: Message, v: Violations, prefix: str = "") -> None:

@@ -79,7 +79,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # timestamptz range PostgreSQL and Python share (years 1..9999), in microseconds.
 _MIN_MICROS = -62_135_596_800_000_000
 _MAX_MICROS = 253_402_300_799_999_999
-_MAX_TEXT_KEY = 1000
+# A text sort key may be a folded name: NFKC and case folding expand text (one
+# code point to up to 18), so the bound is the token's, not a column's.
+_MAX_TEXT_KEY = 16_384
 
 
 def _text_in(value: object) -> str:
@@ -285,9 +287,11 @@ def _match_page_sql(
     base = " AND ".join(predicates) or "true"
     hit = " AND ".join(query.matches)
     need = param(page.offset + page.size + 1)
+    # Page-number mode skips `offset` matches first: the walk covers them too.
+    walk_limit = param(page.offset + query.walk_budget)
     walk = (
         f"_walk AS MATERIALIZED (SELECT {', '.join(keys)} FROM (SELECT {aliased}, ({hit}) AS _hit "
-        f"FROM {query.source} WHERE {base} ORDER BY {order} LIMIT {param(query.walk_budget)}) "
+        f"FROM {query.source} WHERE {base} ORDER BY {order} LIMIT {walk_limit}) "
         f"AS _w WHERE _hit LIMIT {need})"
     )
     matches = (
@@ -372,6 +376,8 @@ async def fetch_page(
         total = int(tree[0]["Plan"]["Plan Rows"])
         kind = Count.ESTIMATED
         # The planner never estimates below one row; what we have seen is a floor.
-        seen = page.offset + len(rows) + (1 if has_next else 0)
+        # Rows before this page: the offset, or the pages a token walked past.
+        before = page.offset or (page.number - 1) * page.size
+        seen = before + len(rows) + (1 if has_next else 0)
         total = seen if page.after is None and not has_next else max(total, seen)
     return Page(rows=list(rows), has_next=has_next, total=int(total), count=kind)
