@@ -29,12 +29,16 @@ from server.reflection import enable_reflection
 from server.telemetry import Telemetry, create_telemetry
 from server.timezones import TimeZones
 
-__all__ = ["SERVICE_NAMES", "BookingServer", "create_server"]
+__all__ = ["SERVICE_NAMES", "BookingServer", "PortUnavailable", "create_server"]
 
 _log = logging.getLogger(__name__)
 
 SERVICE_NAMES = service_names()
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class PortUnavailable(OSError):
+    """The listen address cannot be bound (taken, or not an address of this host)."""
 
 
 @dataclass
@@ -110,9 +114,13 @@ def create_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*SERVICE_NAMES, HEALTH_SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        # grpcio raises RuntimeError("Failed to bind ...") (older ones returned 0).
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    except RuntimeError as exc:
+        raise PortUnavailable(f"could not bind {settings.host}:{settings.port}") from exc
     if port == 0:
-        raise OSError(f"could not bind {settings.host}:{settings.port}")
+        raise PortUnavailable(f"could not bind {settings.host}:{settings.port}")
     monitor = HealthMonitor(
         health_servicer,
         to_asyncpg_dsn(url),

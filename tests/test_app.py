@@ -71,3 +71,30 @@ async def test_stop_closes_the_pool_and_telemetry_when_a_step_fails(database_url
 class _Namespace:
     def __init__(self, **attributes: Any) -> None:
         self.__dict__.update(attributes)
+
+
+async def test_a_taken_port_is_port_unavailable(database_url: str) -> None:
+    """grpcio raises RuntimeError on a failed bind: create_server turns it into
+    PortUnavailable (an OSError the CLI reports in one line, exit 3)."""
+    import socket
+
+    from server.app import PortUnavailable
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortUnavailable):
+            create_server(test_settings(port=port), database_url=database_url)
+
+
+def test_the_lock_file_is_never_followed_through_a_symlink(tmp_path: Any) -> None:
+    from server.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    pg = EmbeddedPostgres(tmp_path / "pgdata")
+    pg.lock_path.symlink_to(victim)
+    with pytest.raises(EmbeddedPostgresError):
+        pg.start()
+    assert victim.read_text() == "precious\n"

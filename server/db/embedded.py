@@ -332,7 +332,10 @@ class EmbeddedPostgres:
         if self._lock is not None:
             return
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(self.lock_path, "a+")  # noqa: SIM115 - held until stop()
+        # O_NOFOLLOW: as root, a symlink planted at the lock's path (e.g. in a
+        # shared parent such as /tmp) must not make us truncate its target.
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        lock = os.fdopen(fd, "r+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -420,7 +423,12 @@ class EmbeddedPostgres:
 
         Raises :class:`DataDirectoryInUse` when another process holds the data
         directory, :class:`EmbeddedPostgresError` when it cannot start."""
-        self._acquire_lock()
+        try:
+            self._acquire_lock()
+        except OSError as exc:  # e.g. ELOOP: a symlink where the lock file goes
+            raise EmbeddedPostgresError(
+                f"{self.lock_path}: cannot take the lock ({exc.strerror or exc})"
+            ) from exc
         try:
             return self._start()
         except EmbeddedPostgresError:

@@ -87,17 +87,25 @@ def create_engine(settings: Settings, url: str) -> AsyncEngine:
 
 
 class Conn:
-    """One pooled asyncpg connection bound to one call's deadline."""
+    """One pooled asyncpg connection bound to one call's deadline.
 
-    __slots__ = ("_deadline", "raw")
+    Without a deadline, each statement is still bounded on the client side by
+    ``cap_s`` (a little above the server's statement_timeout, which normally
+    fires first): a link that dies silently cannot hang a call forever.
+    """
 
-    def __init__(self, raw: asyncpg.Connection, deadline: float | None) -> None:
+    __slots__ = ("_cap", "_deadline", "raw")
+
+    def __init__(
+        self, raw: asyncpg.Connection, deadline: float | None, cap_s: float | None = None
+    ) -> None:
         self.raw = raw
         self._deadline = deadline
+        self._cap = cap_s
 
     def remaining(self) -> float | None:
         if self._deadline is None:
-            return None
+            return self._cap
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("deadline exceeded before the statement started")
@@ -122,6 +130,8 @@ class Database:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
         self._max_statement_ms = settings.pool.statement_timeout_ms
+        # Client-side backstop for calls without a deadline (see Conn).
+        self._client_cap_s = settings.pool.statement_timeout_ms / 1000 + 5.0
         self._max_connections = settings.pool.size + max(0, settings.pool.max_overflow)
 
     @asynccontextmanager
@@ -137,7 +147,7 @@ class Database:
         handle, raw = await self._checkout()
         discard = False
         try:
-            yield Conn(raw, deadline)
+            yield Conn(raw, deadline, self._client_cap_s)
         except (asyncio.CancelledError, TimeoutError):
             # A cancel request may still be in flight: never hand this
             # connection to another call. (TimeoutError is an OSError: first.)
@@ -206,7 +216,9 @@ class Database:
             if left is not None:
                 ms = max(1, min(ms, math.ceil(left * 1000)))
             # BEGIN and the timeout in one round trip (simple query protocol).
-            await conn.raw.execute(f"BEGIN; SET LOCAL statement_timeout = {int(ms)}")
+            await conn.raw.execute(
+                f"BEGIN; SET LOCAL statement_timeout = {int(ms)}", timeout=conn.remaining()
+            )
             try:
                 yield conn
             except (asyncio.CancelledError, TimeoutError):
@@ -239,10 +251,16 @@ async def _commit(conn: Conn, request_id: str | None) -> None:
     raw = conn.raw
     if raw.is_closed():  # nothing was committed: the session died before COMMIT
         raise ConnectionLost("the database connection was lost before COMMIT")
+    # Raises TimeoutError before sending when the deadline has passed: then
+    # nothing was committed (the discarded session takes the transaction along).
+    left = conn.remaining()
     try:
-        await conn.execute("COMMIT")
-    except TimeoutError:
-        raise  # the call's deadline: its caller is gone (DEADLINE_EXCEEDED)
+        await raw.execute("COMMIT", timeout=left)
+    except TimeoutError as exc:
+        # The deadline expired after COMMIT was sent: it may have committed.
+        raise CommitOutcomeUnknown(
+            "the deadline expired after COMMIT was sent", request_id
+        ) from exc
     except _CLIENT_STATE_ERRORS as exc:
         # Refused before sending: COMMIT never left, the transaction dies with
         # the session (connection() discards it).

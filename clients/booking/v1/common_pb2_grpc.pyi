@@ -26,8 +26,8 @@ ABORTED, with RetryInfo:
 DEADLINE_EXCEEDED:
   STATEMENT_TIMEOUT       The call's deadline expired while the database was
                           working; the statement was cancelled and nothing
-                          was written (for COMMIT itself the outcome is
-                          unknown: retry with the same request_id).
+                          was written. (A deadline that expires after COMMIT
+                          was sent is COMMIT_OUTCOME_UNKNOWN instead.)
 INVALID_ARGUMENT, with google.rpc.BadRequest field violations:
   REQUEST_ID_REUSED       The request_id was used before with another request.
   CONSTRAINT_VIOLATED     A value the database refused (the fields are named).
@@ -36,8 +36,9 @@ ALREADY_EXISTS: EXTERNAL_ID_TAKEN, SLUG_TAKEN, EXTERNAL_REFERENCE_TAKEN (the
   field is named in BadRequest).
 NOT_FOUND, with google.rpc.ResourceInfo: <RESOURCE>_NOT_FOUND, e.g.
   ORGANIZATION_NOT_FOUND, CLIENT_NOT_FOUND.
-FAILED_PRECONDITION: ETAG_MISMATCH (re-read and retry the update),
-  TIME_SLOT_TAKEN (the provider is booked at that time).
+ABORTED: ETAG_MISMATCH (re-read and retry the update).
+FAILED_PRECONDITION: TIME_SLOT_TAKEN (the provider is booked at that time),
+  CONSTRAINT_VIOLATED (a rule of related data, e.g. a row still referenced).
 INTERNAL: a bug; ErrorInfo.metadata["correlation_id"] identifies the call in
   the server's logs.
 """
