@@ -494,3 +494,18 @@ async def test_purge_takes_only_results_older_than_the_retention(
         assert [r["request_id"] for r in left] == ["young"]
     finally:
         await conn.close()
+
+
+async def test_an_update_cannot_clear_both_names(stubs: Stubs, org: str) -> None:
+    client = await create_client(stubs, org, given_name="Ada", family_name="Lovelace")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.clients.UpdateClient(
+            clients_pb2.UpdateClientRequest(
+                organization_id=org,
+                client=Client(id=client.id),
+                update_mask=field_mask_pb2.FieldMask(paths=["given_name", "family_name"]),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(err.value) == {"client.family_name"}
+    assert details(err.value)["BadRequest"].field_violations[0].reason == "REQUIRED"

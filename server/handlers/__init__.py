@@ -57,15 +57,20 @@ __all__ = ["SERVICES", "Deps", "Service", "service_names"]
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """One proto service: its generated modules and its servicer class."""
+    """One proto service: its generated modules, its name in the proto file and
+    its servicer class (which must implement the generated servicer)."""
 
     pb2: ModuleType
     pb2_grpc: ModuleType
+    short_name: str
     servicer: Callable[[Deps], Any]
 
-    @property
-    def short_name(self) -> str:
-        return str(self.servicer.__name__)
+    def __post_init__(self) -> None:
+        if self.short_name not in self.pb2.DESCRIPTOR.services_by_name:
+            raise ValueError(f"{self.pb2.__name__} declares no service {self.short_name}")
+        base = getattr(self.pb2_grpc, f"{self.short_name}Servicer")
+        if not (isinstance(self.servicer, type) and issubclass(self.servicer, base)):
+            raise TypeError(f"{self.servicer!r} does not implement {base.__name__}")
 
     @property
     def full_name(self) -> str:
@@ -77,11 +82,11 @@ class Service:
 
 
 SERVICES: tuple[Service, ...] = (
-    Service(organizations_pb2, organizations_pb2_grpc, OrganizationService),
-    Service(providers_pb2, providers_pb2_grpc, ProviderService),
-    Service(catalog_pb2, catalog_pb2_grpc, CatalogService),
-    Service(clients_pb2, clients_pb2_grpc, ClientService),
-    Service(audit_pb2, audit_pb2_grpc, AuditService),
+    Service(organizations_pb2, organizations_pb2_grpc, "OrganizationService", OrganizationService),
+    Service(providers_pb2, providers_pb2_grpc, "ProviderService", ProviderService),
+    Service(catalog_pb2, catalog_pb2_grpc, "CatalogService", CatalogService),
+    Service(clients_pb2, clients_pb2_grpc, "ClientService", ClientService),
+    Service(audit_pb2, audit_pb2_grpc, "AuditService", AuditService),
 )
 
 

@@ -63,7 +63,9 @@ def _values(
             out[f] = nullable(c.external_id)
         elif f == "active":
             out[f] = c.active if c.HasField("active") else creating
-    if creating and not (c.given_name.strip() or c.family_name.strip()):
+    # A client keeps a name: on create, and on an update that writes both parts.
+    both = creating or ("given_name" in fields and "family_name" in fields)
+    if both and not (c.given_name.strip() or c.family_name.strip()):
         v.add("client.family_name", "given_name or family_name is required", "REQUIRED")
     return out
 

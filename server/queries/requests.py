@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from server.db.engine import Conn
-from server.errors import FieldViolation, InvalidArgument
+from server.errors import Aborted, FieldViolation, InvalidArgument
 
 __all__ = [
     "GLOBAL_SCOPE",
@@ -52,8 +52,14 @@ async def claim_request(
         scope,
         request_id,
     )
-    if row is None or row["response"] is None:  # pragma: no cover - needs a purge race
-        return None
+    if row is None or row["response"] is None:
+        # The first claim was purged between our INSERT and this read (or holds
+        # no answer): writing now would be unclaimed. The caller retries.
+        raise Aborted(
+            "the request_id's stored result changed while it was read; retry",
+            reason="CONCURRENT_CONFLICT",
+            retry_after_s=0.05,
+        )
     if row["method"] != method or bytes(row["request_hash"]) != request_hash:
         raise InvalidArgument(
             "request_id was already used for a different request",
