@@ -9,7 +9,9 @@ later. So the list is the database's own (``pg_timezone_names``) without the
 and the non-zone entries (``localtime``, ``posixrules``, ``Factory``). It is
 read once per process, on the first call that needs it, and cached.
 Spelling is exact: PostgreSQL itself matches names case-insensitively, we do
-not, so one zone has one stored spelling.
+not, so a name has one stored spelling. IANA's backward-compatible links
+(``US/Eastern``, ``Asia/Calcutta``) are IANA names too and are accepted: they
+resolve to the same rules in PostgreSQL and in Python's zoneinfo.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ the AIP-155 ``request_id`` (the first result is stored and returned to retries).
     async with writing(deps, context, request, scope=org, response=pb.XResponse) as w:
         if w.replay is not None:
             return w.replay                      # a retry: the stored first answer
-        row = await lock_for_update(w.conn, ...) # load, check, transition ...
-        row = await update_row(w.conn, ..., audit=w.audit)
+        row = await lock_row(w.conn, ENTITY, org, id)  # load under FOR UPDATE
+        check(row)                                     # the transition allowed?
+        row = await update_row(w.conn, ..., audit=w.audit, action="cancel")
         return await w.result(pb.XResponse(x=encode(row)))
 
 Nothing nests: a Create, an Update and a state transition (load the row under

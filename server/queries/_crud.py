@@ -4,6 +4,7 @@ only if the write committed, at no extra round trip."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,7 +17,7 @@ from server.db.engine import Conn
 from server.errors import Aborted, NotFound
 from server.ids import uuid7
 
-__all__ = ["Audit", "Derived", "Entity", "get_row", "insert_row", "update_row"]
+__all__ = ["Audit", "Derived", "Entity", "get_row", "insert_row", "lock_row", "update_row"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +123,15 @@ def _insert_sql(entity: Entity, columns: tuple[str, ...]) -> str:
     )
 
 
+_ACTION = re.compile(r"^[a-z][a-z_]{0,39}$")
+
+
 @lru_cache(maxsize=256)
-def _update_sql(entity: Entity, columns: tuple[str, ...], check_version: bool) -> str:
+def _update_sql(
+    entity: Entity, columns: tuple[str, ...], check_version: bool, action: str = "update"
+) -> str:
+    if not _ACTION.match(action):  # from code, never from a request; checked anyway
+        raise ValueError(f"audit action {action!r} is not a lower_snake name")
     if entity.tenant_scoped:
         where, n = "organization_id = $1 AND id = $2", 2
     else:
@@ -138,7 +146,7 @@ def _update_sql(entity: Entity, columns: tuple[str, ...], check_version: bool) -
         where += f" AND version = ${n}"
     audit = _AUDIT_INSERT.format(
         org="organization_id" if entity.tenant_scoped else "id",
-        action="update",
+        action=action,
         rtype=entity.resource_type,
         p0=n + 1,
         p1=n + 2,
@@ -153,9 +161,10 @@ def _update_sql(entity: Entity, columns: tuple[str, ...], check_version: bool) -
 
 
 @lru_cache(maxsize=64)
-def _get_sql(entity: Entity) -> str:
+def _get_sql(entity: Entity, lock: bool = False) -> str:
     where = "organization_id = $1 AND id = $2" if entity.tenant_scoped else "id = $1"
-    return f"SELECT {', '.join(entity.columns)} FROM {entity.table} WHERE {where}"
+    sql = f"SELECT {', '.join(entity.columns)} FROM {entity.table} WHERE {where}"
+    return sql + " FOR UPDATE" if lock else sql
 
 
 def _key(entity: Entity, org_id: str, row_id: str) -> list[Any]:
@@ -186,6 +195,16 @@ async def get_row(conn: Conn, entity: Entity, org_id: str, row_id: str) -> async
     return row
 
 
+async def lock_row(conn: Conn, entity: Entity, org_id: str, row_id: str) -> asyncpg.Record:
+    """The row, locked until the transaction ends (``SELECT ... FOR UPDATE``): the
+    load of a load-check-transition write. Concurrent transitions of the same row
+    wait here, then see the row as the first one left it. NotFound when absent."""
+    row = await conn.fetchrow(_get_sql(entity, lock=True), *_key(entity, org_id, row_id))
+    if row is None:
+        raise NotFound.of(entity.resource_type, row_id)
+    return row
+
+
 async def update_row(
     conn: Conn,
     entity: Entity,
@@ -196,10 +215,12 @@ async def update_row(
     changed_fields: Sequence[str],
     expected_version: int | None,
     audit: Audit,
+    action: str = "update",
 ) -> asyncpg.Record:
-    """Update ``values``; NotFound when absent, Aborted when the version moved on."""
+    """Update ``values``, audited as ``action`` (e.g. "update", "cancel");
+    NotFound when absent, Aborted when the version moved on."""
     columns, column_args = entity.with_derived(values)
-    sql = _update_sql(entity, columns, expected_version is not None)
+    sql = _update_sql(entity, columns, expected_version is not None, action)
     args: list[Any] = [*_key(entity, org_id, row_id), *column_args]
     if expected_version is not None:
         args.append(expected_version)

@@ -108,11 +108,12 @@ class Organization(_message.Message):
       returned in canonical lower case.
     - No string field may contain a NUL character (U+0000): INVALID_ARGUMENT
       with a field violation naming the field.
-    - `time_zone` fields take exactly the canonical IANA zone names that the
+    - `time_zone` fields take exactly the IANA time zone names that the
       database knows (PostgreSQL's pg_timezone_names without the `posix/` and
-      `right/` trees, `localtime`, `posixrules` and `Factory`), spelled exactly
-      (e.g. "Europe/Berlin", not "europe/berlin"). Anything else is
-      INVALID_ARGUMENT with reason UNKNOWN_TIME_ZONE on that field.
+      `right/` trees, `localtime`, `posixrules` and `Factory`; IANA's backward
+      links such as "US/Eastern" included), spelled exactly ("Europe/Berlin",
+      not "europe/berlin"). Anything else is INVALID_ARGUMENT with reason
+      UNKNOWN_TIME_ZONE on that field.
 
     A tenant: a barbershop, clinic or salon business.
     """
@@ -134,7 +135,7 @@ class Organization(_message.Message):
     1-63 characters. Unique across the platform.
     """
     time_zone: _builtins.str
-    """Default canonical IANA time zone, e.g. "Europe/Berlin" (see above)."""
+    """Default IANA time zone, e.g. "Europe/Berlin" (see above)."""
     etag: _builtins.str
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -181,8 +182,8 @@ class Provider(_message.Message):
     email: _builtins.str
     """Optional contact e-mail."""
     time_zone: _builtins.str
-    """Canonical IANA time zone in which the provider's working hours are
-    expressed (see above).
+    """IANA time zone in which the provider's working hours are expressed (see
+    above).
     """
     active: _builtins.bool
     """Defaults to true on create."""
