@@ -20,6 +20,7 @@ does the rest the same way for every list:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
@@ -83,6 +84,14 @@ def _scope_value(value: object) -> object:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _scope(method: str, listing: str, org_id: str, order: str, desc: bool, flt: Any) -> str:
+    """The scope digest; cached (a caller paging through a list asks for the same
+    one on every page), filters being frozen dataclasses, hashable by value."""
+    fields = [_scope_value(getattr(flt, f.name)) for f in dataclasses.fields(flt)]
+    return request_scope(method, listing, org_id, order, desc, *fields)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ListSpec(Generic[F, R]):
     """One List RPC, declared."""
@@ -102,10 +111,7 @@ class ListSpec(Generic[F, R]):
 
     def scope(self, org_id: str, flt: F, order: Order) -> str:
         """What a page token is bound to: method and list, tenant, order, every filter."""
-        fields = [_scope_value(getattr(flt, f.name)) for f in dataclasses.fields(flt)]  # type: ignore[arg-type]
-        return request_scope(
-            self.method, self.listing.name, org_id, order.name, order.descending, *fields
-        )
+        return _scope(self.method, self.listing.name, org_id, order.name, order.descending, flt)
 
     def _order(self, request: Any, v: Violations) -> Order:
         order_by = getattr(request, "order_by", "")
