@@ -272,3 +272,62 @@ def test_successor_skips_surrogates_and_the_last_code_point() -> None:
     assert successor("a\U0010ffff\U0010ffff") == "b"
     assert successor("\U0010ffff") is None
     assert successor("") is None
+
+
+@pytest.mark.parametrize("walk_budget", [3, 2000])
+async def test_search_pages_are_the_same_in_token_and_page_number_mode(
+    stubs: Stubs, org: str, database_url: str, walk_budget: int
+) -> None:
+    """Both ways a search page is found (the bounded walk, or every match when
+    the walk runs dry: a budget of 3 forces it) give the same rows, in token
+    mode and at every page number."""
+    from server.paging import PageRequest
+    from server.queries._listing import page_sql
+    from server.queries.clients import CLIENTS, ClientFilter, build_list_clients_query
+
+    for i in range(23):  # matches and non-matches interleaved in name order
+        family = f"Smith{i:02d}" if i % 3 else f"Smiht{i:02d}"
+        await stubs.clients.CreateClient(
+            clients_pb2.CreateClientRequest(
+                organization_id=org,
+                client=resources_pb2.Client(given_name="Ann", family_name=family),
+            )
+        )
+    order = CLIENTS.orders["name"]
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        expected = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id::text FROM clients WHERE organization_id = $1 "
+                "AND search_text LIKE '%smith%' ORDER BY name_key, id",
+                org,
+            )
+        ]
+        assert len(expected) == 15
+
+        async def page(request: PageRequest) -> list[asyncpg.Record]:
+            query = build_list_clients_query(org, ClientFilter(query="smith"), order)
+            query.walk_budget = walk_budget
+            sql, args = page_sql(query, request)
+            return list(await conn.fetch(sql, *args))
+
+        walked: list[str] = []
+        after = None
+        for number in range(1, 10):
+            rows = await page(PageRequest(size=4, number=number, after=after, offset=0))
+            walked += [str(r["id"]) for r in rows[:4]]
+            if len(rows) <= 4:
+                break
+            after = (rows[3]["name_key"], str(rows[3]["id"]))
+        assert walked == expected
+        numbered: list[str] = []
+        for number in range(1, 6):
+            rows = await page(
+                PageRequest(size=4, number=number, after=None, offset=(number - 1) * 4)
+            )
+            numbered += [str(r["id"]) for r in rows[:4]]
+            assert (len(rows) > 4) == (number * 4 < len(expected))
+        assert numbered == expected
+    finally:
+        await conn.close()

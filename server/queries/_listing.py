@@ -298,18 +298,21 @@ def _match_page_sql(
         f"_matches AS MATERIALIZED (SELECT {aliased} FROM {query.source} WHERE {base} AND {hit})"
     )
     found = "(SELECT count(*) FROM _walk)"
+    # The page's keys only (the OFFSET is applied to keys, here): the rows are
+    # then read for size + 1 keys, never for offset + size + 1 (a join that
+    # large is planned as a scan of the tenant's rows).
     keyed = (
-        f"_page AS (SELECT {', '.join(keys)} FROM _walk WHERE {found} >= {need} "
+        f"_page AS (SELECT {', '.join(keys)} FROM (SELECT {', '.join(keys)} FROM _walk "
+        f"WHERE {found} >= {need} "
         f"UNION ALL (SELECT {', '.join(keys)} FROM _matches WHERE {found} < {need} "
-        f"ORDER BY {key_order} LIMIT {need}))"
+        f"ORDER BY {key_order} LIMIT {need})) AS _p "
+        f"ORDER BY {key_order} LIMIT {param(page.size + 1)} OFFSET {param(page.offset)})"
     )
     sql = (
         f"{query._with(walk, matches, keyed)}SELECT {', '.join(query.columns)} "
         f"FROM {query.source} WHERE {base} AND ({', '.join(sort)}) IN "
         f"(SELECT {', '.join(keys)} FROM _page) ORDER BY {order} LIMIT {param(page.size + 1)}"
     )
-    if page.offset:
-        sql += f" OFFSET {param(page.offset)}"
     return sql, args
 
 
