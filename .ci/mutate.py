@@ -74,9 +74,9 @@ MUTANTS: list[Mutant] = [
         one(
             "server/queries/_crud.py",
             'where = "organization_id = $1 AND id = $2" if entity.tenant_scoped else "id = $1"\n'
-            '    return f"SELECT',
+            '    sql = f"SELECT',
             'where = "$1::uuid IS NOT NULL AND id = $2" if entity.tenant_scoped else "id = $1"\n'
-            '    return f"SELECT',
+            '    sql = f"SELECT',
         ),
         [CROSS],
     ),
@@ -104,7 +104,11 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "crud-update-audited-as-create",
         "update_row: the audit event says 'create'",
-        one("server/queries/_crud.py", 'action="update",', 'action="create",'),
+        one(
+            "server/queries/_crud.py",
+            'check_version: bool, action: str = "update"',
+            'check_version: bool, action: str = "create"',
+        ),
         [CROSS, WRITES],
     ),
     Mutant(
@@ -133,8 +137,8 @@ MUTANTS: list[Mutant] = [
         "ListSpec.scope: the tenant left out of the token's scope",
         one(
             "server/handlers/_lists.py",
-            "request_scope(self.method, org_id, order.name, order.descending, *fields)",
-            "request_scope(self.method, order.name, order.descending, *fields)",
+            "request_scope(method, listing, org_id, order, desc, *fields)",
+            "request_scope(method, listing, order, desc, *fields)",
         ),
         [PAGING],
         select="bound",
@@ -144,8 +148,8 @@ MUTANTS: list[Mutant] = [
         "ListSpec.scope: the filters left out of the token's scope",
         one(
             "server/handlers/_lists.py",
-            "request_scope(self.method, org_id, order.name, order.descending, *fields)",
-            "request_scope(self.method, org_id, order.name, order.descending)",
+            "request_scope(method, listing, org_id, order, desc, *fields)",
+            "request_scope(method, listing, org_id, order, desc)",
         ),
         [PAGING],
         select="bound",
@@ -166,8 +170,8 @@ MUTANTS: list[Mutant] = [
         "ListSpec.scope: the order's direction left out of the scope",
         one(
             "server/handlers/_lists.py",
-            "request_scope(self.method, org_id, order.name, order.descending, *fields)",
-            "request_scope(self.method, org_id, order.name, *fields)",
+            "request_scope(method, listing, org_id, order, desc, *fields)",
+            "request_scope(method, listing, org_id, order, *fields)",
         ),
         [PAGING],
         select="bound",
@@ -441,8 +445,8 @@ MUTANTS: list[Mutant] = [
         "transaction(): no SET LOCAL statement_timeout",
         one(
             "server/db/engine.py",
-            'await conn.raw.execute(f"BEGIN; SET LOCAL statement_timeout = {int(ms)}")',
-            'await conn.raw.execute("BEGIN")',
+            'f"BEGIN; SET LOCAL statement_timeout = {int(ms)}", timeout=conn.remaining()',
+            '"BEGIN", timeout=conn.remaining()',
         ),
         [LISTS, FAULTS],
         select="deadline or cancel",
