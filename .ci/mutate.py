@@ -106,10 +106,20 @@ MUTANTS: list[Mutant] = [
         "update_row: the audit event says 'create'",
         one(
             "server/queries/_crud.py",
-            'check_version: bool, action: str = "update"',
-            'check_version: bool, action: str = "create"',
+            '    audit: Audit,\n    action: str = "update",\n) -> asyncpg.Record:',
+            '    audit: Audit,\n    action: str = "create",\n) -> asyncpg.Record:',
         ),
         [CROSS, WRITES],
+    ),
+    Mutant(
+        "lock-row-no-for-update",
+        "lock_row: the row not locked (concurrent transitions both pass their check)",
+        one(
+            "server/queries/_crud.py",
+            'return sql + " FOR UPDATE" if lock else sql',
+            "return sql",
+        ),
+        ["tests/test_transitions.py"],
     ),
     Mutant(
         "list-clients-no-tenant",
@@ -308,7 +318,8 @@ MUTANTS: list[Mutant] = [
             [
                 (
                     "server/queries/_listing.py",
-                    'if len(after) != len(self.keys):\n            raise ValueError("keyset length")\n',
+                    "        if len(after) != len(self.keys):\n"
+                    '            raise ValueError("keyset length")\n',
                     "",
                 ),
                 (
