@@ -61,16 +61,18 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
 class _Call:
     """One served call: its correlation id, timing, span and outcome."""
 
-    __slots__ = ("code", "correlation_id", "echo", "started", "token")
+    __slots__ = ("bad_actor", "code", "correlation_id", "echo", "started", "token")
 
     def __init__(self, method: str, context: Context) -> None:
         metadata = context.invocation_metadata()
         given = _metadata_value(metadata, "x-request-id")
         self.correlation_id = given if given and _CORRELATION_ID.match(given) else uuid.uuid4().hex
         actor = _metadata_value(metadata, "x-actor")
-        valid_actor = actor is None or _ACTOR.match(actor) is not None
+        self.bad_actor = actor is not None and _ACTOR.match(actor) is None
         self.token = set_call(
-            CallInfo(self.correlation_id, actor if actor and valid_actor else "anonymous", method)
+            CallInfo(
+                self.correlation_id, actor if actor and not self.bad_actor else "anonymous", method
+            )
         )
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
@@ -79,12 +81,10 @@ class _Call:
         # trailers reach the caller on errors too.
         self.echo = ("x-request-id", self.correlation_id)
         context.set_trailing_metadata((self.echo,))
-        if not valid_actor:
-            # Raised inside the span by check_actor(), so it is mapped like any error.
-            self.code = grpc.StatusCode.INVALID_ARGUMENT
 
     def check_actor(self) -> None:
-        if self.code is grpc.StatusCode.INVALID_ARGUMENT:
+        """Raised inside the span (by the wrappers), so it is mapped like any error."""
+        if self.bad_actor:
             raise InvalidArgument(
                 f"the x-actor header must be 1-{MAX_ACTOR_LEN} printable ASCII characters "
                 "without leading or trailing blanks",

@@ -1,8 +1,9 @@
 """What every handler gets: its dependencies, the call's remaining deadline,
-and canonical ids."""
+and the request's first look (:func:`request_violations`: canonical ids, no NUL)."""
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from server.paging import PageTokenCodec
 from server.timezones import TimeZones
 from server.validation import Violations
 
-__all__ = ["Context", "Deps", "canonical_ids", "check_text", "timeout_of"]
+__all__ = ["Context", "Deps", "canonical_ids", "check_text", "request_violations", "timeout_of"]
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -89,3 +90,13 @@ def check_text(msg: Message, v: Violations, prefix: str = "") -> None:
             values = value if field.is_repeated else (value,)
             if any("\x00" in item for item in values):
                 v.add(path, "must not contain NUL characters", "INVALID_FORMAT")
+
+
+def request_violations(request: Message, *, zones: Container[str] | None = None) -> Violations:
+    """Every handler's first step: the request's ids made canonical (in place),
+    and a :class:`Violations` already holding a violation per string field with
+    a NUL; ``zones`` for handlers that validate time zones."""
+    canonical_ids(request)
+    v = Violations(zones=zones)
+    check_text(request, v)
+    return v

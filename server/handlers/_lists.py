@@ -30,7 +30,7 @@ from booking.v1 import common_pb2
 from google.protobuf.message import Message
 
 from server.errors import FieldViolation, InvalidArgument
-from server.handlers._base import Context, Deps, canonical_ids, check_text, timeout_of
+from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.paging import PageRequest, check_paging, request_scope, resolve_page
 from server.queries._listing import Count, CountMode, Listing, Order, Page, fetch_page
 from server.validation import Violations
@@ -151,9 +151,7 @@ class ListSpec(Generic[F, R]):
         return dataclasses.replace(page, after=after)
 
     async def serve(self, deps: Deps, request: Any, context: Context) -> R:
-        canonical_ids(request)
-        v = Violations()
-        check_text(request, v)
+        v = request_violations(request)
         v.uuid("organization_id", request.organization_id)
         order = self._order(request, v)
         flt = self.filters(request, v)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from server.handlers._base import Context, Deps, canonical_ids, check_text, timeout_of
+from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.handlers._encoding import parse_etag
 from server.handlers._masks import has_value, require_fields, resolve_mask
 from server.handlers._writes import writing
@@ -45,12 +45,9 @@ class TenantResource:
 
     async def _violations(self, deps: Deps, request: Any, context: Context) -> Violations:
         zones = await deps.zones.ready(timeout_of(context)) if self.has_time_zone else None
-        v = Violations(zones=zones)
-        check_text(request, v)
-        return v
+        return request_violations(request, zones=zones)
 
     async def create(self, deps: Deps, request: Any, context: Context, response: type[R]) -> R:
-        canonical_ids(request)
         v = await self._violations(deps, request, context)
         v.uuid("organization_id", request.organization_id)
         v.request_id("request_id", request.request_id)
@@ -68,10 +65,8 @@ class TenantResource:
             return await w.result(response(**{self.field: self.encode(row)}))
 
     async def get(self, deps: Deps, request: Any, context: Context, response: type[R]) -> R:
-        canonical_ids(request)
         id_field = f"{self.field}_id"
-        v = Violations()
-        check_text(request, v)
+        v = request_violations(request)
         v.uuid("organization_id", request.organization_id)
         v.uuid(id_field, getattr(request, id_field))
         v.raise_if_any()
@@ -82,9 +77,8 @@ class TenantResource:
         return response(**{self.field: self.encode(row)})
 
     async def update(self, deps: Deps, request: Any, context: Context, response: type[R]) -> R:
-        canonical_ids(request)
-        msg = getattr(request, self.field)
         v = await self._violations(deps, request, context)
+        msg = getattr(request, self.field)
         v.uuid("organization_id", request.organization_id)
         v.uuid(f"{self.field}.id", msg.id)
         v.request_id("request_id", request.request_id)

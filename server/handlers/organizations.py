@@ -11,7 +11,7 @@ from booking.v1 import organizations_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
-from server.handlers._base import Deps, canonical_ids, check_text, timeout_of
+from server.handlers._base import Deps, request_violations, timeout_of
 from server.handlers._encoding import etag, parse_etag, set_time
 from server.handlers._masks import require_fields, resolve_mask
 from server.handlers._writes import writing
@@ -59,9 +59,8 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         self._deps = deps
 
     async def _violations(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Violations:
-        v = Violations(zones=await self._deps.zones.ready(timeout_of(context)))
-        check_text(request, v)
-        return v
+        zones = await self._deps.zones.ready(timeout_of(context))
+        return request_violations(request, zones=zones)
 
     async def CreateOrganization(
         self, request: pb.CreateOrganizationRequest, context: aio.ServicerContext[Any, Any]
@@ -87,9 +86,7 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
     async def GetOrganization(
         self, request: pb.GetOrganizationRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.GetOrganizationResponse:
-        canonical_ids(request)
-        v = Violations()
-        check_text(request, v)
+        v = request_violations(request)
         v.uuid("organization_id", request.organization_id)
         v.raise_if_any()
         async with self._deps.db.connection(timeout_of(context)) as conn:
@@ -99,9 +96,8 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
     async def UpdateOrganization(
         self, request: pb.UpdateOrganizationRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.UpdateOrganizationResponse:
-        canonical_ids(request)
-        org = request.organization
         v = await self._violations(request, context)
+        org = request.organization
         v.uuid("organization.id", org.id)
         v.request_id("request_id", request.request_id)
         fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: bool(getattr(org, f)), v)
