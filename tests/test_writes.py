@@ -509,3 +509,27 @@ async def test_an_update_cannot_clear_both_names(stubs: Stubs, org: str) -> None
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(err.value) == {"client.family_name"}
     assert details(err.value)["BadRequest"].field_violations[0].reason == "REQUIRED"
+
+
+async def test_a_claim_without_a_stored_answer_is_aborted_never_written_twice(
+    database_url: str, org: str
+) -> None:
+    """A request_id whose row holds no answer (its first write's result purged or
+    not stored: a race with the purger) must not let the write go ahead unclaimed:
+    ABORTED with CONCURRENT_CONFLICT, retryable."""
+    from server.errors import Aborted
+    from server.queries.requests import claim_request
+
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        await conn.execute(
+            "INSERT INTO request_results (organization_id, request_id, method, request_hash) "
+            "VALUES ($1, 'half-claimed', 'CreateClient', '\\x00')",
+            org,
+        )
+        with pytest.raises(Aborted) as caught:
+            await claim_request(Conn(conn, None), org, "half-claimed", "CreateClient", b"\0")
+        assert caught.value.reason == "CONCURRENT_CONFLICT"
+        assert caught.value.retry_after_s is not None
+    finally:
+        await conn.close()
