@@ -13,7 +13,8 @@ Hierarchy (each class carries its gRPC status code)::
     └── Unavailable                   UNAVAILABLE        + RetryInfo
 
 Every error becomes a ``google.rpc.Status`` with an ``ErrorInfo`` (reason in
-UPPER_SNAKE, domain ``booking.v1``) in one interceptor
+UPPER_SNAKE, domain ``booking.v1``), then the standard details it carries, then
+any ``details`` messages given (e.g. a PreconditionFailure, booking.v1.Conflict), in one interceptor
 (:mod:`server.interceptors`). Database exceptions are translated into these by
 :mod:`server.db.errors` (keyed by exception class / SQLSTATE and constraint
 name, never by message text: no SQL, stack or other tenant's data reaches a
@@ -22,11 +23,12 @@ caller).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 __all__ = [
@@ -69,8 +71,10 @@ class ServiceError(Exception):
         field_violations: Iterable[FieldViolation] = (),
         resource: tuple[str, str] | None = None,
         retry_after_s: float | None = None,
+        details: Sequence[Message] = (),
     ) -> None:
         super().__init__(message)
+        self.details = tuple(details)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
@@ -110,6 +114,8 @@ class ServiceError(Exception):
             delay = duration_pb2.Duration()
             delay.FromMilliseconds(int(self.retry_after_s * 1000))
             pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        for extra in self.details:
+            pack(extra)
         return status_pb2.Status(
             code=_CODE_NUMBERS[self.code], message=self.message, details=details
         )

@@ -5,21 +5,31 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
 from booking.v1 import (
+    appointments_pb2_grpc,
     audit_pb2_grpc,
+    availability_pb2_grpc,
+    catalog_pb2,
     catalog_pb2_grpc,
+    clients_pb2,
     clients_pb2_grpc,
+    common_pb2,
     organizations_pb2,
     organizations_pb2_grpc,
+    providers_pb2,
     providers_pb2_grpc,
     resources_pb2,
+    schedules_pb2,
+    schedules_pb2_grpc,
 )
 from google.rpc import error_details_pb2, status_pb2
+from google.type import dayofweek_pb2, timeofday_pb2
 
 from server.testing import RunningServer, running_server, server_root_url, test_database
 
@@ -56,6 +66,9 @@ class Stubs:
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
         self.clients = clients_pb2_grpc.ClientServiceStub(channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(channel)
+        self.schedules = schedules_pb2_grpc.ScheduleServiceStub(channel)
+        self.availability = availability_pb2_grpc.AvailabilityServiceStub(channel)
+        self.appointments = appointments_pb2_grpc.AppointmentServiceStub(channel)
 
 
 @pytest.fixture
@@ -104,3 +117,86 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
 
 def violated_fields(error: grpc.aio.AioRpcError) -> set[str]:
     return {v.field for v in details(error)["BadRequest"].field_violations}
+
+
+# -- a provider that can be booked ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bookable:
+    """A provider offering a service, with working hours, and a client."""
+
+    org: str
+    provider_id: str
+    service_id: str
+    client_id: str
+    time_zone: str
+
+
+ALL_DAY = tuple((day, 0, 1440) for day in range(1, 8))
+
+
+async def make_bookable(
+    stubs: Stubs,
+    org: str,
+    *,
+    time_zone: str = "Europe/Berlin",
+    duration_minutes: int = 30,
+    buffer_before_minutes: int = 0,
+    buffer_after_minutes: int = 0,
+    hours: tuple[tuple[int, int, int], ...] = ALL_DAY,
+) -> Bookable:
+    """Provider + service + offering + weekly hours ((ISO weekday, start
+    minute, end minute), default all day every day) + a client, through the
+    RPCs. The organization's default policy applies (no notice, 365 days)."""
+    provider = await stubs.providers.CreateProvider(
+        providers_pb2.CreateProviderRequest(
+            organization_id=org,
+            provider=resources_pb2.Provider(display_name="Pat", time_zone=time_zone),
+        )
+    )
+    service = await stubs.catalog.CreateService(
+        catalog_pb2.CreateServiceRequest(
+            organization_id=org,
+            service=resources_pb2.Service(
+                name="Cut",
+                duration_minutes=duration_minutes,
+                price=common_pb2.Money(currency_code="EUR", amount_minor=2500),
+                buffer_before_minutes=buffer_before_minutes,
+                buffer_after_minutes=buffer_after_minutes,
+            ),
+        )
+    )
+    provider_id, service_id = provider.provider.id, service.service.id
+    await stubs.catalog.SetOffering(
+        catalog_pb2.SetOfferingRequest(
+            organization_id=org,
+            offering=resources_pb2.Offering(provider_id=provider_id, service_id=service_id),
+        )
+    )
+    await stubs.schedules.ReplaceWorkingHours(
+        schedules_pb2.ReplaceWorkingHoursRequest(
+            organization_id=org,
+            provider_id=provider_id,
+            working_hours=[weekly(day, start, end) for day, start, end in hours],
+        )
+    )
+    client = await stubs.clients.CreateClient(
+        clients_pb2.CreateClientRequest(
+            organization_id=org, client=resources_pb2.Client(given_name="Cli", family_name="Ent")
+        )
+    )
+    return Bookable(org, provider_id, service_id, client.client.id, time_zone)
+
+
+def time_of_day(minute: int) -> timeofday_pb2.TimeOfDay:
+    return timeofday_pb2.TimeOfDay(hours=minute // 60, minutes=minute % 60)
+
+
+def weekly(iso_weekday: int, start_minute: int, end_minute: int) -> resources_pb2.WorkingHours:
+    """A weekly rule (google.type.DayOfWeek numbers Monday 1 ... Sunday 7, as ISO)."""
+    return resources_pb2.WorkingHours(
+        day_of_week=dayofweek_pb2.DayOfWeek.Value(dayofweek_pb2.DayOfWeek.Name(iso_weekday)),
+        start_time=time_of_day(start_minute),
+        end_time=time_of_day(end_minute),
+    )

@@ -28,7 +28,6 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
-    Time,
     UniqueConstraint,
     text,
 )
@@ -43,6 +42,7 @@ __all__ = [
     "clients",
     "date_overrides",
     "metadata",
+    "offerings",
     "organizations",
     "payments",
     "providers",
@@ -76,6 +76,17 @@ PAYMENT_STATUSES = ("pending", "completed", "refunded", "failed")
 PAYMENT_METHODS = ("card", "cash", "bank_transfer", "other")
 
 
+# Ranges of the booking policy columns (organizations, services; NULL = inherit).
+_POLICY_CHECK = (
+    "(min_notice_minutes IS NULL OR min_notice_minutes BETWEEN 0 AND 525600) "
+    "AND (booking_horizon_days IS NULL OR booking_horizon_days BETWEEN 1 AND 730)"
+)
+
+
+# A [start_minute, end_minute) range of wall-clock minutes within one day.
+_MINUTES_CHECK = "start_minute >= 0 AND start_minute < end_minute AND end_minute <= 1440"
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -102,7 +113,11 @@ organizations = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     _ts("created_at"),
     _ts("updated_at"),
+    # Booking policy (availability.proto): least notice, furthest horizon.
+    Column("min_notice_minutes", Integer, nullable=False, server_default=text("0")),
+    Column("booking_horizon_days", Integer, nullable=False, server_default=text("365")),
     UniqueConstraint("slug"),
+    CheckConstraint(_POLICY_CHECK, name="booking_policy_range"),
     CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
     CheckConstraint(
         "slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) <= 63", name="slug_format"
@@ -112,6 +127,11 @@ organizations = Table(
             "uq_organizations_slug": ("SLUG_TAKEN", "organization.slug"),
             "ck_organizations_name_length": ("CONSTRAINT_VIOLATED", "organization.name"),
             "ck_organizations_slug_format": ("CONSTRAINT_VIOLATED", "organization.slug"),
+            "ck_organizations_booking_policy_range": (
+                "CONSTRAINT_VIOLATED",
+                "organization.min_notice_minutes",
+                "organization.booking_horizon_days",
+            ),
         }
     },
 )
@@ -154,9 +174,13 @@ services = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     _ts("created_at"),
     _ts("updated_at"),
+    # Booking policy of this service; NULL = the organization's.
+    Column("min_notice_minutes", Integer),
+    Column("booking_horizon_days", Integer),
     PrimaryKeyConstraint("organization_id", "id"),
     ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
     CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+    CheckConstraint(_POLICY_CHECK, name="booking_policy_range"),
     CheckConstraint("duration_minutes BETWEEN 1 AND 1440", name="duration_range"),
     CheckConstraint("price_minor >= 0", name="price_non_negative"),
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
@@ -175,7 +199,57 @@ services = Table(
                 "service.buffer_before_minutes",
                 "service.buffer_after_minutes",
             ),
+            "ck_services_booking_policy_range": (
+                "CONSTRAINT_VIOLATED",
+                "service.min_notice_minutes",
+                "service.booking_horizon_days",
+            ),
             "fk_services_organization_id_organizations": ("ORGANIZATION_NOT_FOUND",),
+        }
+    },
+)
+
+# Which provider offers which service (availability and booking only for
+# these), with the provider's own duration and price when they differ.
+offerings = Table(
+    "offerings",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("provider_id", UUID(as_uuid=False), nullable=False),
+    Column("service_id", UUID(as_uuid=False), nullable=False),
+    Column("duration_minutes", Integer),
+    Column("price_minor", BigInteger),
+    Column("currency", Text),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    _ts("created_at"),
+    _ts("updated_at"),
+    PrimaryKeyConstraint("organization_id", "provider_id", "service_id"),
+    _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
+    _tenant_fk(["service_id"], "services", ondelete="CASCADE"),
+    CheckConstraint(
+        "duration_minutes IS NULL OR duration_minutes BETWEEN 1 AND 1440", name="duration_range"
+    ),
+    CheckConstraint(
+        "(price_minor IS NULL AND currency IS NULL) OR "
+        "(price_minor >= 0 AND currency ~ '^[A-Z]{3}$')",
+        name="price_valid",
+    ),
+    # ListOfferings by service (the primary key serves it by provider).
+    Index(
+        "ix_offerings_org_service_id_provider_id", "organization_id", "service_id", "provider_id"
+    ),
+    info={
+        "constraint_fields": {
+            "ck_offerings_duration_range": ("CONSTRAINT_VIOLATED", "offering.duration_minutes"),
+            "ck_offerings_price_valid": ("CONSTRAINT_VIOLATED", "offering.price"),
+            "fk_offerings_organization_id_provider_id_providers": (
+                "PROVIDER_NOT_FOUND",
+                "offering.provider_id",
+            ),
+            "fk_offerings_organization_id_service_id_services": (
+                "SERVICE_NOT_FOUND",
+                "offering.service_id",
+            ),
         }
     },
 )
@@ -273,15 +347,20 @@ working_hours = Table(
     Column("provider_id", UUID(as_uuid=False), nullable=False),
     # ISO weekday: 1 = Monday ... 7 = Sunday.
     Column("weekday", SmallInteger, nullable=False),
-    Column("start_time", Time, nullable=False),
-    Column("end_time", Time, nullable=False),
-    Column("valid_from", Date, nullable=False),
+    # Wall-clock minutes of the day in the provider's zone: [start, end),
+    # end 1440 = midnight at the end of the day.
+    Column("start_minute", SmallInteger, nullable=False),
+    Column("end_minute", SmallInteger, nullable=False),
+    # Business dates (inclusive); NULL = open.
+    Column("valid_from", Date),
     Column("valid_to", Date),
     PrimaryKeyConstraint("organization_id", "id"),
     _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
     CheckConstraint("weekday BETWEEN 1 AND 7", name="weekday_range"),
-    CheckConstraint("start_time < end_time", name="time_order"),
-    CheckConstraint("valid_to IS NULL OR valid_from <= valid_to", name="valid_order"),
+    CheckConstraint(_MINUTES_CHECK, name="time_order"),
+    CheckConstraint(
+        "valid_to IS NULL OR valid_from IS NULL OR valid_from <= valid_to", name="valid_order"
+    ),
     Index("ix_working_hours_org_provider_weekday", "organization_id", "provider_id", "weekday"),
     info={
         "constraint_fields": {
@@ -300,13 +379,15 @@ date_overrides = Table(
     Column("id", UUID(as_uuid=False), nullable=False),
     Column("provider_id", UUID(as_uuid=False), nullable=False),
     Column("on_date", Date, nullable=False),
+    # One row per interval of the date, or one closed row (NULL minutes).
     Column("closed", Boolean, nullable=False, server_default=text("false")),
-    Column("start_time", Time),
-    Column("end_time", Time),
+    Column("start_minute", SmallInteger),
+    Column("end_minute", SmallInteger),
     PrimaryKeyConstraint("organization_id", "id"),
     _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
     CheckConstraint(
-        "closed OR (start_time IS NOT NULL AND end_time IS NOT NULL AND start_time < end_time)",
+        f"(closed AND start_minute IS NULL AND end_minute IS NULL) OR "
+        f"(NOT closed AND {_MINUTES_CHECK})",
         name="hours_when_open",
     ),
     Index("ix_date_overrides_org_provider_on_date", "organization_id", "provider_id", "on_date"),
@@ -326,9 +407,11 @@ time_off = Table(
     Column("provider_id", UUID(as_uuid=False), nullable=False),
     Column("during", TSTZRANGE, nullable=False),
     Column("reason", Text),
+    _ts("created_at"),
     PrimaryKeyConstraint("organization_id", "id"),
     _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
     CheckConstraint("NOT isempty(during)", name="during_not_empty"),
+    CheckConstraint("reason IS NULL OR char_length(reason) <= 500", name="reason_length"),
     Index(
         "ix_time_off_org_provider_during",
         "organization_id",
@@ -339,6 +422,7 @@ time_off = Table(
     info={
         "constraint_fields": {
             "ck_time_off_during_not_empty": ("CONSTRAINT_VIOLATED",),
+            "ck_time_off_reason_length": ("CONSTRAINT_VIOLATED", "time_off.reason"),
             "fk_time_off_organization_id_provider_id_providers": ("PROVIDER_NOT_FOUND",),
         }
     },
@@ -362,6 +446,13 @@ appointments = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     _ts("created_at"),
     _ts("updated_at"),
+    Column("cancel_reason", Text),
+    # The service's buffers when booked, and the provider's time the
+    # appointment occupies: [lower(during) - before, upper(during) + after).
+    # Written together by server.queries.appointments.
+    Column("buffer_before_minutes", Integer, nullable=False, server_default=text("0")),
+    Column("buffer_after_minutes", Integer, nullable=False, server_default=text("0")),
+    Column("occupied", TSTZRANGE, nullable=False),
     PrimaryKeyConstraint("organization_id", "id"),
     _tenant_fk(["provider_id"], "providers"),
     _tenant_fk(["client_id"], "clients"),
@@ -375,11 +466,21 @@ appointments = Table(
         "AND lower_inc(during) AND NOT upper_inc(during)",
         name="during_half_open",
     ),
-    # The database itself forbids a double booking.
+    CheckConstraint(
+        "occupied @> during AND buffer_before_minutes BETWEEN 0 AND 1440 "
+        "AND buffer_after_minutes BETWEEN 0 AND 1440",
+        name="occupied_covers",
+    ),
+    CheckConstraint(
+        "cancel_reason IS NULL OR char_length(cancel_reason) <= 500", name="cancel_reason_length"
+    ),
+    # The database itself forbids a double booking: no two blocking
+    # appointments of a provider occupy overlapping time (buffers included).
+    # Its GiST index also serves the availability and conflict range scans.
     ExcludeConstraint(
         ("organization_id", "="),
         ("provider_id", "="),
-        ("during", "&&"),
+        ("occupied", "&&"),
         name="ex_appointments_no_overlap",
         using="gist",
         where=text(_in("status", BLOCKING_STATUSES)),
@@ -393,6 +494,8 @@ appointments = Table(
                 "appointment.external_id",
             ),
             "ex_appointments_no_overlap": ("TIME_SLOT_TAKEN", "appointment.start_time"),
+            "ck_appointments_occupied_covers": ("CONSTRAINT_VIOLATED",),
+            "ck_appointments_cancel_reason_length": ("CONSTRAINT_VIOLATED", "reason"),
             "ck_appointments_status_values": ("CONSTRAINT_VIOLATED", "appointment.status"),
             "ck_appointments_price_non_negative": (
                 "CONSTRAINT_VIOLATED",

@@ -12,6 +12,9 @@ booking.v1.ProviderService      providers.proto          handlers.providers
 booking.v1.CatalogService       catalog.proto            handlers.catalog
 booking.v1.ClientService        clients.proto            handlers.clients
 booking.v1.AuditService         audit.proto              handlers.audit
+booking.v1.ScheduleService      schedules.proto          handlers.schedules
+booking.v1.AvailabilityService  availability.proto       handlers.availability
+booking.v1.AppointmentService   appointments.proto       handlers.appointments
 =========================  ============================  ===================
 
 Shared machinery (private modules): ``_base`` (Deps, deadlines, canonical ids,
@@ -32,8 +35,12 @@ from types import ModuleType
 from typing import Any
 
 from booking.v1 import (
+    appointments_pb2,
+    appointments_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
+    availability_pb2,
+    availability_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
     clients_pb2,
@@ -42,15 +49,20 @@ from booking.v1 import (
     organizations_pb2_grpc,
     providers_pb2,
     providers_pb2_grpc,
+    schedules_pb2,
+    schedules_pb2_grpc,
 )
 from grpc import aio
 
 from server.handlers._base import Deps
+from server.handlers.appointments import AppointmentService
 from server.handlers.audit import AuditService
+from server.handlers.availability import AvailabilityService
 from server.handlers.catalog import CatalogService
 from server.handlers.clients import ClientService
 from server.handlers.organizations import OrganizationService
 from server.handlers.providers import ProviderService
+from server.handlers.schedules import ScheduleService
 
 __all__ = ["SERVICES", "Deps", "Service", "service_names"]
 
@@ -87,6 +99,9 @@ SERVICES: tuple[Service, ...] = (
     Service(catalog_pb2, catalog_pb2_grpc, "CatalogService", CatalogService),
     Service(clients_pb2, clients_pb2_grpc, "ClientService", ClientService),
     Service(audit_pb2, audit_pb2_grpc, "AuditService", AuditService),
+    Service(schedules_pb2, schedules_pb2_grpc, "ScheduleService", ScheduleService),
+    Service(availability_pb2, availability_pb2_grpc, "AvailabilityService", AvailabilityService),
+    Service(appointments_pb2, appointments_pb2_grpc, "AppointmentService", AppointmentService),
 )
 
 

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from booking.v1 import common_pb2 as booking_dot_v1_dot_common__pb2
 from booking.v1 import resources_pb2 as booking_dot_v1_dot_resources__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ooking/v1/catalog.proto\x12\nbooking.v1\x1a\x1a\x62ooking/v1/resources.proto\x1a google/protobuf/field_mask.proto\"i\n\x14\x43reateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x15\x43reateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"@\n\x11GetServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\":\n\x12GetServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"\x9a\x01\n\x14UpdateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"=\n\x15UpdateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service2\x89\x02\n\x0e\x43\x61talogService\x12T\n\rCreateService\x12 .booking.v1.CreateServiceRequest\x1a!.booking.v1.CreateServiceResponse\x12K\n\nGetService\x12\x1d.booking.v1.GetServiceRequest\x1a\x1e.booking.v1.GetServiceResponse\x12T\n\rUpdateService\x12 .booking.v1.UpdateServiceRequest\x1a!.booking.v1.UpdateServiceResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ooking/v1/catalog.proto\x12\nbooking.v1\x1a\x17\x62ooking/v1/common.proto\x1a\x1a\x62ooking/v1/resources.proto\x1a google/protobuf/field_mask.proto\"i\n\x14\x43reateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x15\x43reateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"@\n\x11GetServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\":\n\x12GetServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"\x9a\x01\n\x14UpdateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"=\n\x15UpdateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"i\n\x12SetOfferingRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12&\n\x08offering\x18\x02 \x01(\x0b\x32\x14.booking.v1.Offering\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x13SetOfferingResponse\x12&\n\x08offering\x18\x01 \x01(\x0b\x32\x14.booking.v1.Offering\"m\n\x15\x44\x65leteOfferingRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x18\n\x16\x44\x65leteOfferingResponse\"\xb8\x01\n\x14ListOfferingsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x0c\n\x04page\x18\x06 \x01(\x05\x12)\n\ncount_mode\x18\x07 \x01(\x0e\x32\x15.booking.v1.CountMode\"\x82\x01\n\x15ListOfferingsResponse\x12\'\n\tofferings\x18\x01 \x03(\x0b\x32\x14.booking.v1.Offering\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo2\x88\x04\n\x0e\x43\x61talogService\x12T\n\rCreateService\x12 .booking.v1.CreateServiceRequest\x1a!.booking.v1.CreateServiceResponse\x12K\n\nGetService\x12\x1d.booking.v1.GetServiceRequest\x1a\x1e.booking.v1.GetServiceResponse\x12T\n\rUpdateService\x12 .booking.v1.UpdateServiceRequest\x1a!.booking.v1.UpdateServiceResponse\x12N\n\x0bSetOffering\x12\x1e.booking.v1.SetOfferingRequest\x1a\x1f.booking.v1.SetOfferingResponse\x12W\n\x0e\x44\x65leteOffering\x12!.booking.v1.DeleteOfferingRequest\x1a\".booking.v1.DeleteOfferingResponse\x12T\n\rListOfferings\x12 .booking.v1.ListOfferingsRequest\x1a!.booking.v1.ListOfferingsResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +35,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'booking.v1.catalog_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.booking.v1P\001'
-  _globals['_CREATESERVICEREQUEST']._serialized_start=102
-  _globals['_CREATESERVICEREQUEST']._serialized_end=207
-  _globals['_CREATESERVICERESPONSE']._serialized_start=209
-  _globals['_CREATESERVICERESPONSE']._serialized_end=270
-  _globals['_GETSERVICEREQUEST']._serialized_start=272
-  _globals['_GETSERVICEREQUEST']._serialized_end=336
-  _globals['_GETSERVICERESPONSE']._serialized_start=338
-  _globals['_GETSERVICERESPONSE']._serialized_end=396
-  _globals['_UPDATESERVICEREQUEST']._serialized_start=399
-  _globals['_UPDATESERVICEREQUEST']._serialized_end=553
-  _globals['_UPDATESERVICERESPONSE']._serialized_start=555
-  _globals['_UPDATESERVICERESPONSE']._serialized_end=616
-  _globals['_CATALOGSERVICE']._serialized_start=619
-  _globals['_CATALOGSERVICE']._serialized_end=884
+  _globals['_CREATESERVICEREQUEST']._serialized_start=127
+  _globals['_CREATESERVICEREQUEST']._serialized_end=232
+  _globals['_CREATESERVICERESPONSE']._serialized_start=234
+  _globals['_CREATESERVICERESPONSE']._serialized_end=295
+  _globals['_GETSERVICEREQUEST']._serialized_start=297
+  _globals['_GETSERVICEREQUEST']._serialized_end=361
+  _globals['_GETSERVICERESPONSE']._serialized_start=363
+  _globals['_GETSERVICERESPONSE']._serialized_end=421
+  _globals['_UPDATESERVICEREQUEST']._serialized_start=424
+  _globals['_UPDATESERVICEREQUEST']._serialized_end=578
+  _globals['_UPDATESERVICERESPONSE']._serialized_start=580
+  _globals['_UPDATESERVICERESPONSE']._serialized_end=641
+  _globals['_SETOFFERINGREQUEST']._serialized_start=643
+  _globals['_SETOFFERINGREQUEST']._serialized_end=748
+  _globals['_SETOFFERINGRESPONSE']._serialized_start=750
+  _globals['_SETOFFERINGRESPONSE']._serialized_end=811
+  _globals['_DELETEOFFERINGREQUEST']._serialized_start=813
+  _globals['_DELETEOFFERINGREQUEST']._serialized_end=922
+  _globals['_DELETEOFFERINGRESPONSE']._serialized_start=924
+  _globals['_DELETEOFFERINGRESPONSE']._serialized_end=948
+  _globals['_LISTOFFERINGSREQUEST']._serialized_start=951
+  _globals['_LISTOFFERINGSREQUEST']._serialized_end=1135
+  _globals['_LISTOFFERINGSRESPONSE']._serialized_start=1138
+  _globals['_LISTOFFERINGSRESPONSE']._serialized_end=1268
+  _globals['_CATALOGSERVICE']._serialized_start=1271
+  _globals['_CATALOGSERVICE']._serialized_end=1791
 # @@protoc_insertion_point(module_scope)

@@ -3,10 +3,13 @@
 isort:skip_file
 """
 
+from booking.v1 import common_pb2 as _common_pb2
 from booking.v1 import resources_pb2 as _resources_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -172,3 +175,167 @@ class UpdateServiceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateServiceResponse: _TypeAlias = UpdateServiceResponse  # noqa: Y015
+
+@_typing.final
+class SetOfferingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OFFERING_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    request_id: _builtins.str
+    """Optional AIP-155 idempotency key."""
+    @_builtins.property
+    def offering(self) -> _resources_pb2.Offering:
+        """provider_id and service_id name the link; duration_minutes and price
+        are the provider's overrides (unset = the service's).
+        """
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        offering: _resources_pb2.Offering | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offering", b"offering"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offering", b"offering", "organization_id", b"organization_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOfferingRequest: _TypeAlias = SetOfferingRequest  # noqa: Y015
+
+@_typing.final
+class SetOfferingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFERING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def offering(self) -> _resources_pb2.Offering: ...
+    def __init__(
+        self,
+        *,
+        offering: _resources_pb2.Offering | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offering", b"offering"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offering", b"offering"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOfferingResponse: _TypeAlias = SetOfferingResponse  # noqa: Y015
+
+@_typing.final
+class DeleteOfferingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    provider_id: _builtins.str
+    service_id: _builtins.str
+    request_id: _builtins.str
+    """Optional AIP-155 idempotency key."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        provider_id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "provider_id", b"provider_id", "request_id", b"request_id", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteOfferingRequest: _TypeAlias = DeleteOfferingRequest  # noqa: Y015
+
+@_typing.final
+class DeleteOfferingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteOfferingResponse: _TypeAlias = DeleteOfferingResponse  # noqa: Y015
+
+@_typing.final
+class ListOfferingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    COUNT_MODE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    provider_id: _builtins.str
+    """Only this provider's offerings; empty = every provider's."""
+    service_id: _builtins.str
+    """Only offerings of this service; empty = every service's."""
+    page_size: _builtins.int
+    """Paging, as in ListClientsRequest. Ordered by provider_id, then
+    service_id.
+    """
+    page_token: _builtins.str
+    page: _builtins.int
+    count_mode: _common_pb2.CountMode.ValueType
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        provider_id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        page: _builtins.int = ...,
+        count_mode: _common_pb2.CountMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count_mode", b"count_mode", "organization_id", b"organization_id", "page", b"page", "page_size", b"page_size", "page_token", b"page_token", "provider_id", b"provider_id", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOfferingsRequest: _TypeAlias = ListOfferingsRequest  # noqa: Y015
+
+@_typing.final
+class ListOfferingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFERINGS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_INFO_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def offerings(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Offering]: ...
+    @_builtins.property
+    def page_info(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        offerings: _abc.Iterable[_resources_pb2.Offering] | None = ...,
+        next_page_token: _builtins.str = ...,
+        page_info: _common_pb2.PageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page_info", b"page_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "offerings", b"offerings", "page_info", b"page_info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOfferingsResponse: _TypeAlias = ListOfferingsResponse  # noqa: Y015

@@ -50,6 +50,21 @@ class CatalogServiceStub:
                 request_serializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceRequest.SerializeToString,
                 response_deserializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceResponse.FromString,
                 _registered_method=True)
+        self.SetOffering = channel.unary_unary(
+                '/booking.v1.CatalogService/SetOffering',
+                request_serializer=booking_dot_v1_dot_catalog__pb2.SetOfferingRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_catalog__pb2.SetOfferingResponse.FromString,
+                _registered_method=True)
+        self.DeleteOffering = channel.unary_unary(
+                '/booking.v1.CatalogService/DeleteOffering',
+                request_serializer=booking_dot_v1_dot_catalog__pb2.DeleteOfferingRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_catalog__pb2.DeleteOfferingResponse.FromString,
+                _registered_method=True)
+        self.ListOfferings = channel.unary_unary(
+                '/booking.v1.CatalogService/ListOfferings',
+                request_serializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -77,6 +92,31 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetOffering(self, request, context):
+        """Makes a provider offer a service, or changes its per-provider duration and
+        price (an upsert of the link; offering.etag, when set, must be current).
+        NOT_FOUND PROVIDER_NOT_FOUND / SERVICE_NOT_FOUND for unknown ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteOffering(self, request, context):
+        """The provider stops offering the service (existing appointments stay).
+        NOT_FOUND OFFERING_NOT_FOUND when it did not offer it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOfferings(self, request, context):
+        """Offerings, of one provider and/or of one service, a paged list (see
+        ListClientsRequest for the paging rules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +134,21 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.UpdateService,
                     request_deserializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceRequest.FromString,
                     response_serializer=booking_dot_v1_dot_catalog__pb2.UpdateServiceResponse.SerializeToString,
+            ),
+            'SetOffering': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOffering,
+                    request_deserializer=booking_dot_v1_dot_catalog__pb2.SetOfferingRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_catalog__pb2.SetOfferingResponse.SerializeToString,
+            ),
+            'DeleteOffering': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteOffering,
+                    request_deserializer=booking_dot_v1_dot_catalog__pb2.DeleteOfferingRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_catalog__pb2.DeleteOfferingResponse.SerializeToString,
+            ),
+            'ListOfferings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOfferings,
+                    request_deserializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +233,87 @@ class CatalogService:
             '/booking.v1.CatalogService/UpdateService',
             booking_dot_v1_dot_catalog__pb2.UpdateServiceRequest.SerializeToString,
             booking_dot_v1_dot_catalog__pb2.UpdateServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOffering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.CatalogService/SetOffering',
+            booking_dot_v1_dot_catalog__pb2.SetOfferingRequest.SerializeToString,
+            booking_dot_v1_dot_catalog__pb2.SetOfferingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteOffering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.CatalogService/DeleteOffering',
+            booking_dot_v1_dot_catalog__pb2.DeleteOfferingRequest.SerializeToString,
+            booking_dot_v1_dot_catalog__pb2.DeleteOfferingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOfferings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.CatalogService/ListOfferings',
+            booking_dot_v1_dot_catalog__pb2.ListOfferingsRequest.SerializeToString,
+            booking_dot_v1_dot_catalog__pb2.ListOfferingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,19 @@ class CatalogServiceStub:
     """Gets one service. NOT_FOUND with ResourceInfo when absent."""
     UpdateService: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateServiceRequest, _catalog_pb2.UpdateServiceResponse]
     """Updates the fields named by update_mask (name, duration_minutes, price, buffer_before_minutes, buffer_after_minutes, active)."""
+    SetOffering: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.SetOfferingRequest, _catalog_pb2.SetOfferingResponse]
+    """Makes a provider offer a service, or changes its per-provider duration and
+    price (an upsert of the link; offering.etag, when set, must be current).
+    NOT_FOUND PROVIDER_NOT_FOUND / SERVICE_NOT_FOUND for unknown ids.
+    """
+    DeleteOffering: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.DeleteOfferingRequest, _catalog_pb2.DeleteOfferingResponse]
+    """The provider stops offering the service (existing appointments stay).
+    NOT_FOUND OFFERING_NOT_FOUND when it did not offer it.
+    """
+    ListOfferings: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListOfferingsRequest, _catalog_pb2.ListOfferingsResponse]
+    """Offerings, of one provider and/or of one service, a paged list (see
+    ListClientsRequest for the paging rules).
+    """
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -51,6 +64,19 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """Gets one service. NOT_FOUND with ResourceInfo when absent."""
     UpdateService: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateServiceRequest, _catalog_pb2.UpdateServiceResponse]  # type: ignore[assignment]
     """Updates the fields named by update_mask (name, duration_minutes, price, buffer_before_minutes, buffer_after_minutes, active)."""
+    SetOffering: _aio.UnaryUnaryMultiCallable[_catalog_pb2.SetOfferingRequest, _catalog_pb2.SetOfferingResponse]  # type: ignore[assignment]
+    """Makes a provider offer a service, or changes its per-provider duration and
+    price (an upsert of the link; offering.etag, when set, must be current).
+    NOT_FOUND PROVIDER_NOT_FOUND / SERVICE_NOT_FOUND for unknown ids.
+    """
+    DeleteOffering: _aio.UnaryUnaryMultiCallable[_catalog_pb2.DeleteOfferingRequest, _catalog_pb2.DeleteOfferingResponse]  # type: ignore[assignment]
+    """The provider stops offering the service (existing appointments stay).
+    NOT_FOUND OFFERING_NOT_FOUND when it did not offer it.
+    """
+    ListOfferings: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListOfferingsRequest, _catalog_pb2.ListOfferingsResponse]  # type: ignore[assignment]
+    """Offerings, of one provider and/or of one service, a paged list (see
+    ListClientsRequest for the paging rules).
+    """
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     """The catalogue of bookable services. Named CatalogService because "ServiceService" would say nothing."""
@@ -78,5 +104,36 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.UpdateServiceResponse, _abc.Awaitable[_catalog_pb2.UpdateServiceResponse]]:
         """Updates the fields named by update_mask (name, duration_minutes, price, buffer_before_minutes, buffer_after_minutes, active)."""
+
+    @_abc_1.abstractmethod
+    def SetOffering(
+        self,
+        request: _catalog_pb2.SetOfferingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.SetOfferingResponse, _abc.Awaitable[_catalog_pb2.SetOfferingResponse]]:
+        """Makes a provider offer a service, or changes its per-provider duration and
+        price (an upsert of the link; offering.etag, when set, must be current).
+        NOT_FOUND PROVIDER_NOT_FOUND / SERVICE_NOT_FOUND for unknown ids.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteOffering(
+        self,
+        request: _catalog_pb2.DeleteOfferingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.DeleteOfferingResponse, _abc.Awaitable[_catalog_pb2.DeleteOfferingResponse]]:
+        """The provider stops offering the service (existing appointments stay).
+        NOT_FOUND OFFERING_NOT_FOUND when it did not offer it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOfferings(
+        self,
+        request: _catalog_pb2.ListOfferingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListOfferingsResponse, _abc.Awaitable[_catalog_pb2.ListOfferingsResponse]]:
+        """Offerings, of one provider and/or of one service, a paged list (see
+        ListClientsRequest for the paging rules).
+        """
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -37,8 +37,15 @@ ALREADY_EXISTS: EXTERNAL_ID_TAKEN, SLUG_TAKEN, EXTERNAL_REFERENCE_TAKEN (the
 NOT_FOUND, with google.rpc.ResourceInfo: <RESOURCE>_NOT_FOUND, e.g.
   ORGANIZATION_NOT_FOUND, CLIENT_NOT_FOUND.
 ABORTED: ETAG_MISMATCH (re-read and retry the update).
-FAILED_PRECONDITION: TIME_SLOT_TAKEN (the provider is booked at that time),
-  CONSTRAINT_VIOLATED (a rule of related data, e.g. a row still referenced).
+FAILED_PRECONDITION:
+  TIME_SLOT_TAKEN      The provider's time is occupied by another appointment
+                       (details: its id and interval; see appointments.proto).
+  BOOKING_NOT_ALLOWED  The booking rules refuse the time (outside hours, time
+                       off, notice, horizon, ...; see appointments.proto).
+  INVALID_TRANSITION   The appointment's status does not allow the change
+                       (ErrorInfo.metadata["current_status"]).
+  SERVICE_INACTIVE     GetAvailability of an inactive service.
+  CONSTRAINT_VIOLATED  A rule of related data, e.g. a row still referenced.
 INTERNAL: a bug; ErrorInfo.metadata["correlation_id"] identifies the call in
   the server's logs.
 """

@@ -22,6 +22,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _AppointmentStatus:
@@ -39,7 +44,10 @@ class _AppointmentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_App
 
 class AppointmentStatus(_AppointmentStatus, metaclass=_AppointmentStatusEnumTypeWrapper):
     """Lifecycle of an appointment. PENDING, CONFIRMED and COMPLETED occupy the
-    provider's time: the database forbids two of them overlapping.
+    provider's time (with the buffers): the database forbids two of them
+    overlapping. CANCELLED and NO_SHOW free it. Transitions: PENDING ->
+    CONFIRMED -> COMPLETED or NO_SHOW; PENDING or CONFIRMED -> CANCELLED;
+    COMPLETED, NO_SHOW and CANCELLED are final.
     """
 
 APPOINTMENT_STATUS_UNSPECIFIED: AppointmentStatus.ValueType  # 0
@@ -127,6 +135,8 @@ class Organization(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    MIN_NOTICE_MINUTES_FIELD_NUMBER: _builtins.int
+    BOOKING_HORIZON_DAYS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     """Display name, 1-200 characters."""
@@ -137,6 +147,15 @@ class Organization(_message.Message):
     time_zone: _builtins.str
     """Default IANA time zone, e.g. "Europe/Berlin" (see above)."""
     etag: _builtins.str
+    min_notice_minutes: _builtins.int
+    """Booking policy (see BookingPolicy in availability.proto): the least time,
+    in minutes, between now and the start of a bookable slot. 0-525600;
+    unset on create = 0.
+    """
+    booking_horizon_days: _builtins.int
+    """How far ahead slots can be booked, in days from now. 1-730; unset on
+    create = 365.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -151,12 +170,21 @@ class Organization(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        min_notice_minutes: _builtins.int | None = ...,
+        booking_horizon_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "booking_horizon_days", b"booking_horizon_days", "create_time", b"create_time", "min_notice_minutes", b"min_notice_minutes", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "id", b"id", "name", b"name", "slug", b"slug", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "booking_horizon_days", b"booking_horizon_days", "create_time", b"create_time", "etag", b"etag", "id", b"id", "min_notice_minutes", b"min_notice_minutes", "name", b"name", "slug", b"slug", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__booking_horizon_days: _TypeAlias = _typing.Literal["booking_horizon_days"]  # noqa: Y015
+    _WhichOneofArgType__booking_horizon_days: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days"]  # noqa: Y015
+    _WhichOneofReturnType__min_notice_minutes: _TypeAlias = _typing.Literal["min_notice_minutes"]  # noqa: Y015
+    _WhichOneofArgType__min_notice_minutes: _TypeAlias = _typing.Literal["_min_notice_minutes", b"_min_notice_minutes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__booking_horizon_days) -> _WhichOneofReturnType__booking_horizon_days | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_notice_minutes) -> _WhichOneofReturnType__min_notice_minutes | None: ...
 
 Global___Organization: _TypeAlias = Organization  # noqa: Y015
 
@@ -232,6 +260,8 @@ class Service(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    MIN_NOTICE_MINUTES_FIELD_NUMBER: _builtins.int
+    BOOKING_HORIZON_DAYS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organization_id: _builtins.str
     name: _builtins.str
@@ -244,6 +274,9 @@ class Service(_message.Message):
     active: _builtins.bool
     """Defaults to true on create."""
     etag: _builtins.str
+    min_notice_minutes: _builtins.int
+    """Per-service booking policy; unset = the organization's (same ranges)."""
+    booking_horizon_days: _builtins.int
     @_builtins.property
     def price(self) -> _common_pb2.Money:
         """List price; amount_minor >= 0."""
@@ -266,14 +299,25 @@ class Service(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        min_notice_minutes: _builtins.int | None = ...,
+        booking_horizon_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "create_time", b"create_time", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "active", b"active", "booking_horizon_days", b"booking_horizon_days", "create_time", b"create_time", "min_notice_minutes", b"min_notice_minutes", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "buffer_after_minutes", b"buffer_after_minutes", "buffer_before_minutes", b"buffer_before_minutes", "create_time", b"create_time", "duration_minutes", b"duration_minutes", "etag", b"etag", "id", b"id", "name", b"name", "organization_id", b"organization_id", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "active", b"active", "booking_horizon_days", b"booking_horizon_days", "buffer_after_minutes", b"buffer_after_minutes", "buffer_before_minutes", b"buffer_before_minutes", "create_time", b"create_time", "duration_minutes", b"duration_minutes", "etag", b"etag", "id", b"id", "min_notice_minutes", b"min_notice_minutes", "name", b"name", "organization_id", b"organization_id", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
     _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    _WhichOneofReturnType__booking_horizon_days: _TypeAlias = _typing.Literal["booking_horizon_days"]  # noqa: Y015
+    _WhichOneofArgType__booking_horizon_days: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days"]  # noqa: Y015
+    _WhichOneofReturnType__min_notice_minutes: _TypeAlias = _typing.Literal["min_notice_minutes"]  # noqa: Y015
+    _WhichOneofArgType__min_notice_minutes: _TypeAlias = _typing.Literal["_min_notice_minutes", b"_min_notice_minutes"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__booking_horizon_days) -> _WhichOneofReturnType__booking_horizon_days | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_notice_minutes) -> _WhichOneofReturnType__min_notice_minutes | None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
 
@@ -338,9 +382,53 @@ class Client(_message.Message):
 Global___Client: _TypeAlias = Client  # noqa: Y015
 
 @_typing.final
+class TimeInterval(_message.Message):
+    """A time of day range [start_time, end_time) on one business date, in the
+    provider's zone. Whole minutes (seconds and nanos must be 0); start_time
+    00:00-23:59, end_time 00:01-24:00 (24:00 = the end of the day) and after
+    start_time. Hours that run past midnight are two intervals, one on each day:
+    adjacent intervals (also across midnight) join into one stretch of work, so
+    a slot may span them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timeofday_pb2.TimeOfDay: ...
+    @_builtins.property
+    def end_time(self) -> _timeofday_pb2.TimeOfDay: ...
+    def __init__(
+        self,
+        *,
+        start_time: _timeofday_pb2.TimeOfDay | None = ...,
+        end_time: _timeofday_pb2.TimeOfDay | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeInterval: _TypeAlias = TimeInterval  # noqa: Y015
+
+@_typing.final
 class WorkingHours(_message.Message):
     """A weekly rule: the provider works on `day_of_week` from `start_time` to
-    `end_time`, in the provider's local time zone, between the valid dates.
+    `end_time`, in the provider's time zone, on the business dates between
+    valid_from and valid_to. A day may have several rules; rules of the same
+    day whose dates and times overlap are INVALID_ARGUMENT.
+
+    DST: a wall-clock time is turned into an instant as RFC 5545 (iCalendar)
+    and java.time do: a time that does not exist on a spring-forward day
+    (02:30 in New York on 2026-03-08) is read with the UTC offset in effect
+    before the gap, i.e. it moves later by the gap's length (03:30 EDT; on
+    Lord Howe Island, whose clocks jump 30 minutes, 02:15 becomes 02:45); a
+    time that occurs twice on a fall-back day (01:30 in New York on
+    2026-11-01) means its first occurrence (01:30 EDT). A rule's interval is
+    the instants from its start to its end so read: 00:00-03:00 on a fall-back
+    day is four hours of work, on a spring-forward day two.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -354,16 +442,24 @@ class WorkingHours(_message.Message):
     VALID_FROM_FIELD_NUMBER: _builtins.int
     VALID_TO_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Output only."""
     organization_id: _builtins.str
+    """Output only."""
     provider_id: _builtins.str
+    """Output only (the request names the provider)."""
     day_of_week: _dayofweek_pb2.DayOfWeek.ValueType
+    """Required (DAY_OF_WEEK_UNSPECIFIED is INVALID_ARGUMENT)."""
     @_builtins.property
-    def start_time(self) -> _timeofday_pb2.TimeOfDay: ...
+    def start_time(self) -> _timeofday_pb2.TimeOfDay:
+        """See TimeInterval for the ranges."""
+
     @_builtins.property
     def end_time(self) -> _timeofday_pb2.TimeOfDay: ...
     @_builtins.property
     def valid_from(self) -> _date_pb2.Date:
-        """First business date on which the rule applies (inclusive)."""
+        """First business date on which the rule applies (inclusive); unset = open
+        (no start). Dates are 1900-01-01 to 9999-12-31.
+        """
 
     @_builtins.property
     def valid_to(self) -> _date_pb2.Date:
@@ -391,7 +487,9 @@ Global___WorkingHours: _TypeAlias = WorkingHours  # noqa: Y015
 
 @_typing.final
 class DateOverride(_message.Message):
-    """Other hours on one business date (provider's zone), or closed all day."""
+    """Other hours on one business date (provider's zone), or closed all day. It
+    replaces that date's weekly rules entirely.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -402,17 +500,39 @@ class DateOverride(_message.Message):
     CLOSED_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
+    INTERVALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def id(self) -> _builtins.str:
+        """Not used: a date's override is named by (provider_id, date)."""
+
+    @id.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def id(self, value: _builtins.str) -> None:
+        """Not used: a date's override is named by (provider_id, date)."""
+
     organization_id: _builtins.str
+    """Output only."""
     provider_id: _builtins.str
+    """Output only."""
     closed: _builtins.bool
-    """When true, the provider does not work that day; times are ignored."""
+    """When true, the provider does not work that day; intervals must be empty."""
     @_builtins.property
     def date(self) -> _date_pb2.Date: ...
     @_builtins.property
-    def start_time(self) -> _timeofday_pb2.TimeOfDay: ...
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def start_time(self) -> _timeofday_pb2.TimeOfDay:
+        """Not used: superseded by `intervals`."""
+
     @_builtins.property
-    def end_time(self) -> _timeofday_pb2.TimeOfDay: ...
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def end_time(self) -> _timeofday_pb2.TimeOfDay:
+        """Not used: superseded by `intervals`."""
+
+    @_builtins.property
+    def intervals(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeInterval]:
+        """The hours of that date (one or more, not overlapping) when not closed."""
+
     def __init__(
         self,
         *,
@@ -423,10 +543,11 @@ class DateOverride(_message.Message):
         closed: _builtins.bool = ...,
         start_time: _timeofday_pb2.TimeOfDay | None = ...,
         end_time: _timeofday_pb2.TimeOfDay | None = ...,
+        intervals: _abc.Iterable[Global___TimeInterval] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed", b"closed", "date", b"date", "end_time", b"end_time", "id", b"id", "organization_id", b"organization_id", "provider_id", b"provider_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed", b"closed", "date", b"date", "end_time", b"end_time", "id", b"id", "intervals", b"intervals", "organization_id", b"organization_id", "provider_id", b"provider_id", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -434,7 +555,10 @@ Global___DateOverride: _TypeAlias = DateOverride  # noqa: Y015
 
 @_typing.final
 class TimeOff(_message.Message):
-    """A blocked interval [start_time, end_time) of a provider."""
+    """A blocked interval [start_time, end_time) of a provider (holiday,
+    training, sick leave). Slots overlapping it are not offered and bookings
+    overlapping it are refused (TIME_OFF).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -444,14 +568,22 @@ class TimeOff(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Output only."""
     organization_id: _builtins.str
+    """Output only."""
     provider_id: _builtins.str
     reason: _builtins.str
+    """Optional, at most 500 characters."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
     def __init__(
         self,
         *,
@@ -461,14 +593,74 @@ class TimeOff(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         reason: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "id", b"id", "organization_id", b"organization_id", "provider_id", b"provider_id", "reason", b"reason", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "id", b"id", "organization_id", b"organization_id", "provider_id", b"provider_id", "reason", b"reason", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TimeOff: _TypeAlias = TimeOff  # noqa: Y015
+
+@_typing.final
+class Offering(_message.Message):
+    """A provider offers a service (an entry of the provider-service link).
+    Availability and booking of a service are only for providers that offer it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    DURATION_MINUTES_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """Output only."""
+    provider_id: _builtins.str
+    service_id: _builtins.str
+    duration_minutes: _builtins.int
+    """This provider's length of the service, 1-1440 minutes; unset = the
+    service's duration_minutes.
+    """
+    etag: _builtins.str
+    @_builtins.property
+    def price(self) -> _common_pb2.Money:
+        """This provider's price (same currency rules as Service.price); unset =
+        the service's price.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        provider_id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        duration_minutes: _builtins.int | None = ...,
+        price: _common_pb2.Money | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_minutes", b"_duration_minutes", "create_time", b"create_time", "duration_minutes", b"duration_minutes", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_minutes", b"_duration_minutes", "create_time", b"create_time", "duration_minutes", b"duration_minutes", "etag", b"etag", "organization_id", b"organization_id", "price", b"price", "provider_id", b"provider_id", "service_id", b"service_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__duration_minutes: _TypeAlias = _typing.Literal["duration_minutes"]  # noqa: Y015
+    _WhichOneofArgType__duration_minutes: _TypeAlias = _typing.Literal["_duration_minutes", b"_duration_minutes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__duration_minutes) -> _WhichOneofReturnType__duration_minutes | None: ...
+
+Global___Offering: _TypeAlias = Offering  # noqa: Y015
 
 @_typing.final
 class Appointment(_message.Message):
@@ -490,6 +682,9 @@ class Appointment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    BUFFER_BEFORE_MINUTES_FIELD_NUMBER: _builtins.int
+    BUFFER_AFTER_MINUTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organization_id: _builtins.str
     provider_id: _builtins.str
@@ -499,6 +694,14 @@ class Appointment(_message.Message):
     external_id: _builtins.str
     notes: _builtins.str
     etag: _builtins.str
+    cancel_reason: _builtins.str
+    """Why it was cancelled (CancelAppointment's reason); empty otherwise."""
+    buffer_before_minutes: _builtins.int
+    """The service's buffers when it was booked (output only): the appointment
+    occupies [start_time - buffer_before, end_time + buffer_after) of the
+    provider's time, and two occupied intervals never overlap.
+    """
+    buffer_after_minutes: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -526,10 +729,13 @@ class Appointment(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        cancel_reason: _builtins.str = ...,
+        buffer_before_minutes: _builtins.int = ...,
+        buffer_after_minutes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "price", b"price", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "create_time", b"create_time", "end_time", b"end_time", "etag", b"etag", "external_id", b"external_id", "id", b"id", "notes", b"notes", "organization_id", b"organization_id", "price", b"price", "provider_id", b"provider_id", "service_id", b"service_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffer_after_minutes", b"buffer_after_minutes", "buffer_before_minutes", b"buffer_before_minutes", "cancel_reason", b"cancel_reason", "client_id", b"client_id", "create_time", b"create_time", "end_time", b"end_time", "etag", b"etag", "external_id", b"external_id", "id", b"id", "notes", b"notes", "organization_id", b"organization_id", "price", b"price", "provider_id", b"provider_id", "service_id", b"service_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
