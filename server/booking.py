@@ -93,10 +93,14 @@ async def evaluate_booking(
     now: datetime,
     policy: Policy = Policy(),
     exclude_appointment_id: str | None = None,
+    lock_provider: bool = False,
 ) -> Evaluation:
     """Evaluate an appointment of ``service_id`` with ``provider_id`` at
     ``start`` against every rule, on ``conn`` (inside the caller's transaction
     for writes). Raises NotFound (PROVIDER_NOT_FOUND, SERVICE_NOT_FOUND,
     APPOINTMENT_NOT_FOUND for ``exclude_appointment_id``) for ids that do not
-    exist in the tenant."""
+    exist in the tenant. ``lock_provider`` (writes) takes the provider's row
+    with FOR SHARE: schedule writes take it FOR NO KEY UPDATE, so a booking
+    sees a schedule change whole or not at all, and bookings do not wait for
+    each other."""
     raise NotImplementedError  # implemented with the availability core

@@ -141,6 +141,21 @@ def upgrade() -> None:
 
     # Time off.
     op.add_column("time_off", _ts("created_at"))
+    for col, bound in (("start_at", "lower"), ("end_at", "upper")):
+        op.add_column(
+            "time_off",
+            sa.Column(
+                col,
+                sa.DateTime(timezone=True),
+                sa.Computed(f"{bound}(during)", persisted=True),
+                nullable=False,
+            ),
+        )
+    op.create_index(
+        "ix_time_off_org_provider_start_at_id",
+        "time_off",
+        ["organization_id", "provider_id", "start_at", "id"],
+    )
     op.create_check_constraint(
         op.f("ck_time_off_reason_length"),
         "time_off",
@@ -188,6 +203,9 @@ def downgrade() -> None:
     for col in ("occupied", "buffer_after_minutes", "buffer_before_minutes", "cancel_reason"):
         op.drop_column("appointments", col)
 
+    op.drop_index("ix_time_off_org_provider_start_at_id", table_name="time_off")
+    op.drop_column("time_off", "end_at")
+    op.drop_column("time_off", "start_at")
     op.drop_constraint("ck_time_off_reason_length", "time_off")
     op.drop_column("time_off", "created_at")
 

@@ -408,10 +408,23 @@ time_off = Table(
     Column("during", TSTZRANGE, nullable=False),
     Column("reason", Text),
     _ts("created_at"),
+    # The bounds of during, for ListTimeOff's order and keyset.
+    Column(
+        "start_at",
+        DateTime(timezone=True),
+        Computed("lower(during)", persisted=True),
+        nullable=False,
+    ),
+    Column(
+        "end_at", DateTime(timezone=True), Computed("upper(during)", persisted=True), nullable=False
+    ),
     PrimaryKeyConstraint("organization_id", "id"),
     _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
     CheckConstraint("NOT isempty(during)", name="during_not_empty"),
     CheckConstraint("reason IS NULL OR char_length(reason) <= 500", name="reason_length"),
+    Index(
+        "ix_time_off_org_provider_start_at_id", "organization_id", "provider_id", "start_at", "id"
+    ),
     Index(
         "ix_time_off_org_provider_during",
         "organization_id",
