@@ -11,7 +11,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
-from booking.v1 import catalog_pb2, clients_pb2, organizations_pb2, providers_pb2, resources_pb2
+from booking.v1 import (
+    catalog_pb2,
+    clients_pb2,
+    organizations_pb2,
+    providers_pb2,
+    resources_pb2,
+    schedules_pb2,
+)
 from google.protobuf.descriptor import Descriptor
 from sqlalchemy import PrimaryKeyConstraint
 
@@ -27,6 +34,8 @@ _REQUESTS: dict[str, Descriptor] = {
     "providers": providers_pb2.CreateProviderRequest.DESCRIPTOR,
     "services": catalog_pb2.CreateServiceRequest.DESCRIPTOR,
     "clients": clients_pb2.CreateClientRequest.DESCRIPTOR,
+    "offerings": catalog_pb2.SetOfferingRequest.DESCRIPTOR,
+    "time_off": schedules_pb2.CreateTimeOffRequest.DESCRIPTOR,
 }
 # Tables without a write RPC yet: their paths must exist in the resource message.
 _RESOURCES: dict[str, tuple[str, Descriptor]] = {

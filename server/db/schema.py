@@ -508,7 +508,7 @@ appointments = Table(
             ),
             "ex_appointments_no_overlap": ("TIME_SLOT_TAKEN", "appointment.start_time"),
             "ck_appointments_occupied_covers": ("CONSTRAINT_VIOLATED",),
-            "ck_appointments_cancel_reason_length": ("CONSTRAINT_VIOLATED", "reason"),
+            "ck_appointments_cancel_reason_length": ("CONSTRAINT_VIOLATED",),
             "ck_appointments_status_values": ("CONSTRAINT_VIOLATED", "appointment.status"),
             "ck_appointments_price_non_negative": (
                 "CONSTRAINT_VIOLATED",
