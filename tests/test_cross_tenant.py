@@ -19,9 +19,11 @@ descriptors in ``server.handlers.SERVICES`` and fails for one without an entry
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -29,19 +31,23 @@ import grpc
 import pytest
 import pytest_asyncio
 from booking.v1 import (
+    appointments_pb2,
     audit_pb2,
+    availability_pb2,
     catalog_pb2,
     clients_pb2,
     common_pb2,
     organizations_pb2,
     providers_pb2,
     resources_pb2,
+    schedules_pb2,
 )
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.type import date_pb2
 
 from server.db.engine import to_asyncpg_dsn
 from server.handlers import SERVICES
-from tests.conftest import Stubs, details, violated_fields
+from tests.conftest import ALL_DAY, Stubs, details, violated_fields, weekly
 
 # -- two tenants ---------------------------------------------------------------------
 
@@ -52,6 +58,10 @@ class Tenant:
     provider: resources_pb2.Provider
     service: resources_pb2.Service
     clients: list[resources_pb2.Client]
+    # The provider offers the service, works every day, has a time off and an
+    # appointment.
+    time_off: resources_pb2.TimeOff
+    appointment: resources_pb2.Appointment
 
     @property
     def id(self) -> str:
@@ -65,7 +75,15 @@ class Tenant:
         return {"provider": self.provider, "service": self.service, "client": self.client}[kind]
 
     def resource_ids(self) -> list[str]:
-        return [self.id, self.provider.id, self.service.id, *(c.id for c in self.clients)]
+        return [
+            self.id,
+            self.provider.id,
+            self.service.id,
+            *(c.id for c in self.clients),
+            self.time_off.id,
+            self.appointment.id,
+            f"{self.provider.id}/{self.service.id}",
+        ]
 
 
 # The request_ids tenant A used; B sends the same strings (they are scoped by tenant).
@@ -75,7 +93,18 @@ REQUEST_IDS = {
     "provider": "xt-create-provider",
     "service": "xt-create-service",
     "client": "xt-create-client",
+    "offering": "xt-set-offering",
+    "hours": "xt-replace-working-hours",
+    "time_off": "xt-create-time-off",
+    "appointment": "xt-create-appointment",
 }
+
+# Whole hours a few days ahead: inside the organization's default horizon.
+_HOUR = int(time.time()) // 3600 * 3600
+
+
+def _at(days: int, minutes: int = 0) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=_HOUR + days * 86_400 + minutes * 60)
 
 
 def _provider_msg(name: str) -> resources_pb2.Provider:
@@ -147,7 +176,50 @@ async def make_tenant(stubs: Stubs, tag: str, *, with_request_ids: bool) -> Tena
         ).client
         for i in range(2)
     ]
-    return Tenant(org, provider, service, clients)
+    await stubs.catalog.SetOffering(
+        catalog_pb2.SetOfferingRequest(
+            organization_id=org.id,
+            offering=resources_pb2.Offering(provider_id=provider.id, service_id=service.id),
+            request_id=rid("offering"),
+        )
+    )
+    await stubs.schedules.ReplaceWorkingHours(
+        schedules_pb2.ReplaceWorkingHoursRequest(
+            organization_id=org.id,
+            provider_id=provider.id,
+            working_hours=[weekly(day, start, end) for day, start, end in ALL_DAY],
+            request_id=rid("hours"),
+        )
+    )
+    time_off = (
+        await stubs.schedules.CreateTimeOff(
+            schedules_pb2.CreateTimeOffRequest(
+                organization_id=org.id,
+                time_off=resources_pb2.TimeOff(
+                    provider_id=provider.id, start_time=_at(4), end_time=_at(4, 120)
+                ),
+                request_id=rid("time_off"),
+            )
+        )
+    ).time_off
+    appointment = (
+        await stubs.appointments.CreateAppointment(
+            appointments_pb2.CreateAppointmentRequest(
+                organization_id=org.id,
+                appointment=_appointment_msg(provider.id, clients[0].id, service.id, _at(2)),
+                request_id=rid("appointment"),
+            )
+        )
+    ).appointment
+    return Tenant(org, provider, service, clients, time_off, appointment)
+
+
+def _appointment_msg(
+    provider_id: str, client_id: str, service_id: str, start: timestamp_pb2.Timestamp
+) -> resources_pb2.Appointment:
+    return resources_pb2.Appointment(
+        provider_id=provider_id, client_id=client_id, service_id=service_id, start_time=start
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -166,9 +238,18 @@ async def snapshot(db: asyncpg.Connection, t: Tenant) -> dict[str, list[dict[str
         return [dict(r) for r in await db.fetch(sql, *args)]
 
     out = {"organizations": await rows("SELECT * FROM organizations WHERE id = $1", t.id)}
-    for table in ("providers", "services", "clients"):
+    for table in (
+        "providers",
+        "services",
+        "clients",
+        "offerings",
+        "working_hours",
+        "date_overrides",
+        "time_off",
+        "appointments",
+    ):
         out[table] = await rows(
-            f"SELECT * FROM {table} WHERE organization_id = $1 ORDER BY id", t.id
+            f"SELECT * FROM {table} AS t WHERE organization_id = $1 ORDER BY t::text", t.id
         )
     out["audit_events"] = await rows(
         "SELECT * FROM audit_events WHERE organization_id = $1 OR resource_id = ANY($2::text[]) "
@@ -436,6 +517,342 @@ async def update_organization(w: World) -> None:
     assert a.id.encode() not in raw
 
 
+# -- scheduling, availability, booking -------------------------------------------------
+
+
+async def refused(call: Awaitable[Any], other: Tenant, reason: str | None = None) -> None:
+    """NOT_FOUND (with ``reason`` when given) and nothing of the other tenant."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND, (err.value.code(), err.value.details())
+    if reason is not None:
+        assert details(err.value)["ErrorInfo"].reason == reason
+    raw = dict(err.value.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+    for secret in (other.id, other.org.name):
+        assert secret not in (err.value.details() or "")
+        assert secret.encode() not in raw
+
+
+def _providers(w: World) -> list[tuple[str, str, Tenant]]:
+    """(organization_id, provider id, owner): B naming A's provider, in upper
+    case, and A naming B's."""
+    return [
+        (w.b.id, w.a.provider.id, w.a),
+        (w.b.id.upper(), w.a.provider.id.upper(), w.a),
+        (w.a.id, w.b.provider.id, w.b),
+    ]
+
+
+async def set_offering(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for provider_id, service_id in (
+            (pid, owner.service.id),  # the other tenant's link
+            (pid, mine.service.id),  # the other's provider with my service
+            (mine.provider.id, owner.service.id),  # my provider with the other's service
+        ):
+            await refused(
+                w.stubs.catalog.SetOffering(
+                    catalog_pb2.SetOfferingRequest(
+                        organization_id=org,
+                        offering=resources_pb2.Offering(
+                            provider_id=provider_id,
+                            service_id=service_id,
+                            duration_minutes=5,
+                            etag=w.a.provider.etag,
+                        ),
+                        request_id=REQUEST_IDS["offering"] if owner is w.a else "",
+                    )
+                ),
+                owner,
+            )
+
+
+async def delete_offering(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        await refused(
+            w.stubs.catalog.DeleteOffering(
+                catalog_pb2.DeleteOfferingRequest(
+                    organization_id=org, provider_id=pid, service_id=owner.service.id
+                )
+            ),
+            owner,
+        )
+
+
+async def list_offerings(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        for request in (
+            catalog_pb2.ListOfferingsRequest(organization_id=org, provider_id=pid),
+            catalog_pb2.ListOfferingsRequest(organization_id=org, service_id=owner.service.id),
+        ):
+            listed = await w.stubs.catalog.ListOfferings(request)
+            assert list(listed.offerings) == []
+    mine = await w.stubs.catalog.ListOfferings(
+        catalog_pb2.ListOfferingsRequest(organization_id=w.b.id)
+    )
+    assert [(o.provider_id, o.service_id) for o in mine.offerings] == [
+        (w.b.provider.id, w.b.service.id)
+    ]
+
+
+async def replace_working_hours(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        await not_found(
+            w.stubs.schedules.ReplaceWorkingHours(
+                schedules_pb2.ReplaceWorkingHoursRequest(
+                    organization_id=org,
+                    provider_id=pid,
+                    working_hours=[weekly(1, 0, 60)],
+                    request_id=REQUEST_IDS["hours"] if owner is w.a else "",
+                )
+            ),
+            "provider",
+            pid,
+            owner,
+        )
+
+
+async def get_working_hours(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        await not_found(
+            w.stubs.schedules.GetWorkingHours(
+                schedules_pb2.GetWorkingHoursRequest(organization_id=org, provider_id=pid)
+            ),
+            "provider",
+            pid,
+            owner,
+        )
+
+
+def _date(days: int) -> date_pb2.Date:
+    d = datetime.fromtimestamp(_HOUR + days * 86_400, UTC).date()
+    return date_pb2.Date(year=d.year, month=d.month, day=d.day)
+
+
+async def replace_date_overrides(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        await not_found(
+            w.stubs.schedules.ReplaceDateOverrides(
+                schedules_pb2.ReplaceDateOverridesRequest(
+                    organization_id=org,
+                    provider_id=pid,
+                    start_date=_date(1),
+                    end_date=_date(9),
+                    date_overrides=[resources_pb2.DateOverride(date=_date(2), closed=True)],
+                )
+            ),
+            "provider",
+            pid,
+            owner,
+        )
+
+
+async def get_date_overrides(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        await not_found(
+            w.stubs.schedules.GetDateOverrides(
+                schedules_pb2.GetDateOverridesRequest(
+                    organization_id=org, provider_id=pid, start_date=_date(0), end_date=_date(30)
+                )
+            ),
+            "provider",
+            pid,
+            owner,
+        )
+
+
+async def create_time_off(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        await not_found(
+            w.stubs.schedules.CreateTimeOff(
+                schedules_pb2.CreateTimeOffRequest(
+                    organization_id=org,
+                    time_off=resources_pb2.TimeOff(
+                        provider_id=pid,
+                        organization_id=owner.id,
+                        start_time=_at(2),
+                        end_time=_at(3),
+                    ),
+                    request_id=REQUEST_IDS["time_off"] if owner is w.a else "",
+                )
+            ),
+            "provider",
+            pid,
+            owner,
+        )
+
+
+async def delete_time_off(w: World) -> None:
+    for org, owner in ((w.b.id, w.a), (w.b.id.upper(), w.a), (w.a.id, w.b)):
+        for spelled in (owner.time_off.id, owner.time_off.id.upper()):
+            await not_found(
+                w.stubs.schedules.DeleteTimeOff(
+                    schedules_pb2.DeleteTimeOffRequest(organization_id=org, time_off_id=spelled)
+                ),
+                "time_off",
+                spelled,
+                owner,
+            )
+
+
+async def list_time_off(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        try:
+            listed = await w.stubs.schedules.ListTimeOff(
+                schedules_pb2.ListTimeOffRequest(organization_id=org, provider_id=pid)
+            )
+        except grpc.aio.AioRpcError:
+            await refused(
+                w.stubs.schedules.ListTimeOff(
+                    schedules_pb2.ListTimeOffRequest(organization_id=org, provider_id=pid)
+                ),
+                owner,
+            )
+        else:
+            assert list(listed.time_off) == []
+
+
+async def get_availability(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        got = await w.stubs.availability.GetAvailability(
+            availability_pb2.GetAvailabilityRequest(
+                organization_id=org,
+                provider_ids=[pid, mine.provider.id],
+                service_id=mine.service.id,
+                start_time=_at(1),
+                end_time=_at(8),
+                first_available_count=5,
+            )
+        )
+        foreign, own = got.providers
+        assert foreign.provider_id == pid.lower() and not foreign.slots
+        assert foreign.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert own.slots and not own.HasField("error")
+        assert {s.provider_id for s in got.first_available} == {mine.provider.id}
+        # The other tenant's service.
+        await refused(
+            w.stubs.availability.GetAvailability(
+                availability_pb2.GetAvailabilityRequest(
+                    organization_id=org,
+                    provider_ids=[mine.provider.id],
+                    service_id=owner.service.id,
+                    start_time=_at(1),
+                    end_time=_at(2),
+                )
+            ),
+            owner,
+            "SERVICE_NOT_FOUND",
+        )
+
+
+async def check_conflicts(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for provider_id, service_id, exclude, reason in (
+            (pid, mine.service.id, "", "PROVIDER_NOT_FOUND"),
+            (mine.provider.id, owner.service.id, "", "SERVICE_NOT_FOUND"),
+            (mine.provider.id, mine.service.id, owner.appointment.id, "APPOINTMENT_NOT_FOUND"),
+        ):
+            await refused(
+                w.stubs.availability.CheckConflicts(
+                    availability_pb2.CheckConflictsRequest(
+                        organization_id=org,
+                        provider_id=provider_id,
+                        service_id=service_id,
+                        start_time=owner.appointment.start_time,
+                        exclude_appointment_id=exclude,
+                    )
+                ),
+                owner,
+                reason,
+            )
+
+
+async def create_appointment(w: World) -> None:
+    """Any of provider, client, service of the other tenant: NOT_FOUND,
+    nothing booked; the same request_id as A's in B's scope books B's own."""
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for provider_id, client_id, service_id in (
+            (pid, mine.client.id, mine.service.id),
+            (mine.provider.id, owner.client.id, mine.service.id),
+            (mine.provider.id, mine.client.id, owner.service.id),
+        ):
+            await refused(
+                w.stubs.appointments.CreateAppointment(
+                    appointments_pb2.CreateAppointmentRequest(
+                        organization_id=org,
+                        appointment=_appointment_msg(provider_id, client_id, service_id, _at(6)),
+                        override_rules=True,
+                    )
+                ),
+                owner,
+            )
+    created = await w.stubs.appointments.CreateAppointment(
+        appointments_pb2.CreateAppointmentRequest(
+            organization_id=w.b.id,
+            appointment=_appointment_msg(w.b.provider.id, w.b.client.id, w.b.service.id, _at(2)),
+            request_id=REQUEST_IDS["appointment"],
+        )
+    )
+    assert created.appointment.organization_id == w.b.id
+    assert created.appointment.id not in w.a.resource_ids()
+
+
+def _appointments(w: World) -> list[tuple[str, str, Tenant]]:
+    """(organization_id, appointment id, owner)."""
+    return [
+        (w.b.id, w.a.appointment.id, w.a),
+        (w.b.id.upper(), w.a.appointment.id.upper(), w.a),
+        (w.a.id, w.b.appointment.id, w.b),
+    ]
+
+
+def _transition(method: str) -> Callable[[World], Awaitable[None]]:
+    request = getattr(appointments_pb2, f"{method}Request")
+
+    async def attack(w: World) -> None:
+        rpc = getattr(w.stubs.appointments, method)
+        for org, aid, owner in _appointments(w):
+            extra: dict[str, Any] = {}
+            if method != "GetAppointment":
+                extra["etag"] = owner.appointment.etag
+                if owner is w.a:
+                    extra["request_id"] = REQUEST_IDS["appointment"]
+            if method == "RescheduleAppointment":
+                extra["start_time"] = _at(7)
+            await not_found(
+                rpc(request(organization_id=org, appointment_id=aid, **extra)),
+                "appointment",
+                aid,
+                owner,
+            )
+
+    return attack
+
+
+async def reschedule_appointment(w: World) -> None:
+    await _transition("RescheduleAppointment")(w)
+    # My own appointment onto the other tenant's provider.
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        await refused(
+            w.stubs.appointments.RescheduleAppointment(
+                appointments_pb2.RescheduleAppointmentRequest(
+                    organization_id=org,
+                    appointment_id=mine.appointment.id,
+                    start_time=_at(7),
+                    provider_id=pid,
+                    override_rules=True,
+                )
+            ),
+            owner,
+            "PROVIDER_NOT_FOUND",
+        )
+
+
 @dataclass(frozen=True)
 class Attack:
     run: Callable[[World], Awaitable[None]]
@@ -461,6 +878,27 @@ ATTACKS: dict[str, Attack] = {
     "booking.v1.ClientService/UpdateClient": Attack(_update("client")),
     "booking.v1.ClientService/ListClients": Attack(list_clients),
     "booking.v1.AuditService/ListAuditEvents": Attack(list_audit_events),
+    "booking.v1.CatalogService/SetOffering": Attack(set_offering),
+    "booking.v1.CatalogService/DeleteOffering": Attack(delete_offering),
+    "booking.v1.CatalogService/ListOfferings": Attack(list_offerings),
+    "booking.v1.ScheduleService/ReplaceWorkingHours": Attack(replace_working_hours),
+    "booking.v1.ScheduleService/GetWorkingHours": Attack(get_working_hours),
+    "booking.v1.ScheduleService/ReplaceDateOverrides": Attack(replace_date_overrides),
+    "booking.v1.ScheduleService/GetDateOverrides": Attack(get_date_overrides),
+    "booking.v1.ScheduleService/CreateTimeOff": Attack(create_time_off),
+    "booking.v1.ScheduleService/DeleteTimeOff": Attack(delete_time_off),
+    "booking.v1.ScheduleService/ListTimeOff": Attack(list_time_off),
+    "booking.v1.AvailabilityService/GetAvailability": Attack(get_availability),
+    "booking.v1.AvailabilityService/CheckConflicts": Attack(check_conflicts),
+    "booking.v1.AppointmentService/CreateAppointment": Attack(create_appointment, changes_b=True),
+    "booking.v1.AppointmentService/GetAppointment": Attack(_transition("GetAppointment")),
+    "booking.v1.AppointmentService/RescheduleAppointment": Attack(reschedule_appointment),
+    "booking.v1.AppointmentService/CancelAppointment": Attack(_transition("CancelAppointment")),
+    "booking.v1.AppointmentService/ConfirmAppointment": Attack(_transition("ConfirmAppointment")),
+    "booking.v1.AppointmentService/CompleteAppointment": Attack(_transition("CompleteAppointment")),
+    "booking.v1.AppointmentService/MarkAppointmentNoShow": Attack(
+        _transition("MarkAppointmentNoShow")
+    ),
 }
 
 # RPCs without an attack, each with the reason.
@@ -506,6 +944,7 @@ async def test_other_tenants_rows_are_out_of_reach(
         after_b = await snapshot(db, b)
         for table, rows in before_b.items():
             assert after_b[table] == rows, f"{rpc} changed tenant B's {table}"
-    for rid in (a.provider.id, a.service.id, *(c.id for c in a.clients)):
+    for rid in (a.service.id, *(c.id for c in a.clients), a.time_off.id, a.appointment.id):
         assert await audited_actions(db, rid) == ["create"]
+    assert await audited_actions(db, a.provider.id) == ["create", "replace_working_hours"]
     assert await audited_actions(db, a.id) == ["create", "update"]

@@ -18,10 +18,13 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
@@ -29,23 +32,27 @@ import grpc
 import pytest
 import pytest_asyncio
 from booking.v1 import (
+    appointments_pb2,
     audit_pb2,
+    availability_pb2,
     catalog_pb2,
     clients_pb2,
     common_pb2,
     organizations_pb2,
     providers_pb2,
     resources_pb2,
+    schedules_pb2,
 )
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.type import date_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.db.engine import to_asyncpg_dsn
 from server.handlers import SERVICES
-from tests.conftest import details, new_org, violated_fields
+from tests.conftest import Bookable, details, make_bookable, new_org, violated_fields, weekly
 from tests.test_properties import fill
 
 # -- every RPC, from the descriptors -------------------------------------------------
@@ -170,6 +177,11 @@ class World:
     provider: resources_pb2.Provider
     service: resources_pb2.Service
     client: resources_pb2.Client
+    # A provider offering a service with hours, one of its appointments and
+    # one of its time offs.
+    bookable: Bookable
+    appointment_id: str
+    time_off_id: str
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -199,7 +211,67 @@ async def world(channel: grpc.aio.Channel) -> World:
             organization_id=org, client=resources_pb2.Client(given_name="Ada")
         )
     )
-    return World(org, provider.provider, service.service, client.client)
+    bookable = await make_bookable(stubs, org)
+    appointment = await stubs.appointments.CreateAppointment(
+        appointments_pb2.CreateAppointmentRequest(
+            organization_id=org,
+            appointment=resources_pb2.Appointment(
+                provider_id=bookable.provider_id,
+                client_id=bookable.client_id,
+                service_id=bookable.service_id,
+                start_time=_at(days=3),
+            ),
+        )
+    )
+    time_off = await stubs.schedules.CreateTimeOff(
+        schedules_pb2.CreateTimeOffRequest(
+            organization_id=org,
+            time_off=resources_pb2.TimeOff(
+                provider_id=bookable.provider_id,
+                start_time=_at(days=5),
+                end_time=_at(days=5, minutes=120),
+                reason="training",
+            ),
+        )
+    )
+    return World(
+        org,
+        provider.provider,
+        service.service,
+        client.client,
+        bookable,
+        appointment.appointment.id,
+        time_off.time_off.id,
+    )
+
+
+_HOUR = int(time.time()) // 3600 * 3600
+
+
+def _at(*, days: int, minutes: int = 0) -> timestamp_pb2.Timestamp:
+    """A whole hour ``days`` from now (plus minutes)."""
+    return timestamp_pb2.Timestamp(seconds=_HOUR + days * 86_400 + minutes * 60)
+
+
+def _date(days: int) -> date_pb2.Date:
+    d = datetime.fromtimestamp(_HOUR + days * 86_400, UTC).date()
+    return date_pb2.Date(year=d.year, month=d.month, day=d.day)
+
+
+def _appointment_request(w: World, days: int) -> appointments_pb2.CreateAppointmentRequest:
+    b = w.bookable
+    return appointments_pb2.CreateAppointmentRequest(
+        organization_id=w.org,
+        appointment=resources_pb2.Appointment(
+            provider_id=b.provider_id,
+            client_id=b.client_id,
+            service_id=b.service_id,
+            start_time=_at(days=days, minutes=random.randrange(0, 24 * 60, 30)),
+            notes="bring the form",
+            external_id=uuid.uuid4().hex,
+        ),
+        request_id=uuid.uuid4().hex,
+    )
 
 
 def _org(w: World) -> resources_pb2.Organization:
@@ -273,6 +345,100 @@ VALID: dict[str, Callable[[World], Message]] = {
     ),
     "ListAuditEvents": lambda w: audit_pb2.ListAuditEventsRequest(
         organization_id=w.org, resource_type="client", resource_id=w.client.id, actor="anonymous"
+    ),
+    "SetOffering": lambda w: catalog_pb2.SetOfferingRequest(
+        organization_id=w.org,
+        offering=resources_pb2.Offering(
+            provider_id=w.bookable.provider_id, service_id=w.bookable.service_id
+        ),
+        request_id=uuid.uuid4().hex,
+    ),
+    "DeleteOffering": lambda w: catalog_pb2.DeleteOfferingRequest(
+        organization_id=w.org,
+        provider_id=w.provider.id,
+        service_id=w.service.id,
+        request_id=uuid.uuid4().hex,
+    ),
+    "ListOfferings": lambda w: catalog_pb2.ListOfferingsRequest(
+        organization_id=w.org, provider_id=w.bookable.provider_id, service_id=w.bookable.service_id
+    ),
+    "ReplaceWorkingHours": lambda w: schedules_pb2.ReplaceWorkingHoursRequest(
+        organization_id=w.org,
+        provider_id=w.provider.id,
+        working_hours=[weekly(1, 540, 1020)],
+        request_id=uuid.uuid4().hex,
+    ),
+    "GetWorkingHours": lambda w: schedules_pb2.GetWorkingHoursRequest(
+        organization_id=w.org, provider_id=w.bookable.provider_id
+    ),
+    "ReplaceDateOverrides": lambda w: schedules_pb2.ReplaceDateOverridesRequest(
+        organization_id=w.org,
+        provider_id=w.provider.id,
+        start_date=_date(10),
+        end_date=_date(12),
+        date_overrides=[resources_pb2.DateOverride(date=_date(11), closed=True)],
+        request_id=uuid.uuid4().hex,
+    ),
+    "GetDateOverrides": lambda w: schedules_pb2.GetDateOverridesRequest(
+        organization_id=w.org, provider_id=w.provider.id, start_date=_date(0), end_date=_date(30)
+    ),
+    "CreateTimeOff": lambda w: schedules_pb2.CreateTimeOffRequest(
+        organization_id=w.org,
+        time_off=resources_pb2.TimeOff(
+            provider_id=w.provider.id,
+            start_time=_at(days=20),
+            end_time=_at(days=21),
+            reason="holiday",
+        ),
+        request_id=uuid.uuid4().hex,
+    ),
+    "DeleteTimeOff": lambda w: schedules_pb2.DeleteTimeOffRequest(
+        organization_id=w.org, time_off_id=str(uuid.uuid4()), request_id=uuid.uuid4().hex
+    ),
+    "ListTimeOff": lambda w: schedules_pb2.ListTimeOffRequest(
+        organization_id=w.org, provider_id=w.bookable.provider_id, order_by="start_time"
+    ),
+    "GetAvailability": lambda w: availability_pb2.GetAvailabilityRequest(
+        organization_id=w.org,
+        provider_ids=[w.bookable.provider_id, w.provider.id],
+        service_id=w.bookable.service_id,
+        start_time=_at(days=1),
+        end_time=_at(days=8),
+        time_zone="America/New_York",
+        first_available_count=3,
+    ),
+    "CheckConflicts": lambda w: availability_pb2.CheckConflictsRequest(
+        organization_id=w.org,
+        provider_id=w.bookable.provider_id,
+        service_id=w.bookable.service_id,
+        start_time=_at(days=3),
+        exclude_appointment_id=w.appointment_id,
+    ),
+    "CreateAppointment": lambda w: _appointment_request(w, days=30),
+    "GetAppointment": lambda w: appointments_pb2.GetAppointmentRequest(
+        organization_id=w.org, appointment_id=w.appointment_id
+    ),
+    "RescheduleAppointment": lambda w: appointments_pb2.RescheduleAppointmentRequest(
+        organization_id=w.org,
+        appointment_id=w.appointment_id,
+        start_time=_at(days=40, minutes=random.randrange(0, 24 * 60, 30)),
+        provider_id=w.bookable.provider_id,
+        request_id=uuid.uuid4().hex,
+    ),
+    "CancelAppointment": lambda w: appointments_pb2.CancelAppointmentRequest(
+        organization_id=w.org,
+        appointment_id=str(uuid.uuid4()),
+        reason="client called",
+        request_id=uuid.uuid4().hex,
+    ),
+    "ConfirmAppointment": lambda w: appointments_pb2.ConfirmAppointmentRequest(
+        organization_id=w.org, appointment_id=str(uuid.uuid4()), request_id=uuid.uuid4().hex
+    ),
+    "CompleteAppointment": lambda w: appointments_pb2.CompleteAppointmentRequest(
+        organization_id=w.org, appointment_id=str(uuid.uuid4()), request_id=uuid.uuid4().hex
+    ),
+    "MarkAppointmentNoShow": lambda w: appointments_pb2.MarkAppointmentNoShowRequest(
+        organization_id=w.org, appointment_id=str(uuid.uuid4()), request_id=uuid.uuid4().hex
     ),
 }
 
@@ -363,6 +529,10 @@ async def known_ids(world: World, channel: grpc.aio.Channel) -> list[str]:
         world.service.id,
         world.client.id,
         world.client.id.upper(),
+        world.bookable.provider_id,
+        world.bookable.service_id,
+        world.appointment_id,
+        world.time_off_id,
         str(uuid.uuid4()),
         page.next_page_token or "x",
     ]
@@ -508,6 +678,18 @@ def _zone_requests(world: World, zone: str) -> list[tuple[str, str, Message]]:
                 provider=resources_pb2.Provider(id=world.provider.id, time_zone=zone),
             ),
         ),
+        (
+            "GetAvailability",
+            "time_zone",
+            availability_pb2.GetAvailabilityRequest(
+                organization_id=world.org,
+                provider_ids=[world.bookable.provider_id],
+                service_id=world.bookable.service_id,
+                start_time=_at(days=1),
+                end_time=_at(days=2),
+                time_zone=zone,
+            ),
+        ),
     ]
 
 
@@ -578,6 +760,8 @@ _DELIBERATE = {
     grpc.StatusCode.ABORTED,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.NOT_FOUND,
+    # A booking whose slot another valid request took (TIME_SLOT_TAKEN).
+    grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
