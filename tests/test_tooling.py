@@ -139,23 +139,49 @@ def test_public_surfaces() -> None:
     assert "running_server" in server.testing.__all__
 
 
-async def test_readme_grpcurl_block_runs_as_written(booking_server: RunningServer) -> None:
-    """The README's grpcurl examples, run verbatim against a real server (only the
-    address and the grpcurl path differ), twice: the block can be run again."""
+async def _run_readme_block(section: str, target: str) -> list[str]:
+    """The first ``sh`` block under ``section`` of the README, run verbatim
+    against a real server (only the address and the grpcurl path differ), twice:
+    a block can be run again. Returns both outputs."""
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("```sh\n", readme.index("## grpcurl")) + len("```sh\n")
+    start = readme.index("```sh\n", readme.index(section)) + len("```sh\n")
     block = readme[start : readme.index("```", start)]
     assert "ADDR=localhost:50051" in block and ".venv/bin/grpcurl" in block
-    script = block.replace("ADDR=localhost:50051", f"ADDR={booking_server.target}").replace(
+    script = block.replace("ADDR=localhost:50051", f"ADDR={target}").replace(
         ".venv/bin/grpcurl", _grpcurl()
     )
+    outputs = []
     for _ in range(2):
         proc = await asyncio.create_subprocess_exec(
             "bash", "-u", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         out = (await proc.communicate())[0].decode()
-        assert proc.returncode != 0  # the last example is the bad input
+        assert proc.returncode != 0, out  # the last example is a refusal
+        outputs.append(out)
+    return outputs
+
+
+async def test_readme_grpcurl_block_runs_as_written(booking_server: RunningServer) -> None:
+    for out in await _run_readme_block("## grpcurl", booking_server.target):
         _check_readme_output(out)
+
+
+async def test_readme_booking_block_runs_as_written(booking_server: RunningServer) -> None:
+    for out in await _run_readme_block("## Booking with grpcurl", booking_server.target):
+        for expected in (
+            '"provider_id"',  # the offering
+            '"day_of_week": "FRIDAY"',  # the stored weekly hours
+            '"intervals"',  # the override
+            '"reason": "training"',  # the time off
+            '"first_available"',
+            '"local_time"',
+            '"bookable": true',  # CheckConflicts before booking
+            '"status": "APPOINTMENT_STATUS_PENDING"',  # booked
+            '"reason": "CONFLICT_REASON_OVERLAP"',  # CheckConflicts after
+            "TIME_SLOT_TAKEN",  # the second booking
+        ):
+            assert expected in out, f"{expected!r} not in the README block's output:\n{out}"
+        assert "Traceback" not in out and "INTERNAL" not in out, out
 
 
 def _check_readme_output(out: str) -> None:
