@@ -1,0 +1,516 @@
+"""AvailabilityService through a real channel on a real PostgreSQL:
+CheckConflicts (every reason, with ids and intervals; exclude_appointment_id;
+NOT_FOUND; validation) and GetAvailability (several providers with their
+per-provider errors, first_available, the request's zone, policy overrides,
+limits and validation).
+
+Calendars are written with SQL (helpers below, shared with the oracle test)
+until the schedule RPCs exist."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import grpc
+import pytest
+import pytest_asyncio
+from booking.v1 import (
+    availability_pb2,
+    catalog_pb2,
+    clients_pb2,
+    common_pb2,
+    providers_pb2,
+    resources_pb2,
+)
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from server import booking
+from server.db.engine import to_asyncpg_dsn
+from server.errors import ServiceError
+from server.handlers._conflicts import refusal, taken
+from server.ids import uuid7
+from tests.conftest import Stubs, details, new_org, violated_fields
+
+R = availability_pb2.ConflictReason
+
+
+# -- calendars written with SQL ----------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class Setup:
+    org: str
+    provider_id: str
+    service_id: str
+    client_id: str
+    zone: ZoneInfo
+
+
+async def make_provider(
+    stubs: Stubs,
+    db: asyncpg.Connection,
+    org: str,
+    service_id: str,
+    *,
+    zone: str,
+    offered: bool = True,
+    offering_duration: int | None = None,
+) -> str:
+    provider = await stubs.providers.CreateProvider(
+        providers_pb2.CreateProviderRequest(
+            organization_id=org,
+            provider=resources_pb2.Provider(display_name="Pat", time_zone=zone),
+        )
+    )
+    pid = provider.provider.id
+    if offered:
+        await db.execute(
+            "INSERT INTO offerings (organization_id, provider_id, service_id, duration_minutes)"
+            " VALUES ($1, $2, $3, $4)",
+            org,
+            pid,
+            service_id,
+            offering_duration,
+        )
+    return pid
+
+
+async def make_setup(
+    stubs: Stubs,
+    db: asyncpg.Connection,
+    org: str,
+    *,
+    zone: str = "Europe/Berlin",
+    duration: int = 30,
+    before: int = 0,
+    after: int = 0,
+    offered: bool = True,
+) -> Setup:
+    service = await stubs.catalog.CreateService(
+        catalog_pb2.CreateServiceRequest(
+            organization_id=org,
+            service=resources_pb2.Service(
+                name="Cut",
+                duration_minutes=duration,
+                price=common_pb2.Money(currency_code="EUR", amount_minor=2500),
+                buffer_before_minutes=before,
+                buffer_after_minutes=after,
+            ),
+        )
+    )
+    sid = service.service.id
+    pid = await make_provider(stubs, db, org, sid, zone=zone, offered=offered)
+    client = await stubs.clients.CreateClient(
+        clients_pb2.CreateClientRequest(
+            organization_id=org, client=resources_pb2.Client(given_name="Cli", family_name="Ent")
+        )
+    )
+    return Setup(org, pid, sid, client.client.id, ZoneInfo(zone))
+
+
+async def add_hours(
+    db: asyncpg.Connection,
+    org: str,
+    provider_id: str,
+    rules: Sequence[tuple[int, int, int] | tuple[int, int, int, date | None, date | None]],
+) -> None:
+    """Weekly rules (ISO weekday, start minute, end minute[, valid_from, valid_to])."""
+    await db.executemany(
+        "INSERT INTO working_hours (organization_id, id, provider_id, weekday, start_minute,"
+        " end_minute, valid_from, valid_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [
+            (org, uuid7(), provider_id, r[0], r[1], r[2], *(r[3:] if len(r) == 5 else (None, None)))
+            for r in rules
+        ],
+    )
+
+
+async def add_override(
+    db: asyncpg.Connection,
+    org: str,
+    provider_id: str,
+    on: date,
+    intervals: Sequence[tuple[int, int]],
+) -> None:
+    """A date's own hours; no intervals = closed."""
+    if not intervals:
+        await db.execute(
+            "INSERT INTO date_overrides (organization_id, id, provider_id, on_date, closed)"
+            " VALUES ($1, $2, $3, $4, true)",
+            org,
+            uuid7(),
+            provider_id,
+            on,
+        )
+        return
+    await db.executemany(
+        "INSERT INTO date_overrides (organization_id, id, provider_id, on_date, closed,"
+        " start_minute, end_minute) VALUES ($1, $2, $3, $4, false, $5, $6)",
+        [(org, uuid7(), provider_id, on, a, b) for a, b in intervals],
+    )
+
+
+async def add_time_off(
+    db: asyncpg.Connection, org: str, provider_id: str, start: datetime, end: datetime
+) -> str:
+    tid = uuid7()
+    await db.execute(
+        "INSERT INTO time_off (organization_id, id, provider_id, during)"
+        " VALUES ($1, $2, $3, tstzrange($4, $5))",
+        org,
+        tid,
+        provider_id,
+        start,
+        end,
+    )
+    return tid
+
+
+async def add_appointment(
+    db: asyncpg.Connection,
+    s: Setup,
+    start: datetime,
+    end: datetime,
+    *,
+    before: int = 0,
+    after: int = 0,
+    status: str = "confirmed",
+    provider_id: str | None = None,
+) -> str:
+    aid = uuid7()
+    await db.execute(
+        "INSERT INTO appointments (organization_id, id, provider_id, client_id, service_id,"
+        " during, status, price_minor, currency, buffer_before_minutes, buffer_after_minutes,"
+        " occupied) VALUES ($1, $2, $3, $4, $5, tstzrange($6, $7), $8, 2500, 'EUR', $9, $10,"
+        " tstzrange($6 - make_interval(mins => $9), $7 + make_interval(mins => $10)))",
+        s.org,
+        aid,
+        provider_id or s.provider_id,
+        s.client_id,
+        s.service_id,
+        start,
+        end,
+        status,
+        before,
+        after,
+    )
+    return aid
+
+
+def ts(value: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value.astimezone(UTC))
+    return out
+
+
+def at(zone: ZoneInfo, on: date, minute: int) -> datetime:
+    return datetime(on.year, on.month, on.day, minute // 60, minute % 60, tzinfo=zone)
+
+
+def next_monday(days_ahead: int = 10) -> date:
+    d = datetime.now(UTC).date() + timedelta(days=days_ahead)
+    return d + timedelta(days=(7 - d.weekday()) % 7)
+
+
+def check_request(
+    s: Setup, start: datetime, **kw: object
+) -> availability_pb2.CheckConflictsRequest:
+    fields: dict[str, object] = {
+        "organization_id": s.org,
+        "provider_id": s.provider_id,
+        "service_id": s.service_id,
+        "start_time": ts(start),
+    }
+    return availability_pb2.CheckConflictsRequest(**{**fields, **kw})  # type: ignore[arg-type]
+
+
+def as_dt(t: timestamp_pb2.Timestamp) -> datetime:
+    return t.ToDatetime(tzinfo=UTC)
+
+
+# -- CheckConflicts ---------------------------------------------------------------------------
+
+
+async def test_check_conflicts_free_time_is_bookable(
+    stubs: Stubs, db: asyncpg.Connection, org: str
+) -> None:
+    s = await make_setup(stubs, db, org, duration=45, before=10, after=5)
+    await add_hours(db, org, s.provider_id, [(1, 9 * 60, 17 * 60)])
+    monday = next_monday()
+    start = at(s.zone, monday, 10 * 60)
+    got = await stubs.availability.CheckConflicts(check_request(s, start))
+    assert got.bookable and not got.conflicts
+    assert as_dt(got.start_time) == start
+    assert as_dt(got.end_time) == start + timedelta(minutes=45)
+    assert as_dt(got.occupied_start_time) == start - timedelta(minutes=10)
+    assert as_dt(got.occupied_end_time) == start + timedelta(minutes=50)
+
+
+async def test_check_conflicts_reports_every_reason(
+    stubs: Stubs, db: asyncpg.Connection, org: str
+) -> None:
+    s = await make_setup(stubs, db, org, duration=60, before=15, after=15, offered=False)
+    await add_hours(db, org, s.provider_id, [(1, 9 * 60, 12 * 60)])
+    monday = next_monday()
+    z, m = s.zone, monday
+    # The appointment [11:30, 12:30) occupies [11:15, 12:45).
+    overlap = await add_appointment(db, s, at(z, m, 12 * 60 + 15), at(z, m, 13 * 60))
+    buffer = await add_appointment(db, s, at(z, m, 10 * 60 + 45), at(z, m, 11 * 60 + 5), after=15)
+    # Neither of these counts: another provider's, a cancelled one.
+    other = await make_provider(stubs, db, org, s.service_id, zone="Europe/Berlin")
+    await add_appointment(db, s, at(z, m, 11 * 60), at(z, m, 13 * 60), provider_id=other)
+    await add_appointment(db, s, at(z, m, 11 * 60 + 30), at(z, m, 11 * 60 + 45), status="cancelled")
+    off = await add_time_off(db, org, s.provider_id, at(z, m, 12 * 60 + 40), at(z, m, 14 * 60))
+    await add_time_off(db, org, s.provider_id, at(z, m, 12 * 60 + 45), at(z, m, 15 * 60))  # touches
+    await db.execute(
+        "UPDATE providers SET active = false WHERE organization_id = $1 AND id = $2",
+        org,
+        s.provider_id,
+    )
+    await db.execute(
+        "UPDATE services SET active = false WHERE organization_id = $1 AND id = $2",
+        org,
+        s.service_id,
+    )
+    start = at(z, m, 11 * 60 + 30)
+    got = await stubs.availability.CheckConflicts(check_request(s, start))
+    assert not got.bookable
+    by = [(c.reason, c.appointment_id, c.time_off_id) for c in got.conflicts]
+    assert by == [
+        (R.CONFLICT_REASON_OVERLAP, overlap, ""),
+        (R.CONFLICT_REASON_BUFFER, buffer, ""),
+        (R.CONFLICT_REASON_TIME_OFF, "", off),
+        (R.CONFLICT_REASON_OUTSIDE_HOURS, "", ""),
+        (R.CONFLICT_REASON_PROVIDER_INACTIVE, "", ""),
+        (R.CONFLICT_REASON_SERVICE_NOT_OFFERED, "", ""),
+        (R.CONFLICT_REASON_SERVICE_INACTIVE, "", ""),
+    ]
+    spans = [(as_dt(c.start_time), as_dt(c.end_time)) for c in got.conflicts[:4]]
+    assert spans == [
+        (at(z, m, 12 * 60 + 15), at(z, m, 13 * 60)),
+        (at(z, m, 10 * 60 + 45), at(z, m, 11 * 60 + 5)),  # without its buffer
+        (at(z, m, 12 * 60 + 40), at(z, m, 14 * 60)),
+        (at(z, m, 12 * 60), at(z, m, 12 * 60 + 30)),  # the part outside the hours
+    ]
+    for c in got.conflicts[4:]:
+        assert not c.HasField("start_time") and not c.HasField("end_time")
+
+    # The appointment being rescheduled does not count against itself.
+    got = await stubs.availability.CheckConflicts(
+        check_request(s, start, exclude_appointment_id=overlap)
+    )
+    assert [c.reason for c in got.conflicts][:2] == [
+        R.CONFLICT_REASON_BUFFER,
+        R.CONFLICT_REASON_TIME_OFF,
+    ]
+
+
+async def test_check_conflicts_policy(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    s = await make_setup(stubs, db, org)
+    await add_hours(db, org, s.provider_id, [(d, 0, 1440) for d in range(1, 8)])
+    start = at(s.zone, next_monday(), 10 * 60)
+    before = datetime.now(UTC)
+    got = await stubs.availability.CheckConflicts(
+        check_request(s, start, min_notice_minutes=525_600)
+    )
+    after = datetime.now(UTC)
+    assert [c.reason for c in got.conflicts] == [R.CONFLICT_REASON_MIN_NOTICE]
+    earliest = as_dt(got.conflicts[0].start_time) - timedelta(minutes=525_600)
+    assert before <= earliest <= after
+    got = await stubs.availability.CheckConflicts(check_request(s, start, booking_horizon_days=1))
+    assert [c.reason for c in got.conflicts] == [R.CONFLICT_REASON_BEYOND_HORIZON]
+    assert before <= as_dt(got.conflicts[0].start_time) - timedelta(days=1) <= datetime.now(UTC)
+    # The past is never bookable (min notice 0 by default); the horizon is 365 days.
+    got = await stubs.availability.CheckConflicts(
+        check_request(s, datetime.now(UTC) - timedelta(hours=1))
+    )
+    assert [c.reason for c in got.conflicts] == [R.CONFLICT_REASON_MIN_NOTICE]
+    got = await stubs.availability.CheckConflicts(
+        check_request(s, datetime.now(UTC) + timedelta(days=366))
+    )
+    assert [c.reason for c in got.conflicts] == [R.CONFLICT_REASON_BEYOND_HORIZON]
+    # The service's own policy replaces the organization's.
+    await db.execute(
+        "UPDATE services SET min_notice_minutes = 525600 WHERE organization_id = $1 AND id = $2",
+        org,
+        s.service_id,
+    )
+    got = await stubs.availability.CheckConflicts(check_request(s, start))
+    assert [c.reason for c in got.conflicts] == [R.CONFLICT_REASON_MIN_NOTICE]
+    got = await stubs.availability.CheckConflicts(check_request(s, start, min_notice_minutes=0))
+    assert got.bookable
+
+
+async def test_check_conflicts_not_found(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    s = await make_setup(stubs, db, org)
+    other_org = await new_org(stubs)
+    foreign = await make_setup(stubs, db, other_org)
+    start = at(s.zone, next_monday(), 600)
+    cases = [
+        (check_request(s, start, provider_id=str(uuid.uuid4())), "PROVIDER_NOT_FOUND"),
+        (check_request(s, start, provider_id=foreign.provider_id), "PROVIDER_NOT_FOUND"),
+        (check_request(s, start, service_id=foreign.service_id), "SERVICE_NOT_FOUND"),
+        (
+            check_request(s, start, exclude_appointment_id=str(uuid.uuid4())),
+            "APPOINTMENT_NOT_FOUND",
+        ),
+    ]
+    for request, reason in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.availability.CheckConflicts(request)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert details(err.value)["ErrorInfo"].reason == reason
+
+
+async def test_check_conflicts_validation(stubs: Stubs, org: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.availability.CheckConflicts(
+            availability_pb2.CheckConflictsRequest(
+                organization_id="nope",
+                provider_id="",
+                service_id="x",
+                exclude_appointment_id="y",
+                min_notice_minutes=-1,
+                booking_horizon_days=731,
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(err.value) == {
+        "organization_id",
+        "provider_id",
+        "service_id",
+        "exclude_appointment_id",
+        "start_time",
+        "min_notice_minutes",
+        "booking_horizon_days",
+    }
+
+
+def unpack_status(status: status_pb2.Status) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for any_msg in status.details:
+        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.ResourceInfo):
+            if any_msg.Is(cls.DESCRIPTOR):
+                msg = cls()
+                any_msg.Unpack(msg)
+                out[cls.__name__] = msg
+    return out
+
+
+# -- the booking writes' refusal errors (server.handlers._conflicts) -------------------------
+
+
+def _evaluation(*conflicts: booking.Conflict) -> booking.Evaluation:
+    start = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    return booking.Evaluation(
+        provider_id="p",
+        service_id="s",
+        start=start,
+        end=start + timedelta(minutes=30),
+        occupied_start=start,
+        occupied_end=start + timedelta(minutes=30),
+        duration_minutes=30,
+        buffer_before_minutes=0,
+        buffer_after_minutes=0,
+        price_minor=100,
+        currency="EUR",
+        conflicts=conflicts,
+    )
+
+
+def _refusal_details(
+    error: ServiceError,
+) -> tuple[
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.PreconditionFailure,
+    list[availability_pb2.Conflict],
+]:
+    status = error.to_status()
+    assert status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    info = error_details_pb2.ErrorInfo()
+    failure = error_details_pb2.PreconditionFailure()
+    conflicts: list[availability_pb2.Conflict] = []
+    assert status.details[0].Unpack(info)
+    for any_msg in status.details[1:]:
+        if any_msg.Is(failure.DESCRIPTOR):
+            any_msg.Unpack(failure)
+        else:
+            c = availability_pb2.Conflict()
+            assert any_msg.Unpack(c)
+            conflicts.append(c)
+    return info, failure, conflicts
+
+
+def test_refusal_taken_names_the_first_appointment() -> None:
+    t0 = datetime(2026, 3, 8, 6, 30, tzinfo=UTC)
+    t1 = datetime(2026, 3, 8, 7, 15, 30, tzinfo=UTC)
+    ev = _evaluation(
+        booking.Conflict(booking.Reason.OVERLAP, appointment_id="a1", start=t0, end=t1),
+        booking.Conflict(booking.Reason.BUFFER, appointment_id="a2", start=t1, end=t1),
+        booking.Conflict(booking.Reason.TIME_OFF, time_off_id="t1", start=t0, end=t1),
+        booking.Conflict(booking.Reason.OUTSIDE_HOURS, start=t0, end=t1),
+        booking.Conflict(booking.Reason.PROVIDER_INACTIVE),
+    )
+    info, failure, conflicts = _refusal_details(refusal(ev, field_prefix="appointment."))
+    assert info.reason == "TIME_SLOT_TAKEN"
+    assert dict(info.metadata) == {
+        "appointment_id": "a1",
+        "start_time": "2026-03-08T06:30:00Z",
+        "end_time": "2026-03-08T07:15:30Z",
+    }
+    assert [(v.type, v.subject) for v in failure.violations] == [
+        ("CONFLICT_REASON_OVERLAP", "appointments/a1"),
+        ("CONFLICT_REASON_BUFFER", "appointments/a2"),
+        ("CONFLICT_REASON_TIME_OFF", "time_off/t1"),
+        ("CONFLICT_REASON_OUTSIDE_HOURS", "appointment.start_time"),
+        ("CONFLICT_REASON_PROVIDER_INACTIVE", "appointment.provider_id"),
+    ]
+    assert [c.reason for c in conflicts] == [
+        R.CONFLICT_REASON_OVERLAP,
+        R.CONFLICT_REASON_BUFFER,
+        R.CONFLICT_REASON_TIME_OFF,
+        R.CONFLICT_REASON_OUTSIDE_HOURS,
+        R.CONFLICT_REASON_PROVIDER_INACTIVE,
+    ]
+    assert conflicts[0].appointment_id == "a1" and as_dt(conflicts[0].end_time) == t1
+    assert conflicts[2].time_off_id == "t1"
+
+    info, failure, conflicts = _refusal_details(taken(ev.conflicts))
+    assert info.reason == "TIME_SLOT_TAKEN"
+    assert [v.type for v in failure.violations] == [
+        "CONFLICT_REASON_OVERLAP",
+        "CONFLICT_REASON_BUFFER",
+    ]
+
+
+def test_refusal_by_the_rules() -> None:
+    t0 = datetime(2026, 3, 8, 6, 30, tzinfo=UTC)
+    ev = _evaluation(
+        booking.Conflict(booking.Reason.MIN_NOTICE, start=t0),
+        booking.Conflict(booking.Reason.SERVICE_NOT_OFFERED),
+        booking.Conflict(booking.Reason.SERVICE_INACTIVE),
+    )
+    info, failure, conflicts = _refusal_details(refusal(ev))
+    assert info.reason == "BOOKING_NOT_ALLOWED"
+    assert not info.metadata
+    assert [(v.type, v.subject) for v in failure.violations] == [
+        ("CONFLICT_REASON_MIN_NOTICE", "start_time"),
+        ("CONFLICT_REASON_SERVICE_NOT_OFFERED", "service_id"),
+        ("CONFLICT_REASON_SERVICE_INACTIVE", "service_id"),
+    ]
+    assert as_dt(conflicts[0].start_time) == t0 and not conflicts[0].HasField("end_time")
