@@ -1,0 +1,184 @@
+"""Appointments: the booking writes' SQL.
+
+The database forbids a double booking: ``ex_appointments_no_overlap`` (GiST,
+``organization_id =, provider_id =, occupied &&`` over the blocking statuses).
+Every write of an appointment's time goes through :func:`interval_values`, so
+``during`` and ``occupied`` (``[start - buffer_before, end + buffer_after)``)
+are always written together, in the same statement. A write that loses a race
+for the time raises ``asyncpg.ExclusionViolationError``; :func:`occupying`
+then names the committed appointments in the way (READ COMMITTED: a fresh
+statement sees the winner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from server.booking import Conflict, Reason
+from server.db import schema
+from server.db.engine import Conn
+from server.queries._crud import _AUDIT_INSERT, Audit, Entity, _audit_args
+
+__all__ = [
+    "APPOINTMENT",
+    "BLOCKING",
+    "Slot",
+    "client_exists",
+    "insert_appointment",
+    "interval_values",
+    "occupying",
+]
+
+APPOINTMENT = Entity.of(
+    schema.appointments,
+    "appointment",
+    (
+        "provider_id",
+        "client_id",
+        "service_id",
+        "during",
+        "occupied",
+        "buffer_before_minutes",
+        "buffer_after_minutes",
+        "status",
+        "price_minor",
+        "currency",
+        "external_id",
+        "notes",
+        "cancel_reason",
+    ),
+)
+
+# Statuses that hold the provider's time (the exclusion constraint's predicate).
+BLOCKING = schema.BLOCKING_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The provider's time a write tries to take."""
+
+    provider_id: str
+    start: datetime
+    end: datetime
+    buffer_before_minutes: int
+    buffer_after_minutes: int
+
+    @property
+    def occupied_start(self) -> datetime:
+        return self.start - timedelta(minutes=self.buffer_before_minutes)
+
+    @property
+    def occupied_end(self) -> datetime:
+        return self.end + timedelta(minutes=self.buffer_after_minutes)
+
+
+def interval_values(slot: Slot) -> dict[str, Any]:
+    """The columns of an appointment's time, always written together."""
+    return {
+        "provider_id": slot.provider_id,
+        "during": asyncpg.Range(slot.start, slot.end),
+        "occupied": asyncpg.Range(slot.occupied_start, slot.occupied_end),
+        "buffer_before_minutes": slot.buffer_before_minutes,
+        "buffer_after_minutes": slot.buffer_after_minutes,
+    }
+
+
+@lru_cache(maxsize=16)
+def _insert_sql(columns: tuple[str, ...], action: str) -> str:
+    # queries._crud.insert_row with the audit action as a parameter of the
+    # shape ("create" or "create_override"); action comes from code only.
+    all_cols = ("organization_id", "id", *columns)
+    n = len(all_cols)
+    values = ", ".join(f"${i}" for i in range(1, n + 1))
+    audit = _AUDIT_INSERT.format(
+        org="organization_id",
+        action=action,
+        rtype=APPOINTMENT.resource_type,
+        p0=n + 1,
+        p1=n + 2,
+        p2=n + 3,
+        p3=n + 4,
+        p4=n + 5,
+    )
+    return (
+        f"WITH row AS (INSERT INTO appointments ({', '.join(all_cols)}) VALUES ({values}) "
+        f"RETURNING *), {audit} SELECT {', '.join(APPOINTMENT.columns)} FROM row"
+    )
+
+
+_ACTIONS = frozenset({"create", "create_override"})
+
+
+async def insert_appointment(
+    conn: Conn,
+    *,
+    org_id: str,
+    row_id: str,
+    values: Mapping[str, Any],
+    audit: Audit,
+    action: str,
+) -> asyncpg.Record:
+    """Insert an appointment (``values`` include :func:`interval_values`) and
+    its audit event ``action`` in one statement. Raises
+    ``asyncpg.ExclusionViolationError`` when a committed appointment occupies
+    the time (after waiting for an uncommitted one to commit or roll back)."""
+    if action not in _ACTIONS:
+        raise ValueError(f"unknown create action {action!r}")
+    columns, args = APPOINTMENT.with_derived(values)
+    row = await conn.fetchrow(
+        _insert_sql(columns, action), org_id, row_id, *args, *_audit_args(audit, ())
+    )
+    assert row is not None
+    return row
+
+
+async def client_exists(conn: Conn, org_id: str, client_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM clients WHERE organization_id = $1 AND id = $2", org_id, client_id
+        )
+    )
+
+
+_OCCUPYING_SQL = (
+    "SELECT id::text AS id, lower(during) AS start_at, upper(during) AS end_at, "
+    "during && tstzrange($5, $6) AS overlap FROM appointments "
+    "WHERE organization_id = $1 AND provider_id = $2 AND occupied && tstzrange($3, $4) "
+    f"AND status IN ({', '.join(repr(s) for s in BLOCKING)}) "
+    "AND ($7::uuid IS NULL OR id <> $7::uuid) "
+    "ORDER BY NOT (during && tstzrange($5, $6)), lower(during), id"
+)
+
+
+async def occupying(
+    conn: Conn, org_id: str, slot: Slot, *, exclude_id: str | None = None
+) -> list[Conflict]:
+    """The committed blocking appointments of the slot's provider whose occupied
+    time overlaps the slot's (but ``exclude_id``): OVERLAP when their
+    appointments themselves overlap, else BUFFER; by reason, then start. Served
+    by the exclusion constraint's GiST index."""
+    rows = await conn.fetch(
+        _OCCUPYING_SQL,
+        org_id,
+        slot.provider_id,
+        slot.occupied_start,
+        slot.occupied_end,
+        slot.start,
+        slot.end,
+        exclude_id,
+    )
+    return [
+        Conflict(
+            reason=Reason.OVERLAP if r["overlap"] else Reason.BUFFER,
+            appointment_id=r["id"],
+            start=r["start_at"],
+            end=r["end_at"],
+        )
+        for r in rows
+    ]
