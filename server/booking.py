@@ -30,8 +30,10 @@ __all__ = [
     "ProviderCalendar",
     "Reason",
     "calendars_from_rows",
+    "date_window",
     "evaluate_booking",
     "find_conflicts",
+    "policy_of",
 ]
 
 
@@ -138,13 +140,13 @@ async def evaluate_booking(
     start = start.astimezone(UTC)
     end = start + duration
     occupied = (start - before, end + after)
-    window = _date_window(start, end)
+    window = date_window(start, end)
     rows = await q.calendar_rows(
         conn, org_id, [provider_id], *window, occupied[0], occupied[1], exclude_appointment_id
     )
     zones = {provider_id: ZoneInfo(head["time_zone"])}
     cal = calendars_from_rows(rows, zones, window)[provider_id]
-    notice, horizon = _policy(policy, head)
+    notice, horizon = policy_of(policy, head)
     conflicts = find_conflicts(
         cal,
         start=start,
@@ -186,7 +188,7 @@ def _conflict_order(c: Conflict) -> tuple[int, datetime]:
     return (_REASON_ORDER[c.reason], c.start or _MIN)
 
 
-def _policy(policy: Policy, head: asyncpg.Record) -> tuple[timedelta, timedelta]:
+def policy_of(policy: Policy, head: asyncpg.Record) -> tuple[timedelta, timedelta]:
     """(minimum notice, horizon): the request's, else the service's, else the
     organization's (the header's COALESCE)."""
     notice = policy.min_notice_minutes
@@ -197,7 +199,7 @@ def _policy(policy: Policy, head: asyncpg.Record) -> tuple[timedelta, timedelta]
     )
 
 
-def _date_window(first: datetime, last: datetime) -> tuple[date, date]:
+def date_window(first: datetime, last: datetime) -> tuple[date, date]:
     """Business dates to load for instants [first, last] in any zone: a
     business date is within a day of the UTC date, plus a day each side for
     the stretches that cross midnight."""

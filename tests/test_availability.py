@@ -514,3 +514,250 @@ def test_refusal_by_the_rules() -> None:
         ("CONFLICT_REASON_SERVICE_INACTIVE", "service_id"),
     ]
     assert as_dt(conflicts[0].start_time) == t0 and not conflicts[0].HasField("end_time")
+
+
+# -- GetAvailability -----------------------------------------------------------------------------
+
+
+def availability_request(
+    s: Setup,
+    start: datetime,
+    end: datetime,
+    provider_ids: Sequence[str] | None = None,
+    **kw: object,
+) -> availability_pb2.GetAvailabilityRequest:
+    return availability_pb2.GetAvailabilityRequest(
+        organization_id=s.org,
+        provider_ids=list(provider_ids) if provider_ids is not None else [s.provider_id],
+        service_id=s.service_id,
+        start_time=ts(start),
+        end_time=ts(end),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def starts(entry: availability_pb2.ProviderAvailability) -> list[datetime]:
+    return [as_dt(slot.start_time) for slot in entry.slots]
+
+
+async def test_slots_of_a_day(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    s = await make_setup(stubs, db, org, duration=30, before=0, after=15)
+    # 09:00-12:00 and 12:00-13:00 touch: one stretch; 14:00-14:20 is too short.
+    await add_hours(db, org, s.provider_id, [(1, 540, 720), (1, 720, 780), (1, 840, 860)])
+    z, m = s.zone, next_monday()
+    await add_appointment(db, s, at(z, m, 600), at(z, m, 630))  # 10:00-10:30
+    got = await stubs.availability.GetAvailability(
+        availability_request(s, at(z, m, 0), at(z, m + timedelta(days=1), 0))
+    )
+    (entry,) = got.providers
+    assert entry.provider_id == s.provider_id and entry.time_zone == "Europe/Berlin"
+    assert not entry.HasField("error")
+    # 09:30 would occupy until 10:15; 10:30 is free again (no buffer before).
+    expected = [540, 630, 660, 690, 720, 750]
+    assert starts(entry) == [at(z, m, x).astimezone(UTC) for x in expected]
+    first = entry.slots[0]
+    assert as_dt(first.end_time) == at(z, m, 570)
+    assert (first.local_date.year, first.local_date.month, first.local_date.day) == (
+        m.year,
+        m.month,
+        m.day,
+    )
+    assert (first.local_time.hours, first.local_time.minutes) == (9, 0)
+    assert first.utc_offset_minutes == at(z, m, 540).utcoffset().total_seconds() // 60  # type: ignore[union-attr]
+    # A step of 20 minutes from the stretch's start (09:00); 09:20-10:20 would
+    # occupy 10:00; the range cuts the slots.
+    got = await stubs.availability.GetAvailability(
+        availability_request(s, at(z, m, 545), at(z, m, 700), slot_step_minutes=20)
+    )
+    assert starts(got.providers[0]) == [at(z, m, x).astimezone(UTC) for x in (640, 660, 680)]
+    # The request's zone for the local fields.
+    got = await stubs.availability.GetAvailability(
+        availability_request(s, at(z, m, 0), at(z, m, 560), time_zone="America/New_York")
+    )
+    entry = got.providers[0]
+    assert entry.time_zone == "America/New_York"
+    ny = at(z, m, 540).astimezone(ZoneInfo("America/New_York"))
+    assert (entry.slots[0].local_time.hours, entry.slots[0].local_time.minutes) == (
+        ny.hour,
+        ny.minute,
+    )
+    assert entry.slots[0].utc_offset_minutes == -300
+
+
+async def test_providers_and_their_errors(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    s = await make_setup(stubs, db, org, duration=30)
+    longer = await make_provider(
+        stubs, db, org, s.service_id, zone="America/New_York", offering_duration=60
+    )
+    inactive = await make_provider(stubs, db, org, s.service_id, zone="Europe/Berlin")
+    not_offered = await make_provider(
+        stubs, db, org, s.service_id, zone="Europe/Berlin", offered=False
+    )
+    foreign = await make_setup(stubs, db, await new_org(stubs))
+    unknown = str(uuid.uuid4())
+    for pid in (s.provider_id, longer, inactive, not_offered):
+        await add_hours(db, org, pid, [(d, 0, 1440) for d in range(1, 8)])
+    await db.execute(
+        "UPDATE providers SET active = false WHERE organization_id = $1 AND id = $2", org, inactive
+    )
+    z, m = s.zone, next_monday()
+    ids = [s.provider_id, unknown, foreign.provider_id, inactive, not_offered, longer]
+    got = await stubs.availability.GetAvailability(
+        availability_request(
+            s, at(z, m, 600), at(z, m, 720), ids, slot_step_minutes=30, first_available_count=5
+        )
+    )
+    assert [e.provider_id for e in got.providers] == ids
+    errors = [
+        (e.error.code, unpack_status(e.error)["ErrorInfo"].reason)  # type: ignore[attr-defined]
+        for e in got.providers[1:5]
+    ]
+    assert errors == [
+        (grpc.StatusCode.NOT_FOUND.value[0], "PROVIDER_NOT_FOUND"),
+        (grpc.StatusCode.NOT_FOUND.value[0], "PROVIDER_NOT_FOUND"),
+        (grpc.StatusCode.FAILED_PRECONDITION.value[0], "PROVIDER_INACTIVE"),
+        (grpc.StatusCode.FAILED_PRECONDITION.value[0], "SERVICE_NOT_OFFERED"),
+    ]
+    assert all(not e.slots for e in got.providers[1:5])
+    assert not got.providers[0].HasField("error") and not got.providers[5].HasField("error")
+    assert got.providers[5].time_zone == "America/New_York"
+    expected = [at(z, m, x).astimezone(UTC) for x in range(600, 720, 30)]
+    assert starts(got.providers[0]) == expected
+    assert starts(got.providers[5]) == expected  # the offering's 60 minutes, step 30
+    assert [as_dt(sl.end_time) - as_dt(sl.start_time) for sl in got.providers[5].slots] == [
+        timedelta(minutes=60)
+    ] * 4
+    # Earliest first, ties by provider order in the request.
+    assert [(sl.provider_id, as_dt(sl.start_time)) for sl in got.first_available] == [
+        (s.provider_id, expected[0]),
+        (longer, expected[0]),
+        (s.provider_id, expected[1]),
+        (longer, expected[1]),
+        (s.provider_id, expected[2]),
+    ]
+    assert (
+        got.first_available[1].local_time.hours
+        == expected[0].astimezone(ZoneInfo("America/New_York")).hour
+    )
+
+
+async def test_service_errors(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    s = await make_setup(stubs, db, org)
+    z, m = s.zone, next_monday()
+    request = availability_request(s, at(z, m, 0), at(z, m, 600))
+    request.service_id = str(uuid.uuid4())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.availability.GetAvailability(request)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert details(err.value)["ErrorInfo"].reason == "SERVICE_NOT_FOUND"
+    await db.execute(
+        "UPDATE services SET active = false WHERE organization_id = $1 AND id = $2",
+        org,
+        s.service_id,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.availability.GetAvailability(
+            availability_request(s, at(z, m, 0), at(z, m, 600))
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details(err.value)["ErrorInfo"].reason == "SERVICE_INACTIVE"
+
+
+async def test_policy_overrides(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    s = await make_setup(stubs, db, org, duration=60)
+    await add_hours(db, org, s.provider_id, [(d, 0, 1440) for d in range(1, 8)])
+    now = datetime.now(UTC)
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    end = start + timedelta(days=3)
+    got = await stubs.availability.GetAvailability(availability_request(s, start, end))
+    slots = starts(got.providers[0])
+    assert slots and slots[0] >= now and slots[0] - now <= timedelta(hours=1)  # no past slots
+    got = await stubs.availability.GetAvailability(
+        availability_request(s, start, end, min_notice_minutes=24 * 60, booking_horizon_days=2)
+    )
+    slots = starts(got.providers[0])
+    assert slots[0] >= now + timedelta(days=1) and slots[0] - now <= timedelta(hours=25)
+    assert slots[-1] <= datetime.now(UTC) + timedelta(days=2)
+    assert slots[-1] >= now + timedelta(days=2) - timedelta(hours=1)
+    # Nothing within the horizon: no slots, no error.
+    got = await stubs.availability.GetAvailability(
+        availability_request(
+            s, now + timedelta(days=5), now + timedelta(days=6), booking_horizon_days=1
+        )
+    )
+    assert not got.providers[0].slots and not got.providers[0].HasField("error")
+
+
+async def test_get_availability_validation(stubs: Stubs, org: str) -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    pid = str(uuid.uuid4())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.availability.GetAvailability(
+            availability_pb2.GetAvailabilityRequest(
+                organization_id="x",
+                provider_ids=[pid, "nope", pid],
+                service_id="",
+                start_time=ts(start),
+                end_time=ts(start + timedelta(days=62, seconds=1)),
+                slot_step_minutes=4,
+                time_zone="Mars/Olympus",
+                min_notice_minutes=525_601,
+                booking_horizon_days=0,
+                first_available_count=1001,
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(err.value) == {
+        "organization_id",
+        "provider_ids[1]",
+        "provider_ids[2]",
+        "service_id",
+        "end_time",
+        "slot_step_minutes",
+        "time_zone",
+        "min_notice_minutes",
+        "booking_horizon_days",
+        "first_available_count",
+    }
+    bads: list[dict[str, object]] = [
+        {"provider_ids": []},
+        {"provider_ids": [str(uuid.uuid4()) for _ in range(101)]},
+        {"end_time": ts(start)},
+        {"slot_step_minutes": 1441},
+    ]
+    for bad in bads:
+        fields: dict[str, object] = {
+            "organization_id": org,
+            "provider_ids": [pid],
+            "service_id": pid,
+            "start_time": ts(start),
+            "end_time": ts(start + timedelta(days=1)),
+            **bad,
+        }
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.availability.GetAvailability(
+                availability_pb2.GetAvailabilityRequest(**fields)  # type: ignore[arg-type]
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(violated_fields(err.value)) == 1, bad
+
+
+async def test_limits_are_served(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    """100 providers over 62 days: the largest request is answered."""
+    s = await make_setup(stubs, db, org, duration=60)
+    await add_hours(db, org, s.provider_id, [(d, 540, 600) for d in range(1, 8)])
+    ids = [s.provider_id, *(str(uuid.uuid4()) for _ in range(99))]
+    start = datetime.combine(next_monday(), datetime.min.time(), tzinfo=UTC)
+    got = await stubs.availability.GetAvailability(
+        availability_request(
+            s,
+            start,
+            start + timedelta(days=62),
+            ids,
+            slot_step_minutes=5,
+            first_available_count=1000,
+        )
+    )
+    assert len(got.providers) == 100
+    assert len(got.providers[0].slots) == 62
+    assert len(got.first_available) == 62

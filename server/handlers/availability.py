@@ -5,18 +5,25 @@ module validates, reads with one pooled connection and encodes."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from booking.v1 import availability_pb2 as pb
 from booking.v1 import availability_pb2_grpc as pb_grpc
 from google.protobuf import timestamp_pb2
 
-from server import booking
+from server import booking, scheduling
+from server.errors import FailedPrecondition, NotFound
 from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.handlers._conflicts import encode_conflict
 from server.handlers._encoding import set_time, to_datetime
+from server.ids import is_uuid
+from server.queries import calendar as q
 from server.validation import Violations
 
 MAX_PROVIDERS = 100
@@ -47,6 +54,20 @@ def _required_time(ts: timestamp_pb2.Timestamp, field: str, v: Violations) -> da
     return value
 
 
+def _provider_ids(ids: list[str], v: Violations) -> None:
+    if not ids:
+        v.add("provider_ids", "is required", "REQUIRED")
+    elif len(ids) > MAX_PROVIDERS:
+        v.add("provider_ids", f"must hold at most {MAX_PROVIDERS} ids", "TOO_MANY")
+    seen: set[str] = set()
+    for i, pid in enumerate(ids):
+        if not is_uuid(pid):
+            v.add(f"provider_ids[{i}]", "must be a UUID", "INVALID_FORMAT")
+        elif pid in seen:
+            v.add(f"provider_ids[{i}]", "repeats an earlier provider id", "DUPLICATE")
+        seen.add(pid)
+
+
 @dataclass(frozen=True, slots=True)
 class _Provider:
     """A requested provider whose slots can be given."""
@@ -54,7 +75,41 @@ class _Provider:
     index: int
     id: str
     zone: ZoneInfo
-    duration_minutes: int
+    duration: timedelta
+
+
+def _provider_error(row: asyncpg.Record, pid: str) -> NotFound | FailedPrecondition | None:
+    if not row["provider_found"]:
+        return NotFound.of("provider", pid)
+    if not row["provider_active"]:
+        return FailedPrecondition(f"provider {pid!r} is inactive", reason="PROVIDER_INACTIVE")
+    if not row["offered"]:
+        return FailedPrecondition(
+            f"provider {pid!r} does not offer the service", reason="SERVICE_NOT_OFFERED"
+        )
+    return None
+
+
+def encode_slot(
+    provider_id: str,
+    start: datetime,
+    duration: timedelta,
+    zone: ZoneInfo,
+    new: Callable[..., pb.Slot] = pb.Slot,
+) -> pb.Slot:
+    local = start.astimezone(zone)
+    offset = local.utcoffset()
+    assert offset is not None
+    slot = new(provider_id=provider_id, utc_offset_minutes=int(offset.total_seconds()) // 60)
+    set_time(slot.start_time, start)
+    set_time(slot.end_time, start + duration)
+    slot.local_date.year, slot.local_date.month, slot.local_date.day = (
+        local.year,
+        local.month,
+        local.day,
+    )
+    slot.local_time.hours, slot.local_time.minutes = local.hour, local.minute
+    return slot
 
 
 class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
@@ -91,4 +146,104 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
         set_time(response.end_time, evaluation.end)
         set_time(response.occupied_start_time, evaluation.occupied_start)
         set_time(response.occupied_end_time, evaluation.occupied_end)
+        return response
+
+    async def GetAvailability(
+        self, request: pb.GetAvailabilityRequest, context: Context
+    ) -> pb.GetAvailabilityResponse:
+        timeout = timeout_of(context)
+        v = request_violations(request, zones=await self._deps.zones.ready(timeout))
+        v.uuid("organization_id", request.organization_id)
+        ids = list(request.provider_ids)
+        _provider_ids(ids, v)
+        v.uuid("service_id", request.service_id)
+        start = _required_time(request.start_time, "start_time", v)
+        end = _required_time(request.end_time, "end_time", v)
+        if start is not None and end is not None:
+            if end <= start:
+                v.add("end_time", "must be after start_time", "OUT_OF_RANGE")
+            elif end - start > MAX_RANGE:
+                v.add("end_time", "must be at most 62 days after start_time", "OUT_OF_RANGE")
+        if request.slot_step_minutes:
+            v.int_range("slot_step_minutes", request.slot_step_minutes, *STEP_RANGE)
+        if request.time_zone:
+            v.time_zone("time_zone", request.time_zone)
+        policy = _policy(request, v)
+        v.int_range("first_available_count", request.first_available_count, 0, MAX_FIRST_AVAILABLE)
+        v.raise_if_any()
+        assert start is not None and end is not None
+        org, service_id = request.organization_id, request.service_id
+        now = datetime.now(UTC)
+        response = pb.GetAvailabilityResponse()
+        async with self._deps.db.connection(timeout) as conn:
+            rows = await q.providers_header(conn, org, service_id, ids)
+            if not rows or rows[0]["ord"] != 0:
+                raise NotFound.of("service", service_id)
+            head = rows[0]
+            if not head["service_active"]:
+                raise FailedPrecondition(
+                    f"service {service_id!r} is inactive", reason="SERVICE_INACTIVE"
+                )
+            notice, horizon = booking.policy_of(policy, head)
+            rules_start = max(start, now + notice)
+            latest = now + horizon
+            request_zone = ZoneInfo(request.time_zone) if request.time_zone else None
+            valid: list[_Provider] = []
+            for index, (pid, row) in enumerate(zip(ids, rows[1:], strict=True)):
+                entry = response.providers.add(
+                    provider_id=pid, time_zone=request.time_zone or row["time_zone"] or ""
+                )
+                error = _provider_error(row, pid)
+                if error is not None:
+                    entry.error.CopyFrom(error.to_status())
+                    continue
+                minutes = row["offering_duration_minutes"] or head["duration_minutes"]
+                valid.append(
+                    _Provider(index, pid, ZoneInfo(row["time_zone"]), timedelta(minutes=minutes))
+                )
+            if not valid or rules_start >= end or rules_start > latest:
+                return response
+            longest = max(p.duration for p in valid)
+            before = timedelta(minutes=head["buffer_before_minutes"])
+            after = timedelta(minutes=head["buffer_after_minutes"])
+            window = booking.date_window(start, end + longest)
+            cal_rows = await q.calendar_rows(
+                conn,
+                org,
+                [p.id for p in valid],
+                *window,
+                rules_start - before,
+                min(end, latest) + longest + after,
+            )
+        calendars = booking.calendars_from_rows(cal_rows, {p.id: p.zone for p in valid}, window)
+        step_minutes = request.slot_step_minutes
+        per_provider: list[list[datetime]] = []
+        for p in valid:
+            cal = calendars[p.id]
+            rules = scheduling.SlotRules(
+                duration=p.duration,
+                before=before,
+                after=after,
+                step=timedelta(minutes=step_minutes) if step_minutes else p.duration,
+                earliest=rules_start,
+                before_end=end,
+                latest=latest,
+            )
+            starts = scheduling.slot_starts(cal.work(), cal.merged_busy(), rules)
+            per_provider.append(starts)
+            entry = response.providers[p.index]
+            zone = request_zone or p.zone
+            add = entry.slots.add
+            for s in starts:
+                encode_slot(p.id, s, p.duration, zone, add)
+        if request.first_available_count:
+            # Earliest first, ties by provider order in the request.
+            merged = heapq.merge(
+                *(
+                    [(s, n, i) for i, s in enumerate(starts)]
+                    for n, starts in enumerate(per_provider)
+                )
+            )
+            for _, n, i in itertools.islice(merged, request.first_available_count):
+                response.first_available.add().CopyFrom(response.providers[valid[n].index].slots[i])
         return response
