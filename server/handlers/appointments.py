@@ -174,7 +174,9 @@ async def _taking_time(
                 if w.replay is not None:
                     return w.replay
                 return await write(w, taking)
-        except asyncpg.ExclusionViolationError:
+        except (asyncpg.ExclusionViolationError, asyncpg.DeadlockDetectedError):
+            # Two writes whose times overlap each wait for the other's
+            # uncommitted row; PostgreSQL breaks the cycle by failing one.
             if taking.slot is None:
                 raise
         async with deps.db.connection(timeout_of(context)) as conn:
