@@ -9,18 +9,33 @@ import asyncpg
 from booking.v1 import organizations_pb2 as pb
 from booking.v1 import organizations_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
+from google.protobuf.message import Message
 from grpc import aio
 
 from server.handlers._base import Deps, request_violations, timeout_of
 from server.handlers._encoding import etag, parse_etag, set_time
-from server.handlers._masks import require_fields, resolve_mask
+from server.handlers._masks import has_value, require_fields, resolve_mask
 from server.handlers._writes import writing
 from server.ids import uuid7
 from server.queries import organizations as q
 from server.queries.requests import GLOBAL_SCOPE
 from server.validation import Violations
 
-UPDATABLE = ("name", "slug", "time_zone")
+UPDATABLE = ("name", "slug", "time_zone", "min_notice_minutes", "booking_horizon_days")
+
+# The booking policy fields (organizations and services): their ranges, and
+# an organization's value when unset (on create, or named by an update mask).
+POLICY_RANGES = {"min_notice_minutes": (0, 525_600), "booking_horizon_days": (1, 730)}
+POLICY_DEFAULTS = {"min_notice_minutes": 0, "booking_horizon_days": 365}
+
+
+def policy_value(msg: Message, field: str, path: str, v: Violations) -> int | None:
+    """A policy field's value, validated (None when unset)."""
+    if not msg.HasField(field):
+        return None
+    value = int(getattr(msg, field))
+    v.int_range(path, value, *POLICY_RANGES[field])
+    return value
 
 
 def encode(
@@ -32,13 +47,17 @@ def encode(
         slug=row["slug"],
         time_zone=row["time_zone"],
         etag=etag(row["version"]),
+        min_notice_minutes=row["min_notice_minutes"],
+        booking_horizon_days=row["booking_horizon_days"],
     )
     set_time(msg.create_time, row["created_at"])
     set_time(msg.update_time, row["updated_at"])
     return msg
 
 
-def _values(org: resources_pb2.Organization, fields: list[str], v: Violations) -> dict[str, Any]:
+def _values(
+    org: resources_pb2.Organization, fields: list[str], v: Violations, creating: bool
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields:
         path = f"organization.{f}"
@@ -51,6 +70,12 @@ def _values(org: resources_pb2.Organization, fields: list[str], v: Violations) -
         elif f == "time_zone":
             v.time_zone(path, org.time_zone)
             out["time_zone"] = org.time_zone
+        elif f in POLICY_RANGES:
+            value = policy_value(org, f, path, v)
+            if value is not None:
+                out[f] = value
+            elif not creating:  # named by the mask, unset: back to the default
+                out[f] = POLICY_DEFAULTS[f]
     return out
 
 
@@ -67,7 +92,7 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
     ) -> pb.CreateOrganizationResponse:
         v = await self._violations(request, context)
         v.request_id("request_id", request.request_id)
-        values = _values(request.organization, list(UPDATABLE), v)
+        values = _values(request.organization, list(UPDATABLE), v, True)
         v.raise_if_any()
         response = pb.CreateOrganizationResponse
         async with writing(
@@ -100,8 +125,8 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         org = request.organization
         v.uuid("organization.id", org.id)
         v.request_id("request_id", request.request_id)
-        fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: bool(getattr(org, f)), v)
-        values = _values(org, fields, v)
+        fields = resolve_mask(request.update_mask, UPDATABLE, lambda f: has_value(org, f), v)
+        values = _values(org, fields, v, False)
         version = parse_etag(org.etag, "organization.etag", v)
         v.raise_if_any()
         require_fields(values)

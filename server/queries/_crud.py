@@ -17,7 +17,19 @@ from server.db.engine import Conn
 from server.errors import Aborted, NotFound
 from server.ids import uuid7
 
-__all__ = ["Audit", "Derived", "Entity", "get_row", "insert_row", "lock_row", "update_row"]
+__all__ = [
+    "Audit",
+    "Derived",
+    "Entity",
+    "audit_cte",
+    "audit_params",
+    "delete_row",
+    "get_row",
+    "insert_audit_event",
+    "insert_row",
+    "lock_row",
+    "update_row",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,4 +252,100 @@ async def update_row(
         "get it again and retry",
         reason="ETAG_MISMATCH",
         metadata={"resource_id": row_id},
+    )
+
+
+@lru_cache(maxsize=64)
+def _delete_sql(entity: Entity) -> str:
+    where, n = ("organization_id = $1 AND id = $2", 2) if entity.tenant_scoped else ("id = $1", 1)
+    audit = audit_cte(n + 1, organization="organization_id" if entity.tenant_scoped else "id")
+    return (
+        f"WITH row AS (DELETE FROM {entity.table} WHERE {where} RETURNING *), "
+        f"{audit} SELECT {', '.join(entity.columns)} FROM row"
+    )
+
+
+async def delete_row(
+    conn: Conn, entity: Entity, *, org_id: str, row_id: str, audit: Audit, action: str = "delete"
+) -> asyncpg.Record:
+    """Delete one row, audited as ``action`` in the same statement; the row as
+    it was. NotFound when absent."""
+    params = audit_params(audit, action, entity.resource_type)
+    row = await conn.fetchrow(_delete_sql(entity), *_key(entity, org_id, row_id), *params)
+    if row is None:
+        raise NotFound.of(entity.resource_type, row_id)
+    return row
+
+
+def audit_cte(
+    first: int,
+    *,
+    resource_id: str = "id::text",
+    organization: str = "organization_id",
+    source: str = "row",
+) -> str:
+    """A CTE ``audit AS (...)`` writing one audit event per row of the CTE
+    ``source``, for writes whose SQL is their own: its parameters are
+    ``$first`` onwards, in the order of :func:`audit_params` (action and
+    resource type are parameters). ``resource_id`` and ``organization`` are SQL
+    expressions over the source's columns (from code, never from a request)."""
+    p = [f"${first + i}" for i in range(7)]
+    return (
+        "audit AS (INSERT INTO audit_events (organization_id, id, actor, action, resource_type, "
+        "resource_id, request_id, correlation_id, changed_fields) "
+        f"SELECT {organization}, {p[0]}, {p[1]}, {p[2]}, {p[3]}, {resource_id}, {p[4]}, "
+        f"{p[5]}, {p[6]}::text[] FROM {source})"
+    )
+
+
+def audit_params(
+    audit: Audit, action: str, resource_type: str, changed_fields: Sequence[str] = ()
+) -> list[Any]:
+    """The parameters of :func:`audit_cte` and :func:`insert_audit_event`."""
+    if not _ACTION.match(action) or not _ACTION.match(resource_type):
+        raise ValueError(f"audit {action!r} on {resource_type!r}: not lower_snake names")
+    return [
+        uuid7(),
+        audit.actor,
+        action,
+        resource_type,
+        audit.request_id,
+        audit.correlation_id,
+        list(changed_fields),
+    ]
+
+
+_AUDIT_EVENT_SQL = (
+    "INSERT INTO audit_events (organization_id, id, actor, action, resource_type, "
+    "resource_id, request_id, correlation_id, changed_fields) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text[])"
+)
+
+
+async def insert_audit_event(
+    conn: Conn,
+    org_id: str,
+    audit: Audit,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    changed_fields: Sequence[str] = (),
+) -> None:
+    """One audit event on its own, for a write that is not one row's (a
+    set-based replace): call it inside the write's transaction, once per write."""
+    event_id, actor, action, rtype, request_id, correlation_id, changed = audit_params(
+        audit, action, resource_type, changed_fields
+    )
+    await conn.execute(
+        _AUDIT_EVENT_SQL,
+        org_id,
+        event_id,
+        actor,
+        action,
+        rtype,
+        resource_id,
+        request_id,
+        correlation_id,
+        changed,
     )

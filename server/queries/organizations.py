@@ -16,7 +16,7 @@ __all__ = ["create_organization", "get_organization", "update_organization"]
 ORGANIZATION = Entity.of(
     schema.organizations,
     "organization",
-    writable=("name", "slug", "time_zone"),
+    writable=("name", "slug", "time_zone", "min_notice_minutes", "booking_horizon_days"),
     tenant_scoped=False,
 )
 
