@@ -52,7 +52,9 @@ import asyncpg
 
 from server.db.engine import to_asyncpg_dsn
 
-# (name, kind, payload): kind is grpc, health or sql.
+# (name, kind, payload): kind is grpc (ListClients), rpc (any unary method:
+# target, method path, serialized request, a module-level check of the
+# serialized response or None), health or sql.
 Scenario = tuple[str, str, Any]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,12 +81,22 @@ Caller = Callable[[], Awaitable[None]]
 async def _open(kind: str, payload: Any, n: int, stack: contextlib.AsyncExitStack) -> list[Caller]:
     """``n`` callers of one scenario (gRPC callers share a channel, as an app would;
     SQL callers each hold a connection, as a pool would)."""
-    if kind in ("grpc", "health"):
+    if kind in ("grpc", "health", "rpc"):
         import grpc
         from booking.v1 import clients_pb2, clients_pb2_grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(payload[0]))
+        if kind == "rpc":
+            _, method, message, check = payload
+            unary: Any = channel.unary_unary(method)  # bytes in, bytes out
+
+            async def rpc_call() -> None:
+                response = await unary(message)
+                if check is not None:
+                    check(response)
+
+            return [rpc_call] * n
         if kind == "health":
             check = health_pb2_grpc.HealthStub(channel).Check
             ping = health_pb2.HealthCheckRequest()
@@ -193,6 +205,24 @@ def _summary(lat: list[float], seconds: float) -> dict[str, float]:
     lat = sorted(lat)
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return {"rps": len(lat) / seconds, "p50": q[49], "p95": q[94], "p99": q[98], "n": len(lat)}
+
+
+def results_table(
+    results: dict[str, dict[str, dict[str, float]]], procs: int, concurrency: int
+) -> list[str]:
+    """measure()'s results as a markdown table, one row per scenario."""
+    lines = [
+        "| scenario | p50 ms | p95 ms | p99 ms | calls/s (1 in flight) | calls/s "
+        f"({procs}x{concurrency} in flight) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lat, thr = r["latency"], r["throughput"]
+        lines.append(
+            f"| {name} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+            f"{lat['rps']:.0f} | {thr['rps']:.0f} |"
+        )
+    return lines
 
 
 def measure(
@@ -337,26 +367,30 @@ def search_report(
 
 
 @contextlib.contextmanager
-def database(url: str | None) -> Iterator[str]:
+def database(
+    url: str | None, data_dir: Path = RESULTS / "pgdata", name: str = "bench"
+) -> Iterator[str]:
+    """``url``, else database ``name`` (created when absent) of an embedded
+    PostgreSQL in ``data_dir``, kept between runs."""
     if url:
         yield url
         return
     from server.db.embedded import EmbeddedPostgres
 
-    pg = EmbeddedPostgres(RESULTS / "pgdata")
+    pg = EmbeddedPostgres(data_dir)
     root = pg.start()
     try:
 
         async def ensure() -> None:
             conn = await asyncpg.connect(to_asyncpg_dsn(root))
             try:
-                if not await conn.fetchval("SELECT true FROM pg_database WHERE datname='bench'"):
-                    await conn.execute("CREATE DATABASE bench")
+                if not await conn.fetchval("SELECT true FROM pg_database WHERE datname=$1", name):
+                    await conn.execute(f'CREATE DATABASE "{name}"')
             finally:
                 await conn.close()
 
         asyncio.run(ensure())
-        yield pg.url("bench")
+        yield pg.url(name)
     finally:
         pg.stop()
 
@@ -615,16 +649,8 @@ def main() -> None:
         f"{' --no-search' if args.no_search else ''}` "
         f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, shared with the server)",
         "",
-        "| scenario | p50 ms | p95 ms | p99 ms | calls/s (1 in flight) | calls/s "
-        f"({args.procs}x{args.concurrency} in flight) |",
-        "|---|---:|---:|---:|---:|---:|",
+        *results_table(results, args.procs, args.concurrency),
     ]
-    for name, r in results.items():
-        lat, thr = r["latency"], r["throughput"]
-        lines.append(
-            f"| {name} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
-            f"{lat['rps']:.0f} | {thr['rps']:.0f} |"
-        )
     lines += [
         "",
         f"- page 10,000 / page 1 (grpc, p50): {gd['p50'] / g1['p50']:.2f}x",
