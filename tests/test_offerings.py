@@ -64,7 +64,7 @@ async def invalid(call: Awaitable[Any]) -> dict[str, str]:
     return {v.field: v.reason for v in info["BadRequest"].field_violations}
 
 
-async def audit_of(stubs: Stubs, org: str, resource_id: str) -> list[audit_pb2.AuditEvent]:
+async def audit_of(stubs: Stubs, org: str, resource_id: str) -> list[resources_pb2.AuditEvent]:
     response = await stubs.audit.ListAuditEvents(
         audit_pb2.ListAuditEventsRequest(
             organization_id=org, resource_type="offering", resource_id=resource_id

@@ -23,7 +23,7 @@ async def invalid(call: Awaitable[Any]) -> dict[str, str]:
     return {v.field: v.reason for v in details(err.value)["BadRequest"].field_violations}
 
 
-def new_org_request(**policy: int) -> organizations_pb2.CreateOrganizationRequest:
+def new_org_request(**policy: Any) -> organizations_pb2.CreateOrganizationRequest:
     return organizations_pb2.CreateOrganizationRequest(
         organization=resources_pb2.Organization(
             name="Policy", slug=f"p-{uuid.uuid4().hex[:16]}", time_zone="UTC", **policy
@@ -82,13 +82,13 @@ async def test_organization_policy_defaults_and_updates(stubs: Stubs) -> None:
 
 
 async def test_organization_policy_ranges(stubs: Stubs) -> None:
-    bad = {"min_notice_minutes": -1, "booking_horizon_days": 0}
+    bad: dict[str, Any] = {"min_notice_minutes": -1, "booking_horizon_days": 0}
     expected = {
         "organization.min_notice_minutes": "OUT_OF_RANGE",
         "organization.booking_horizon_days": "OUT_OF_RANGE",
     }
     assert await invalid(stubs.orgs.CreateOrganization(new_org_request(**bad))) == expected
-    too_big = {"min_notice_minutes": 525_601, "booking_horizon_days": 731}
+    too_big: dict[str, Any] = {"min_notice_minutes": 525_601, "booking_horizon_days": 731}
     assert await invalid(stubs.orgs.CreateOrganization(new_org_request(**too_big))) == expected
     org = (await stubs.orgs.CreateOrganization(new_org_request())).organization.id
     assert await invalid(stubs.orgs.UpdateOrganization(update_org(org, **too_big))) == expected
