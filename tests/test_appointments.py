@@ -20,16 +20,14 @@ from booking.v1 import (
     appointments_pb2,
     availability_pb2,
     catalog_pb2,
-    clients_pb2,
     common_pb2,
-    providers_pb2,
     resources_pb2,
 )
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from server.db.engine import to_asyncpg_dsn
-from tests.conftest import Bookable, Stubs, details, new_org, violated_fields
+from tests.conftest import Bookable, Stubs, details, make_bookable, new_org, violated_fields
 
 Status = resources_pb2.AppointmentStatus
 PENDING = Status.APPOINTMENT_STATUS_PENDING
@@ -55,43 +53,6 @@ def ts(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 # -- helpers shared with test_booking_concurrency ------------------------------------
-
-
-async def parties(
-    stubs: Stubs,
-    org: str,
-    *,
-    duration_minutes: int = 30,
-    buffer_before_minutes: int = 0,
-    buffer_after_minutes: int = 0,
-) -> Bookable:
-    """A provider, a service and a client, WITHOUT offering or working hours:
-    the booking rules refuse everything (SERVICE_NOT_OFFERED, OUTSIDE_HOURS)
-    unless override_rules is set. For tests of what the rules never skip."""
-    provider = await stubs.providers.CreateProvider(
-        providers_pb2.CreateProviderRequest(
-            organization_id=org,
-            provider=resources_pb2.Provider(display_name="Pat", time_zone="Europe/Berlin"),
-        )
-    )
-    service = await stubs.catalog.CreateService(
-        catalog_pb2.CreateServiceRequest(
-            organization_id=org,
-            service=resources_pb2.Service(
-                name="Cut",
-                duration_minutes=duration_minutes,
-                price=common_pb2.Money(currency_code="EUR", amount_minor=2500),
-                buffer_before_minutes=buffer_before_minutes,
-                buffer_after_minutes=buffer_after_minutes,
-            ),
-        )
-    )
-    client = await stubs.clients.CreateClient(
-        clients_pb2.CreateClientRequest(
-            organization_id=org, client=resources_pb2.Client(family_name="Ent")
-        )
-    )
-    return Bookable(org, provider.provider.id, service.service.id, client.client.id, "UTC")
 
 
 def booking(
@@ -180,7 +141,7 @@ async def audit_of(db: asyncpg.Connection, org: str) -> list[tuple[str, str, lis
 
 
 async def test_create_and_get_round_trip(stubs: Stubs, org: str, db: asyncpg.Connection) -> None:
-    b = await parties(
+    b = await make_bookable(
         stubs, org, duration_minutes=45, buffer_before_minutes=10, buffer_after_minutes=5
     )
     created = await book(
@@ -209,7 +170,7 @@ async def test_create_and_get_round_trip(stubs: Stubs, org: str, db: asyncpg.Con
 
 
 async def test_status_defaults_to_pending(stubs: Stubs, org: str) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     assert (await book(stubs, b, at(0))).status == PENDING
 
 
@@ -229,15 +190,19 @@ async def test_get_unknown_is_not_found_with_resource_info(stubs: Stubs, org: st
 async def test_rules_refuse_without_override_and_nothing_is_written(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)  # no offering, no working hours
+    b = await make_bookable(stubs, org, hours=())  # no working hours
+    await stubs.catalog.DeleteOffering(
+        catalog_pb2.DeleteOfferingRequest(
+            organization_id=org, provider_id=b.provider_id, service_id=b.service_id
+        )
+    )
     got = await refused(
         stubs.appointments.CreateAppointment(booking(b, at(0), override=False)),
         FAILED,
         "BOOKING_NOT_ALLOWED",
     )
     types = {v.type for v in got["PreconditionFailure"].violations}
-    assert "CONFLICT_REASON_SERVICE_NOT_OFFERED" in types
-    assert "CONFLICT_REASON_OUTSIDE_HOURS" in types
+    assert types == {"CONFLICT_REASON_OUTSIDE_HOURS", "CONFLICT_REASON_SERVICE_NOT_OFFERED"}
     assert len(got["Conflicts"]) == len(got["PreconditionFailure"].violations)
     assert await rows_of(db, org) == [] and await audit_of(db, org) == []
 
@@ -245,7 +210,7 @@ async def test_rules_refuse_without_override_and_nothing_is_written(
 async def test_a_taken_time_is_refused_with_the_holder(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org, duration_minutes=60)
+    b = await make_bookable(stubs, org, duration_minutes=60)
     first = await book(stubs, b, at(0))
     for start in (at(0), at(30), at(-30)):
         got = await refused(
@@ -263,7 +228,7 @@ async def test_a_taken_time_is_refused_with_the_holder(
 
 
 async def test_buffers_take_time_too(stubs: Stubs, org: str, db: asyncpg.Connection) -> None:
-    b = await parties(stubs, org, duration_minutes=30, buffer_after_minutes=15)
+    b = await make_bookable(stubs, org, duration_minutes=30, buffer_after_minutes=15)
     first = await book(stubs, b, at(0))  # occupies [0, 45)
     # The appointment at 30 does not overlap [0, 30), only the first's buffer.
     got = await refused(
@@ -273,7 +238,7 @@ async def test_buffers_take_time_too(stubs: Stubs, org: str, db: asyncpg.Connect
     assert got["Conflicts"][0].appointment_id == first.id
     assert got["PreconditionFailure"].violations[0].subject == f"appointments/{first.id}"
     # This one's own buffer before (15 min) reaches back into [0, 30) too.
-    other = await parties(stubs, org, buffer_before_minutes=15)
+    other = await make_bookable(stubs, org, buffer_before_minutes=15)
     got = await refused(
         stubs.appointments.CreateAppointment(booking(other, at(45), provider_id=b.provider_id)),
         FAILED,
@@ -287,7 +252,7 @@ async def test_buffers_take_time_too(stubs: Stubs, org: str, db: asyncpg.Connect
 async def test_external_id_taken_and_unknown_client(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     await book(stubs, b, at(0), external_id="crm-1")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await book(stubs, b, at(60), external_id="crm-1")
@@ -308,7 +273,7 @@ async def test_external_id_taken_and_unknown_client(
 
 
 async def test_request_id_books_once(stubs: Stubs, org: str, db: asyncpg.Connection) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     request = booking(b, at(0), request_id="book-1")
     concurrent = await asyncio.gather(
         *(stubs.appointments.CreateAppointment(request) for _ in range(20))
@@ -358,7 +323,7 @@ async def change(stubs: Stubs, op: str, a: Appointment, **fields: Any) -> resour
 async def test_cancel_frees_the_time_and_keeps_the_reason(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     first = await book(stubs, b, at(0))
     cancelled = await change(stubs, "cancel", first, reason=" client ill ", etag=first.etag)
     assert cancelled.status == CANCELLED and cancelled.cancel_reason == "client ill"
@@ -386,7 +351,7 @@ async def test_cancel_frees_the_time_and_keeps_the_reason(
 async def test_completed_keeps_the_time_and_no_show_frees_it(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     kept = await book(stubs, b, at(0), status=CONFIRMED)
     assert (await change(stubs, "complete", kept)).status == COMPLETED
     got = await refused(
@@ -422,7 +387,7 @@ PATHS = {
 async def test_every_illegal_transition_is_invalid_transition(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     for i, (status, path) in enumerate(PATHS.items()):
         a = await book(stubs, b, at(120 * i))
         for op in path:
@@ -447,7 +412,7 @@ async def test_every_illegal_transition_is_invalid_transition(
 async def test_a_retried_transition_returns_its_first_answer(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     a = await book(stubs, b, at(0))
     first = await change(stubs, "confirm", a, request_id="confirm-1")
     assert first.status == CONFIRMED
@@ -460,7 +425,7 @@ async def test_a_retried_transition_returns_its_first_answer(
 async def test_stale_etag_is_aborted_and_writes_nothing(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     a = await book(stubs, b, at(0))
     await change(stubs, "confirm", a, etag=a.etag)  # v1 -> v2
     before = await rows_of(db, org), await audit_of(db, org)
@@ -493,7 +458,7 @@ def move(
 async def test_reschedule_moves_the_time_and_frees_the_old(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org, duration_minutes=60, buffer_after_minutes=10)
+    b = await make_bookable(stubs, org, duration_minutes=60, buffer_after_minutes=10)
     a = await book(stubs, b, at(0), status=CONFIRMED)
     moved = (
         await stubs.appointments.RescheduleAppointment(move(a, at(30), etag=a.etag))
@@ -505,7 +470,7 @@ async def test_reschedule_moves_the_time_and_frees_the_old(
     [row] = [r for r in await rows_of(db, org) if str(r["id"]) == a.id]
     assert row["occupied"] == asyncpg.Range(at(30), at(100))
     # Another provider, whose service has other buffers: the new ones are taken.
-    p2 = await parties(stubs, org)
+    p2 = await make_bookable(stubs, org)
     moved2 = (
         await stubs.appointments.RescheduleAppointment(
             move(moved, at(30), provider_id=p2.provider_id)
@@ -523,7 +488,7 @@ async def test_reschedule_moves_the_time_and_frees_the_old(
 async def test_reschedule_into_a_taken_time_changes_nothing(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org, duration_minutes=60)
+    b = await make_bookable(stubs, org, duration_minutes=60)
     a = await book(stubs, b, at(0))
     holder = await book(stubs, b, at(120))
     before = await rows_of(db, org), await audit_of(db, org)
@@ -538,7 +503,7 @@ async def test_reschedule_into_a_taken_time_changes_nothing(
 async def test_reschedule_respects_the_rules_unless_overridden(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)  # no offering, no hours
+    b = await make_bookable(stubs, org, hours=())  # no working hours
     a = await book(stubs, b, at(0))
     before = await rows_of(db, org)
     got = await refused(
@@ -546,9 +511,9 @@ async def test_reschedule_respects_the_rules_unless_overridden(
         FAILED,
         "BOOKING_NOT_ALLOWED",
     )
-    assert "CONFLICT_REASON_SERVICE_NOT_OFFERED" in {
-        v.type for v in got["PreconditionFailure"].violations
-    }
+    assert [v.type for v in got["PreconditionFailure"].violations] == [
+        "CONFLICT_REASON_OUTSIDE_HOURS"
+    ]
     assert await rows_of(db, org) == before
 
 
@@ -558,7 +523,7 @@ async def test_reschedule_respects_the_rules_unless_overridden(
 async def test_invalid_requests_name_every_bad_field(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     request = booking(
         b,
         at(0),
@@ -602,7 +567,7 @@ async def test_invalid_requests_name_every_bad_field(
 async def test_start_times_out_of_range_are_invalid_argument(
     stubs: Stubs, org: str, db: asyncpg.Connection, start: timestamp_pb2.Timestamp
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     a = await book(stubs, b, at(0))
     for override in (True, False):
         request = booking(b, at(0), override=override)
@@ -621,7 +586,7 @@ async def test_start_times_out_of_range_are_invalid_argument(
 
 
 async def test_far_but_valid_starts_are_refused_by_the_rules(stubs: Stubs, org: str) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     for start in (datetime(8999, 12, 31, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC)):
         got = await refused(
             stubs.appointments.CreateAppointment(booking(b, start, override=False)),
@@ -635,8 +600,8 @@ async def test_far_but_valid_starts_are_refused_by_the_rules(stubs: Stubs, org: 
 async def test_another_tenants_ids_are_not_found_and_nothing_is_written(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    mine = await parties(stubs, org)
-    theirs = await parties(stubs, await new_org(stubs))
+    mine = await make_bookable(stubs, org)
+    theirs = await make_bookable(stubs, await new_org(stubs))
     their_appointment = await book(stubs, theirs, at(0))
     their_rows = await rows_of(db, theirs.org), await audit_of(db, theirs.org)
     for name, reason in (
@@ -689,7 +654,7 @@ async def test_another_tenants_ids_are_not_found_and_nothing_is_written(
 async def test_tiny_deadlines_leave_no_half_written_booking(
     stubs: Stubs, org: str, db: asyncpg.Connection
 ) -> None:
-    b = await parties(stubs, org)
+    b = await make_bookable(stubs, org)
     codes = set()
     for i in range(20):
         try:
@@ -703,3 +668,92 @@ async def test_tiny_deadlines_leave_no_half_written_booking(
     rows = {str(r["id"]) for r in await rows_of(db, org)}
     assert rows == {rid for _, rid, _ in await audit_of(db, org)}
     await book(stubs, b, at(60 * 30))  # the server is fine
+
+
+# -- with the booking rules (a provider with an offering and working hours) -----------
+
+
+async def test_the_rules_decide_without_override(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    # Working hours 10:00-12:00 (UTC) on one day; a 60-minute service.
+    ten = BASE.replace(hour=10)
+
+    def t(minutes: int) -> datetime:
+        return ten + timedelta(minutes=minutes)
+
+    b = await make_bookable(
+        stubs, org, time_zone="UTC", duration_minutes=60, hours=((ten.isoweekday(), 600, 720),)
+    )
+    inside = await book(stubs, b, t(0), override=False)
+    assert inside.status == PENDING
+    got = await refused(
+        stubs.appointments.CreateAppointment(booking(b, t(-30), override=False)),
+        FAILED,
+        "TIME_SLOT_TAKEN",  # taken AND outside the hours: taken wins, both reported
+    )
+    assert [v.type for v in got["PreconditionFailure"].violations] == [
+        "CONFLICT_REASON_OVERLAP",
+        "CONFLICT_REASON_OUTSIDE_HOURS",
+    ]
+    got = await refused(
+        stubs.appointments.CreateAppointment(booking(b, t(120), override=False)),
+        FAILED,
+        "BOOKING_NOT_ALLOWED",
+    )
+    assert [(v.type, v.subject) for v in got["PreconditionFailure"].violations] == [
+        ("CONFLICT_REASON_OUTSIDE_HOURS", "appointment.start_time")
+    ]
+    assert [c.reason for c in got["Conflicts"]] == [availability_pb2.CONFLICT_REASON_OUTSIDE_HOURS]
+    # A walk-in after hours: the rules are overridden, the overlap never is.
+    walk_in = await book(stubs, b, t(120), override=True)
+    await refused(
+        stubs.appointments.CreateAppointment(booking(b, t(150), override=True)),
+        FAILED,
+        "TIME_SLOT_TAKEN",
+    )
+    # Rescheduling follows the same rules.
+    await refused(
+        stubs.appointments.RescheduleAppointment(move(inside, t(240), override_rules=False)),
+        FAILED,
+        "BOOKING_NOT_ALLOWED",
+    )
+    await stubs.appointments.CancelAppointment(
+        appointments_pb2.CancelAppointmentRequest(organization_id=org, appointment_id=walk_in.id)
+    )
+    moved = await stubs.appointments.RescheduleAppointment(
+        move(inside, t(60), override_rules=False)
+    )
+    assert moved.appointment.start_time == ts(t(60))
+    assert [(a, r) for a, r, _ in await audit_of(db, org)] == [
+        ("create", inside.id),
+        ("create_override", walk_in.id),
+        ("cancel", walk_in.id),
+        ("reschedule", inside.id),
+    ]
+
+
+async def test_price_and_duration_come_from_the_offering(stubs: Stubs, org: str) -> None:
+    b = await make_bookable(stubs, org, duration_minutes=30, buffer_after_minutes=5)
+    plain = await book(stubs, b, at(0), override=False)
+    assert plain.price == common_pb2.Money(currency_code="EUR", amount_minor=2500)
+    assert plain.end_time == ts(at(30)) and plain.buffer_after_minutes == 5
+    await stubs.catalog.SetOffering(
+        catalog_pb2.SetOfferingRequest(
+            organization_id=org,
+            offering=resources_pb2.Offering(
+                provider_id=b.provider_id,
+                service_id=b.service_id,
+                duration_minutes=50,
+                price=common_pb2.Money(currency_code="EUR", amount_minor=4000),
+            ),
+        )
+    )
+    special = await book(stubs, b, at(60), override=False)
+    assert special.price == common_pb2.Money(currency_code="EUR", amount_minor=4000)
+    assert special.end_time == ts(at(110))
+    # A reschedule takes the duration again, and keeps the price it was booked at.
+    moved = (
+        await stubs.appointments.RescheduleAppointment(move(plain, at(180), override_rules=False))
+    ).appointment
+    assert moved.end_time == ts(at(230)) and moved.price == plain.price

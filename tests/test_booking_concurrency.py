@@ -35,14 +35,13 @@ from server.ids import uuid7
 from server.queries import appointments as q
 from server.queries._crud import Audit, update_row
 from server.testing import RunningServer
-from tests.conftest import Stubs
+from tests.conftest import Stubs, make_bookable
 from tests.test_appointments import (
     at,
     audit_of,
     book,
     booking,
     booking_details,
-    parties,
     rfc3339,
     rows_of,
 )
@@ -90,7 +89,7 @@ async def test_hundreds_of_concurrent_bookings_never_overlap(
     db: asyncpg.Connection,
     buffers: tuple[int, int],
 ) -> None:
-    b = await parties(
+    b = await make_bookable(
         stubs,
         org,
         duration_minutes=45,
@@ -368,7 +367,7 @@ async def test_schedule_change_vs_create(
     expected: str,
 ) -> None:
     s1, s2, observer = sessions
-    b = await parties(stubs, org, duration_minutes=60)
+    b = await make_bookable(stubs, org, duration_minutes=60)
     a = await book(stubs, b, at(T1))
     log = await run_schedule(
         [
@@ -402,7 +401,7 @@ async def test_schedule_create_vs_create_and_disjoint_ones_do_not_wait(
     stubs: Stubs, org: str, db: asyncpg.Connection, sessions: tuple[Session, Session, Session]
 ) -> None:
     s1, s2, observer = sessions
-    b = await parties(stubs, org, duration_minutes=60)
+    b = await make_bookable(stubs, org, duration_minutes=60)
     log = await run_schedule(
         [
             (s1, "begin", begin),
@@ -444,7 +443,7 @@ async def test_rpc_that_loses_the_race_names_the_winner(
     commits, the RPC is TIME_SLOT_TAKEN naming s1's appointment (found after
     the RPC's rollback); if s1 rolls back, the RPC books."""
     s1, _s2, observer = sessions
-    b = await parties(stubs, org, duration_minutes=60)
+    b = await make_bookable(stubs, org, duration_minutes=60)
     await s1.raw.execute("BEGIN")
     winner = await create_at(org, b, at(0))(s1.conn)
     call = asyncio.ensure_future(stubs.appointments.CreateAppointment(booking(b, at(30))))
@@ -473,7 +472,7 @@ async def test_reschedule_that_loses_the_race_changes_nothing(
     stubs: Stubs, org: str, db: asyncpg.Connection, sessions: tuple[Session, Session, Session]
 ) -> None:
     s1, _s2, observer = sessions
-    b = await parties(stubs, org, duration_minutes=60)
+    b = await make_bookable(stubs, org, duration_minutes=60)
     a = await book(stubs, b, at(0))
     before = await rows_of(db, org), await audit_of(db, org)
     await s1.raw.execute("BEGIN")
