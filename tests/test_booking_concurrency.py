@@ -528,3 +528,35 @@ async def _wait_until_some_session_waits_for(
         assert not call.done(), "the RPC finished without waiting for the holder"
         await asyncio.sleep(0.01)  # polling the server's lock table, not a guess
     raise AssertionError("no session waited for the holder")
+
+
+async def test_rpc_whose_winner_left_again_tries_again_and_books(
+    stubs: Stubs, org: str, db: asyncpg.Connection, sessions: tuple[Session, Session, Session]
+) -> None:
+    """The winner of the race is cancelled between the loser's rollback and its
+    look-up (held there by s2's table lock): the look-up finds no one in the
+    way, so the loser tries again, in a new transaction, and books."""
+    s1, s2, observer = sessions
+    b = await make_bookable(stubs, org, duration_minutes=60)
+    await s1.raw.execute("BEGIN")
+    winner = await create_at(org, b, at(0))(s1.conn)
+    call = asyncio.ensure_future(stubs.appointments.CreateAppointment(booking(b, at(30))))
+    await _wait_until_some_session_waits_for(s1, observer, call)
+    # s2 queues for the whole table: granted once s1 and the RPC's first
+    # transaction are over, it then holds the RPC's look-up.
+    await s2.raw.execute("BEGIN")
+    lock = asyncio.ensure_future(s2.raw.execute("LOCK TABLE appointments IN ACCESS EXCLUSIVE MODE"))
+    assert not await _settle(lock, s2, [s1], observer)
+    await s1.raw.execute("COMMIT")
+    await lock
+    await _wait_until_some_session_waits_for(s2, observer, call)
+    await s2.raw.execute(
+        "UPDATE appointments SET status = 'cancelled' WHERE organization_id = $1 AND id = $2",
+        org,
+        winner["id"],
+    )
+    await s2.raw.execute("COMMIT")
+    booked = (await call).appointment
+    rows = {str(r["id"]): r["status"] for r in await rows_of(db, org)}
+    assert rows == {str(winner["id"]): "cancelled", booked.id: "pending"}
+    assert await db.fetch(OVERLAPS_SQL, org) == []
