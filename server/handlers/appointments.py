@@ -106,9 +106,10 @@ def _start(ts: Any, path: str, v: Violations) -> datetime | None:
 
 
 def _refuse(evaluation: Evaluation, override_rules: bool, field_prefix: str) -> None:
-    """TIME_SLOT_TAKEN when another appointment holds the time (overrides or
-    not), else BOOKING_NOT_ALLOWED when a rule refuses it and the rules are not
-    overridden. Every conflict is in the details."""
+    """Without override: any conflict refuses (TIME_SLOT_TAKEN when another
+    appointment holds the time, else BOOKING_NOT_ALLOWED), every conflict in
+    the details. With override: only the appointments in the way refuse
+    (TIME_SLOT_TAKEN, only they in the details)."""
     conflicts = evaluation.conflicts
     if not conflicts:
         return
