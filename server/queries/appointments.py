@@ -23,7 +23,7 @@ import asyncpg
 from server.booking import Conflict, Reason
 from server.db import schema
 from server.db.engine import Conn
-from server.queries._crud import _AUDIT_INSERT, Audit, Entity, _audit_args
+from server.queries._crud import Audit, Entity, audit_cte, audit_params
 
 __all__ = [
     "APPOINTMENT",
@@ -90,29 +90,16 @@ def interval_values(slot: Slot) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=16)
-def _insert_sql(columns: tuple[str, ...], action: str) -> str:
-    # queries._crud.insert_row with the audit action as a parameter of the
-    # shape ("create" or "create_override"); action comes from code only.
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    # queries._crud.insert_row's statement with the audit action a parameter
+    # ("create" or "create_override").
     all_cols = ("organization_id", "id", *columns)
     n = len(all_cols)
     values = ", ".join(f"${i}" for i in range(1, n + 1))
-    audit = _AUDIT_INSERT.format(
-        org="organization_id",
-        action=action,
-        rtype=APPOINTMENT.resource_type,
-        p0=n + 1,
-        p1=n + 2,
-        p2=n + 3,
-        p3=n + 4,
-        p4=n + 5,
-    )
     return (
         f"WITH row AS (INSERT INTO appointments ({', '.join(all_cols)}) VALUES ({values}) "
-        f"RETURNING *), {audit} SELECT {', '.join(APPOINTMENT.columns)} FROM row"
+        f"RETURNING *), {audit_cte(n + 1)} SELECT {', '.join(APPOINTMENT.columns)} FROM row"
     )
-
-
-_ACTIONS = frozenset({"create", "create_override"})
 
 
 async def insert_appointment(
@@ -128,12 +115,9 @@ async def insert_appointment(
     its audit event ``action`` in one statement. Raises
     ``asyncpg.ExclusionViolationError`` when a committed appointment occupies
     the time (after waiting for an uncommitted one to commit or roll back)."""
-    if action not in _ACTIONS:
-        raise ValueError(f"unknown create action {action!r}")
     columns, args = APPOINTMENT.with_derived(values)
-    row = await conn.fetchrow(
-        _insert_sql(columns, action), org_id, row_id, *args, *_audit_args(audit, ())
-    )
+    params = audit_params(audit, action, APPOINTMENT.resource_type)
+    row = await conn.fetchrow(_insert_sql(columns), org_id, row_id, *args, *params)
     assert row is not None
     return row
 
