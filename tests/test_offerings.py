@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
@@ -19,8 +20,12 @@ from booking.v1 import (
 )
 from google.protobuf import timestamp_pb2
 
+from server.paging import PageRequest
+from server.queries import catalog as q
+from server.queries._listing import page_sql
 from tests.conftest import Stubs, details, new_org
-from tests.test_schedules import new_provider
+from tests.test_schedules import db as db  # the fixture, shared
+from tests.test_schedules import explain_work, new_provider
 
 
 async def new_service(stubs: Stubs, org: str, currency: str = "EUR") -> str:
@@ -311,3 +316,38 @@ async def test_list_filters_and_order(stubs: Stubs, org: str) -> None:
             catalog_pb2.ListOfferingsRequest(organization_id=org, provider_id="p", service_id="s")
         )
     ) == {"provider_id": "INVALID_FORMAT", "service_id": "INVALID_FORMAT"}
+
+
+async def test_list_by_service_walks_its_own_index(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    """4,000 offerings (200 providers x 20 services): a page of one service's
+    reads that page from (organization_id, service_id, provider_id), not
+    every 20th row of the primary key; a provider's, the primary key."""
+    services = [await new_service(stubs, org) for _ in range(20)]
+    await db.execute(
+        "INSERT INTO providers (organization_id, id, display_name, time_zone) "
+        "SELECT $1, gen_random_uuid(), 'p' || i, 'UTC' FROM generate_series(1, 200) AS i",
+        org,
+    )
+    await db.execute(
+        "INSERT INTO offerings (organization_id, provider_id, service_id) "
+        "SELECT $1, p.id, s FROM providers p, unnest($2::uuid[]) AS s "
+        "WHERE p.organization_id = $1",
+        org,
+        services,
+    )
+    await db.execute("ANALYZE offerings")
+    order = q.OFFERINGS.orders["provider_id"]
+    page = PageRequest(size=50, number=1, after=None, offset=0)
+    by_service = q.build_list_offerings_query(org, q.OfferingFilter(service_id=services[7]), order)
+    work, indexes = await explain_work(db, "offerings", *page_sql(by_service, page))
+    assert indexes == {"ix_offerings_org_service_id_provider_id"} and work <= 51, (work, indexes)
+    provider = await db.fetchval(
+        "SELECT provider_id FROM offerings WHERE organization_id = $1 ORDER BY 1 LIMIT 1", org
+    )
+    by_provider = q.build_list_offerings_query(org, q.OfferingFilter(provider_id=provider), order)
+    work, indexes = await explain_work(db, "offerings", *page_sql(by_provider, page))
+    assert indexes == {"pk_offerings"} and work <= 20, (work, indexes)
+    listed_ids = await listed(stubs, org, service_id=services[7], page_size=1000)
+    assert len(listed_ids) == 200 and {s for _, s in listed_ids} == {services[7]}

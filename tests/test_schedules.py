@@ -6,6 +6,7 @@ audit event per write, atomic and serialized replaces)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,9 @@ from google.protobuf import timestamp_pb2
 from google.type import date_pb2, dayofweek_pb2, timeofday_pb2
 
 from server.db.engine import to_asyncpg_dsn
+from server.paging import PageRequest
+from server.queries import schedules as q
+from server.queries._listing import page_sql
 from tests.conftest import Stubs, details, new_org, time_of_day, weekly
 
 MON, TUE, SUN = 1, 2, 7
@@ -980,3 +984,69 @@ async def test_list_time_off_validation(stubs: Stubs, org: str, provider: str) -
     )
     # An unknown provider has no time off.
     assert await list_time_off(stubs, org, str(uuid.uuid4())) == []
+
+
+# -- plans ------------------------------------------------------------------------------
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [plan]
+    for child in plan.get("Plans", []):
+        out += plan_nodes(child)
+    return out
+
+
+async def explain_work(
+    db: asyncpg.Connection, table: str, sql: str, args: list[Any]
+) -> tuple[int, set[str]]:
+    """EXPLAIN ANALYZE of a statement: the rows the scans of ``table`` produced
+    or threw away (all loops), and the indexes they used."""
+    raw = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
+    tree = json.loads(raw) if isinstance(raw, str) else raw
+    work, indexes = 0, set()
+    for node in plan_nodes(tree[0]["Plan"]):
+        index = node.get("Index Name", "")
+        if node.get("Relation Name") == table or index.startswith(f"ix_{table}"):
+            work += node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+            work += node.get("Rows Removed by Filter", 0) + node.get(
+                "Rows Removed by Index Recheck", 0
+            )
+            if index:
+                indexes.add(index)
+    return work, indexes
+
+
+async def test_time_off_range_reads_at_most_a_year_before_it(
+    stubs: Stubs, org: str, provider: str, db: asyncpg.Connection
+) -> None:
+    """3,000 daily time offs of the provider (and as many of another): a page
+    of those overlapping a late range starts its index walk at most
+    MAX_TIME_OFF before the range, instead of at the provider's first one."""
+    other = await new_provider(stubs, org)
+    await db.execute(
+        "INSERT INTO time_off (organization_id, id, provider_id, during) "
+        "SELECT $1, gen_random_uuid(), p, tstzrange(t, t + interval '1 hour') "
+        "FROM unnest($2::uuid[]) AS p, "
+        "generate_series(timestamptz '2030-01-01', "
+        "timestamptz '2030-01-01' + interval '2999 days', interval '1 day') AS t",
+        org,
+        [provider, other],
+    )
+    await db.execute("ANALYZE time_off")
+    start = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=2500)
+    order = q.TIME_OFF_LIST.orders["start_time"]
+    query = q.build_list_time_off_query(org, q.TimeOffFilter(provider, start), order)
+    sql, args = page_sql(query, PageRequest(size=50, number=1, offset=0, after=None))
+    work, indexes = await explain_work(db, "time_off", sql, args)
+    assert indexes == {"ix_time_off_org_provider_start_at_id"}
+    # ~366 rows of the year before, then the page; the provider has 3,000.
+    assert work <= 366 + 51 + 10, work
+    response = await stubs.schedules.ListTimeOff(
+        schedules_pb2.ListTimeOffRequest(
+            organization_id=org, provider_id=provider, start_time=ts(start), page_size=2
+        )
+    )
+    assert [t.start_time.ToDatetime(tzinfo=UTC) for t in response.time_off] == [
+        start,
+        start + timedelta(days=1),
+    ]
