@@ -280,7 +280,8 @@ async def not_found(call: Awaitable[Any], resource_type: str, named: str, other:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND, (err.value.code(), err.value.details())
     info = details(err.value)
     assert info["ErrorInfo"].reason == f"{resource_type.upper()}_NOT_FOUND"
-    assert info["ResourceInfo"].resource_type == f"booking.v1.{resource_type.capitalize()}"
+    camel = "".join(part.capitalize() for part in resource_type.split("_"))
+    assert info["ResourceInfo"].resource_type == f"booking.v1.{camel}"
     assert info["ResourceInfo"].resource_name == named.lower()
     raw = dict(err.value.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
     for secret in (other.id, other.org.name):
@@ -793,7 +794,7 @@ async def create_appointment(w: World) -> None:
     created = await w.stubs.appointments.CreateAppointment(
         appointments_pb2.CreateAppointmentRequest(
             organization_id=w.b.id,
-            appointment=_appointment_msg(w.b.provider.id, w.b.client.id, w.b.service.id, _at(2)),
+            appointment=_appointment_msg(w.b.provider.id, w.b.client.id, w.b.service.id, _at(3)),
             request_id=REQUEST_IDS["appointment"],
         )
     )

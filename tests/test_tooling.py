@@ -173,7 +173,7 @@ async def test_readme_booking_block_runs_as_written(booking_server: RunningServe
             '"day_of_week": "FRIDAY"',  # the stored weekly hours
             '"intervals"',  # the override
             '"reason": "training"',  # the time off
-            '"first_available"',
+            "slots; first_available:",
             '"local_time"',
             '"bookable": true',  # CheckConflicts before booking
             '"status": "APPOINTMENT_STATUS_PENDING"',  # booked
