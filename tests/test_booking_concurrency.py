@@ -560,3 +560,43 @@ async def test_rpc_whose_winner_left_again_tries_again_and_books(
     rows = {str(r["id"]): r["status"] for r in await rows_of(db, org)}
     assert rows == {str(winner["id"]): "cancelled", booked.id: "pending"}
     assert await db.fetch(OVERLAPS_SQL, org) == []
+
+
+async def test_concurrent_reschedules_into_one_time_move_one(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    """Twenty appointments moved at once into overlapping times around one
+    slot: the moves that win never overlap, each loser is TIME_SLOT_TAKEN
+    naming a winner and stays exactly where it was (row and audit)."""
+    b = await make_bookable(stubs, org, duration_minutes=60)
+    booked = [await book(stubs, b, at(120 * i)) for i in range(1, 21)]
+    before = {str(r["id"]): r for r in await rows_of(db, org)}
+    targets = [at(-15 * (i % 4)) for i in range(len(booked))]  # -45 .. 0: all overlap
+    outcomes = await asyncio.gather(
+        *(
+            stubs.appointments.RescheduleAppointment(
+                appointments_pb2.RescheduleAppointmentRequest(
+                    organization_id=org,
+                    appointment_id=a.id,
+                    start_time=booking(b, t).appointment.start_time,
+                    etag=a.etag,
+                    override_rules=True,
+                ),
+                timeout=60,
+            )
+            for a, t in zip(booked, targets, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    moved = [o.appointment.id for o in outcomes if not isinstance(o, BaseException)]
+    assert len(moved) == 1, outcomes
+    after = {str(r["id"]): r for r in await rows_of(db, org)}
+    assert await db.fetch(OVERLAPS_SQL, org) == []
+    for a, outcome in zip(booked, outcomes, strict=True):
+        if a.id in moved:
+            continue
+        assert isinstance(outcome, grpc.aio.AioRpcError) and outcome.code() == FAILED
+        assert booking_details(outcome)["ErrorInfo"].metadata["appointment_id"] in moved
+        assert after[a.id] == before[a.id]
+    actions = [(act, rid) for act, rid, _ in await audit_of(db, org) if act != "create_override"]
+    assert actions == [("reschedule_override", moved[0])]
