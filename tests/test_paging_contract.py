@@ -40,7 +40,16 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
-from booking.v1 import audit_pb2, clients_pb2, common_pb2, providers_pb2, resources_pb2
+from booking.v1 import (
+    audit_pb2,
+    catalog_pb2,
+    clients_pb2,
+    common_pb2,
+    providers_pb2,
+    resources_pb2,
+    schedules_pb2,
+)
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -278,6 +287,85 @@ async def seed_providers(env: Env, org: str, n: int) -> list[str]:
     return ids
 
 
+# The provider whose time off a tenant's ListTimeOff case lists; the provider
+# whose offerings the ListOfferings filter keeps.
+_PROVIDER_OF: dict[str, str] = {}
+_NO_PROVIDER = "00000000-0000-7000-8000-000000000000"
+
+
+async def _provider(env: Env, org: str) -> str:
+    response = await env.stubs.providers.CreateProvider(
+        providers_pb2.CreateProviderRequest(
+            organization_id=org,
+            provider=resources_pb2.Provider(display_name="Pat", time_zone="UTC"),
+        )
+    )
+    return str(response.provider.id)
+
+
+async def seed_time_off(env: Env, org: str, n: int) -> list[str]:
+    """n time offs of one provider, starting at 7 distinct instants (ties)."""
+    provider = _PROVIDER_OF[org] = await _provider(env, org)
+    ids = []
+    for i in range(n):
+        start = 1_900_000_000 + (i % 7) * 3_600
+        response = await env.stubs.schedules.CreateTimeOff(
+            schedules_pb2.CreateTimeOffRequest(
+                organization_id=org,
+                time_off=resources_pb2.TimeOff(
+                    provider_id=provider,
+                    start_time=timestamp_pb2.Timestamp(seconds=start, nanos=(i % 3) * 1000),
+                    end_time=timestamp_pb2.Timestamp(seconds=start + 1_800 + i),
+                ),
+            )
+        )
+        ids.append(response.time_off.id)
+    return ids
+
+
+def _time_off_provider(org: str) -> dict[str, Any]:
+    return {"provider_id": _PROVIDER_OF.get(org, _NO_PROVIDER)}
+
+
+def _time_off_key(item: Any) -> tuple[Any, ...]:
+    return (item.start_time.seconds, item.start_time.nanos, item.id)
+
+
+async def seed_offerings(env: Env, org: str, n: int) -> list[str]:
+    """n offerings: two providers (one kept by the filter), services shared."""
+    providers = [await _provider(env, org) for _ in range(2)]
+    _PROVIDER_OF[org] = providers[0]
+    services = []
+    for i in range(-(-n // 2)):
+        response = await env.stubs.catalog.CreateService(
+            catalog_pb2.CreateServiceRequest(
+                organization_id=org,
+                service=resources_pb2.Service(
+                    name=f"s{i}",
+                    duration_minutes=30,
+                    price=common_pb2.Money(currency_code="EUR", amount_minor=100),
+                ),
+            )
+        )
+        services.append(response.service.id)
+    ids = []
+    for i in range(n):
+        offering = resources_pb2.Offering(provider_id=providers[i % 2], service_id=services[i // 2])
+        await env.stubs.catalog.SetOffering(
+            catalog_pb2.SetOfferingRequest(organization_id=org, offering=offering)
+        )
+        ids.append(f"{offering.provider_id}/{offering.service_id}")
+    return ids
+
+
+def _offering_ident(item: Any) -> str:
+    return f"{item.provider_id}/{item.service_id}"
+
+
+def _offering_key(item: Any) -> tuple[Any, ...]:
+    return (item.provider_id, item.service_id)
+
+
 def _name_key(item: Any) -> tuple[Any, ...]:
     return (f"{item.family_name} {item.given_name}", item.id)
 
@@ -314,6 +402,15 @@ class ListCase:
     other_filters: dict[str, Any]
     # Another valid order_by, if the list has one.
     other_order: str | None
+    # Fields every request carries, per tenant (a required parent id).
+    base: Callable[[str], dict[str, Any]] = lambda _org: {}
+    # Per tenant filters, for lists whose filters are ids (added to other_filters).
+    tenant_filters: Callable[[str], dict[str, Any]] = lambda _org: {}
+    # The item's unique identity.
+    ident: Callable[[Any], str] = lambda item: str(item.id)
+
+    def filters(self, org: str) -> dict[str, Any]:
+        return {**self.other_filters, **self.tenant_filters(org)}
 
     async def call(self, env: Env, **fields: Any) -> Any:
         channel = env.booking if self.server == "booking" else env.test
@@ -324,6 +421,8 @@ class ListCase:
         )
         if self.order_by:
             fields.setdefault("order_by", self.order_by)
+        for name, value in self.base(str(fields.get("organization_id", "")).lower()).items():
+            fields.setdefault(name, value)
         return await rpc(self.request(**fields), timeout=30)
 
     def items(self, response: Any) -> list[Any]:
@@ -393,6 +492,56 @@ CASES = [
         key_types=_TIME_ID,
         other_filters={"resource_type": "client"},
         other_order=None,  # one order only
+    ),
+    ListCase(
+        id="time-off",
+        method="/booking.v1.ScheduleService/ListTimeOff",
+        server="booking",
+        request=schedules_pb2.ListTimeOffRequest,
+        response=schedules_pb2.ListTimeOffResponse,
+        items_field="time_off",
+        order_by="start_time",
+        seed=seed_time_off,
+        key=_time_off_key,
+        descending=False,
+        key_types=_TIME_ID,
+        # Overlapping [start, end): the time offs starting at the first three instants.
+        other_filters={"end_time": timestamp_pb2.Timestamp(seconds=1_900_000_000 + 3 * 3_600)},
+        other_order="start_time desc",
+        base=_time_off_provider,
+    ),
+    ListCase(
+        id="time-off-desc",
+        method="/booking.v1.ScheduleService/ListTimeOff",
+        server="booking",
+        request=schedules_pb2.ListTimeOffRequest,
+        response=schedules_pb2.ListTimeOffResponse,
+        items_field="time_off",
+        order_by="start_time desc",
+        seed=seed_time_off,
+        key=_time_off_key,
+        descending=True,
+        key_types=_TIME_ID,
+        other_filters={"start_time": timestamp_pb2.Timestamp(seconds=1_900_000_000 + 3 * 3_600)},
+        other_order="start_time",
+        base=_time_off_provider,
+    ),
+    ListCase(
+        id="offerings",
+        method="/booking.v1.CatalogService/ListOfferings",
+        server="booking",
+        request=catalog_pb2.ListOfferingsRequest,
+        response=catalog_pb2.ListOfferingsResponse,
+        items_field="offerings",
+        order_by="",
+        seed=seed_offerings,
+        key=_offering_key,
+        descending=False,
+        key_types=(KeyType.UUID, KeyType.UUID),
+        other_filters={},
+        other_order=None,  # one order only
+        tenant_filters=_time_off_provider,
+        ident=_offering_ident,
     ),
     ListCase(
         id="test-providers",
@@ -503,7 +652,7 @@ async def test_walking_returns_every_row_once_in_order(
     tenant = await seeded.of(case)
     for sizes in ((7,), (1, 13, 4), (N,), (N + 1,)):
         items = await walk(case, env, sizes, organization_id=tenant.org)
-        assert sorted(i.id for i in items) == sorted(tenant.ids)
+        assert sorted(case.ident(i) for i in items) == sorted(tenant.ids)
         assert_in_order(case, items)
     # The seeded rows tie on the leading sort key: the tie-breaker is exercised.
     keys = [case.key(i)[:-1] for i in items]
@@ -516,10 +665,11 @@ async def test_filtered_walk_is_the_filtered_full_list(
 ) -> None:
     tenant = await seeded.of(case)
     everything = await walk(case, env, (N + 1,), organization_id=tenant.org)
-    filtered = await walk(case, env, (4,), organization_id=tenant.org, **case.other_filters)
+    filtered = await walk(case, env, (4,), organization_id=tenant.org, **case.filters(tenant.org))
     assert 0 < len(filtered) < len(everything)
-    ids = {i.id for i in filtered}
-    assert [i.id for i in everything if i.id in ids] == [i.id for i in filtered]
+    ids = {case.ident(i) for i in filtered}
+    ident = case.ident
+    assert [ident(i) for i in everything if ident(i) in ids] == [ident(i) for i in filtered]
 
 
 async def test_walk_with_inserts_between_pages(env: Env) -> None:
@@ -594,7 +744,7 @@ async def test_token_is_bound_to_tenant_filters_and_order(
     other_org = await new_org(env.stubs)
     reuses: list[dict[str, Any]] = [
         {"organization_id": other_org},
-        {"organization_id": tenant.org, **case.other_filters},
+        {"organization_id": tenant.org, **case.filters(tenant.org)},
     ]
     if case.other_order is not None:
         reuses.append({"organization_id": tenant.org, "order_by": case.other_order})
@@ -757,7 +907,7 @@ async def test_page_number_mode_returns_the_rows_walking_returns(
     case: ListCase, env: Env, seeded: SeededTenants
 ) -> None:
     tenant = await seeded.of(case)
-    walked = [i.id for i in await walk(case, env, (7,), organization_id=tenant.org)]
+    walked = [case.ident(i) for i in await walk(case, env, (7,), organization_id=tenant.org)]
     pages = -(-N // 7)
     for number in range(1, pages + 1):
         response = await case.call(
@@ -767,7 +917,9 @@ async def test_page_number_mode_returns_the_rows_walking_returns(
             page=number,
             count_mode=common_pb2.COUNT_MODE_EXACT,
         )
-        assert [i.id for i in case.items(response)] == walked[(number - 1) * 7 : number * 7]
+        assert [case.ident(i) for i in case.items(response)] == walked[
+            (number - 1) * 7 : number * 7
+        ]
         info = response.page_info
         assert (info.page, info.total_pages, info.total_size) == (number, pages, N)
         assert (info.has_prev, info.has_next) == (number > 1, number < pages)
@@ -836,10 +988,10 @@ async def test_exact_count_above_the_cap_is_a_lower_bound(
         organization_id=tenant.org,
         count_mode=common_pb2.COUNT_MODE_EXACT,
         page_size=5,
-        **case.other_filters,
+        **case.filters(tenant.org),
     )
     exact_filtered = len(
-        await walk(case, capped, (N,), organization_id=tenant.org, **case.other_filters)
+        await walk(case, capped, (N,), organization_id=tenant.org, **case.filters(tenant.org))
     )
     expected_kind = (
         common_pb2.COUNT_KIND_EXACT if exact_filtered <= CAP else common_pb2.COUNT_KIND_LOWER_BOUND
