@@ -855,8 +855,42 @@ async def test_time_off_validation(stubs: Stubs, org: str, provider: str) -> Non
             {"time_off.start_time": "REQUIRED", "time_off.end_time": "REQUIRED"},
         ),
     ]
+    for seconds, nanos in ((0, 10**9), (1, -1), (253_402_300_800, 0), (-62_135_596_801, 0)):
+        hostile = time_off(org, provider, T0, T0 + timedelta(hours=1))
+        hostile.time_off.end_time.CopyFrom(timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
+        cases.append((hostile, {"time_off.end_time": "OUT_OF_RANGE"}))
     for request, fields in cases:
         assert await invalid(stubs.schedules.CreateTimeOff(request)) == fields
+    assert await invalid(
+        stubs.schedules.ListTimeOff(
+            schedules_pb2.ListTimeOffRequest(
+                organization_id=org,
+                provider_id=provider,
+                start_time=timestamp_pb2.Timestamp(seconds=1, nanos=-1),
+            )
+        )
+    ) == {"start_time": "OUT_OF_RANGE"}
+    # The driver writes datetime.min / max as -infinity / infinity: refused.
+    for start, end in (
+        (datetime(1, 1, 1, tzinfo=UTC), T0),
+        (datetime(1899, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), T0),
+    ):
+        assert await invalid(
+            stubs.schedules.CreateTimeOff(time_off(org, provider, start, end))
+        ) == {"time_off.start_time": "OUT_OF_RANGE"}
+    end = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert await invalid(
+        stubs.schedules.CreateTimeOff(time_off(org, provider, end - timedelta(1), end))
+    ) == {"time_off.end_time": "OUT_OF_RANGE"}
+    # The first and last instants accepted.
+    first = datetime(1900, 1, 1, tzinfo=UTC)
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    await stubs.schedules.CreateTimeOff(time_off(org, provider, first, first + timedelta(1), "f"))
+    await stubs.schedules.CreateTimeOff(time_off(org, provider, last - timedelta(1), last, "l"))
+    assert await list_time_off(stubs, org, provider, start_time=ts(first)) == ["f", "l"]
+    assert await list_time_off(stubs, org, provider, end_time=ts(last)) == ["f", "l"]
+    extremes = {"start_time": ts(datetime(1, 1, 1, tzinfo=UTC)), "end_time": ts(end)}
+    assert await list_time_off(stubs, org, provider, **extremes) == ["f", "l"]
     ok = await stubs.schedules.CreateTimeOff(
         time_off(org, provider, T0, T0 + timedelta(hours=1), "é" * 500)
     )

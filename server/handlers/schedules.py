@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -156,10 +156,24 @@ def _override_rows(
     return bounds[0], bounds[1], rows
 
 
+# The instants a time off may start and end at: the years of business dates
+# (as WorkingHours' dates), and never datetime.min / datetime.max, which the
+# driver writes as -infinity / infinity.
+MIN_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
 def _required_time(ts: timestamp_pb2.Timestamp, field: str, v: Violations) -> datetime | None:
     value = to_datetime(ts, field, v)
-    if value is None and ts.seconds == 0 and ts.nanos == 0:
-        v.add(field, "is required", "REQUIRED")
+    if value is None:
+        if ts.seconds == 0 and ts.nanos == 0:
+            v.add(field, "is required", "REQUIRED")
+        return None
+    if not MIN_INSTANT <= value <= MAX_INSTANT:
+        v.add(
+            field, "must be between 1900-01-01T00:00:00Z and 9999-12-31T23:59:59Z", "OUT_OF_RANGE"
+        )
+        return None
     return value
 
 
