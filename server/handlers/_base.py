@@ -87,9 +87,13 @@ def check_text(msg: Message, v: Violations, prefix: str = "") -> None:
             else:
                 check_text(value, v, f"{path}.")
         elif field.type == FieldDescriptor.TYPE_STRING:
-            values = value if field.is_repeated else (value,)
-            if any("\x00" in item for item in values):
-                v.add(path, "must not contain NUL characters", "INVALID_FORMAT")
+            if not field.is_repeated:
+                if "\x00" in value:
+                    v.add(path, "must not contain NUL characters", "INVALID_FORMAT")
+                continue
+            for i, item in enumerate(value):
+                if "\x00" in item:
+                    v.add(f"{path}[{i}]", "must not contain NUL characters", "INVALID_FORMAT")
 
 
 def request_violations(request: Message, *, zones: Container[str] | None = None) -> Violations:
