@@ -1,0 +1,281 @@
+"""Plans of the booking rules' statements on a big calendar: the availability
+calendar statement (one provider, a week; 100 providers, a week; one
+provider, 62 days) and the conflict statements (the header, then the calendar
+around one start) read appointments through the exclusion constraint's GiST
+(ex_appointments_no_overlap), time off, weekly hours and overrides through
+their indexes, and never scan appointments sequentially. Custom and generic
+plans both (the pool's prepared statements may switch to a generic plan).
+
+Data: a dedicated database on the test server (other tests never see it),
+filled with INSERT ... SELECT generate_series: 1,000 providers with weekly
+hours, overrides and time off, and BOOKING_EXPLAIN_APPOINTMENTS appointments
+(default 1,000,000) back to back over each provider's past and future, every
+seventh cancelled. The foreign keys are added after the load and the
+exclusion constraint's GiST index is built from its exact definition as a
+plain index (see _load). Assertions are plan facts (scan types, index names,
+rows read), never times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+from sqlalchemy.engine import make_url
+
+from bench.generate import _appointment_constraints
+from server.db.engine import to_asyncpg_dsn
+from server.db.migrate import upgrade
+from server.queries import calendar as q
+from server.testing import create_database, drop_database, test_settings
+
+N = int(os.environ.get("BOOKING_EXPLAIN_APPOINTMENTS", "1000000"))
+PROVIDERS = 1000
+SLOT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Big:
+    conn: asyncpg.Connection
+    org: str
+    providers: list[str]
+    now: datetime
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [plan]
+    for child in plan.get("Plans", []):
+        out += _nodes(child)
+    return out
+
+
+async def _load(conn: asyncpg.Connection) -> Big:
+    await conn.execute("SET synchronous_commit = off")
+    await conn.execute("SET maintenance_work_mem = '256MB'")
+    org = str(uuid.uuid4())
+    service = str(uuid.uuid4())
+    client = str(uuid.uuid4())
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    await conn.execute(
+        "INSERT INTO organizations (id, name, slug, time_zone) VALUES ($1, 'Big', $2, 'UTC')",
+        org,
+        f"big-{org[:8]}",
+    )
+    await conn.execute(
+        "INSERT INTO services (organization_id, id, name, duration_minutes, price_minor,"
+        " currency) VALUES ($1, $2, 'Cut', 30, 2500, 'EUR')",
+        org,
+        service,
+    )
+    await conn.execute(
+        "INSERT INTO clients (organization_id, id, given_name, given_key, family_key)"
+        " VALUES ($1, $2, 'Cli', 'cli', '')",
+        org,
+        client,
+    )
+    await conn.execute(
+        "INSERT INTO providers (organization_id, id, display_name, time_zone)"
+        " SELECT $1, gen_random_uuid(), 'P' || g, 'Europe/Berlin'"
+        " FROM generate_series(1, $2) g",
+        org,
+        PROVIDERS,
+    )
+    providers = [
+        str(r["id"])
+        for r in await conn.fetch(
+            "SELECT id FROM providers WHERE organization_id = $1 ORDER BY id", org
+        )
+    ]
+    await conn.execute(
+        "INSERT INTO offerings (organization_id, provider_id, service_id)"
+        " SELECT $1, id, $2 FROM providers WHERE organization_id = $1",
+        org,
+        service,
+    )
+    # Weekly hours on weekdays (a rule replaced half a year ago), overrides and
+    # time off every few weeks over the appointments' years.
+    await conn.execute(
+        "INSERT INTO working_hours (organization_id, id, provider_id, weekday, start_minute,"
+        " end_minute, valid_from, valid_to)"
+        " SELECT $1, gen_random_uuid(), p.id, d, 480, 1200, v.f, v.t"
+        " FROM providers p, generate_series(1, 5) d,"
+        " (VALUES (NULL::date, current_date - 180), (current_date - 179, NULL::date)) v(f, t)"
+        " WHERE p.organization_id = $1",
+        org,
+    )
+    await conn.execute(
+        "INSERT INTO date_overrides (organization_id, id, provider_id, on_date, closed)"
+        " SELECT $1, gen_random_uuid(), p.id, current_date + 7 * k, true"
+        " FROM providers p, generate_series(-40, 10) k WHERE p.organization_id = $1",
+        org,
+    )
+    await conn.execute(
+        "INSERT INTO time_off (organization_id, id, provider_id, during)"
+        " SELECT $1, gen_random_uuid(), p.id,"
+        " tstzrange($2::timestamptz + k * interval '10 days',"
+        " $2::timestamptz + k * interval '10 days' + interval '1 day')"
+        " FROM providers p, generate_series(-40, 20) k WHERE p.organization_id = $1",
+        org,
+        now,
+    )
+    # The load is one statement without the foreign keys, the secondary
+    # indexes and the exclusion constraint, ids in load order as UUIDv7 ids
+    # are (the primary key appends); then the keys and indexes come back and the
+    # constraint's GiST index is built as a plain index of its exact
+    # definition: validating the constraint probes the index once per row,
+    # minutes for a million, and plans depend on the index, not the check.
+    gist = await conn.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'ex_appointments_no_overlap'"
+    )
+    rebuild = [r for r in _appointment_constraints() if r[0].startswith(("fk_", "ix_"))]
+    for _, drop, _ in rebuild:
+        await conn.execute(drop)
+    await conn.execute("ALTER TABLE appointments DROP CONSTRAINT ex_appointments_no_overlap")
+    per = N // PROVIDERS
+    # Back to back, half of each provider's share before now, half after.
+    await conn.execute(
+        "INSERT INTO appointments (organization_id, id, provider_id, client_id, service_id,"
+        " during, status, price_minor, currency, occupied)"
+        " SELECT $1, lpad(to_hex(p.n * $5 + g), 32, '0')::uuid, p.id, $2, $3, r,"
+        " CASE WHEN g % 7 = 0 THEN 'cancelled' ELSE 'confirmed' END, 2500, 'EUR', r"
+        " FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM providers"
+        " WHERE organization_id = $1) p, generate_series(0, $5 - 1) g,"
+        " LATERAL (SELECT tstzrange($4::timestamptz + (g - $5 / 2) * interval '30 minutes',"
+        " $4::timestamptz + (g - $5 / 2 + 1) * interval '30 minutes')) x(r)"
+        " ORDER BY p.n, g",
+        org,
+        client,
+        service,
+        now,
+        per,
+    )
+    for _, _, add in rebuild:
+        await conn.execute(add)
+    await conn.execute(gist)
+    await conn.execute("ANALYZE")
+    return Big(conn, org, providers, now)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def big(database_url: str) -> AsyncIterator[Big]:
+    root = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
+    name = f"booking_explain_{uuid.uuid4().hex[:12]}"
+    url = await create_database(root, name)
+    try:
+        await upgrade(url, test_settings().migrations_dir)
+        conn = await asyncpg.connect(to_asyncpg_dsn(url))
+        try:
+            await conn.execute("SET jit = off")
+            yield await _load(conn)
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(root, name)
+
+
+async def _plans(conn: asyncpg.Connection, sql: str, args: list[Any]) -> list[list[dict[str, Any]]]:
+    """The executed plan's nodes, custom and generic."""
+    out = []
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        raw = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}", *args
+        )
+        tree = json.loads(raw) if isinstance(raw, str) else raw
+        out.append(_nodes(tree[0]["Plan"]))
+    await conn.execute("RESET plan_cache_mode")
+    return out
+
+
+def _scans(nodes: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
+    """Scans of a table and of its indexes (named ix_/ex_/pk_<table>...)."""
+    prefixes = tuple(f"{kind}_{table}" for kind in ("ix", "ex", "pk", "uq"))
+    return [
+        n
+        for n in nodes
+        if n.get("Relation Name") == table or n.get("Index Name", "").startswith(prefixes)
+    ]
+
+
+def _check_calendar_plan(nodes: list[dict[str, Any]], providers: int, days: float) -> None:
+    appointments = _scans(nodes, "appointments")
+    assert appointments, nodes
+    assert all(n["Node Type"] != "Seq Scan" for n in appointments), appointments
+    assert any(n.get("Index Name") == "ex_appointments_no_overlap" for n in appointments), (
+        appointments
+    )
+    # Rows read from appointments: about the range's own (48 a day a provider).
+    read = sum(
+        (n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
+        for n in appointments
+        if n["Node Type"] in ("Index Scan", "Bitmap Heap Scan", "Index Only Scan")
+    )
+    assert read <= providers * (days + 2) * 48 * 1.2 + 100, (read, appointments)
+    for table, prefix in (
+        ("time_off", "ix_time_off_"),
+        ("working_hours", "working_hours"),
+        ("date_overrides", "date_overrides"),
+    ):
+        scans = [n for n in _scans(nodes, table) if n["Node Type"] != "Bitmap Heap Scan"]
+        assert scans, (table, nodes)
+        assert all(n["Node Type"] != "Seq Scan" for n in scans), (table, scans)
+        assert all(
+            n.get("Index Name", "").startswith(prefix) or prefix in n.get("Index Name", "")
+            for n in scans
+        ), (table, scans)
+
+
+async def test_calendar_statement_plans(big: Big) -> None:
+    count = await big.conn.fetchval(
+        "SELECT count(*) FROM appointments WHERE organization_id = $1", big.org
+    )
+    assert count >= N - PROVIDERS
+    start = big.now + timedelta(days=1)
+    for providers, days in ((1, 7), (100, 7), (1, 62)):
+        ids = big.providers[500 : 500 + providers]
+        end = start + timedelta(days=days)
+        args = [
+            big.org,
+            ids,
+            start.date() - timedelta(days=2),
+            end.date() + timedelta(days=2),
+            asyncpg.Range(start - SLOT, end + 2 * SLOT),
+            None,
+        ]
+        for nodes in await _plans(big.conn, q.CALENDAR_SQL, args):
+            _check_calendar_plan(nodes, providers, days)
+
+
+async def test_conflict_statement_plans(big: Big) -> None:
+    provider = big.providers[123]
+    service = await big.conn.fetchval("SELECT id FROM services WHERE organization_id = $1", big.org)
+    excluded = await big.conn.fetchval(
+        "SELECT id FROM appointments WHERE organization_id = $1 AND provider_id = $2"
+        " AND lower(during) >= $3 ORDER BY organization_id, id LIMIT 1",
+        big.org,
+        provider,
+        big.now,
+    )
+    for sql in (q.BOOKING_HEADER_SQL, q.BOOKING_HEADER_LOCKED_SQL):
+        for nodes in await _plans(big.conn, sql, [big.org, provider, service, excluded]):
+            for table in ("appointments", "providers", "offerings"):
+                scans = _scans(nodes, table)
+                assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), (table, nodes)
+    start = big.now + timedelta(days=3, minutes=15)
+    args = [
+        big.org,
+        [provider],
+        start.date() - timedelta(days=2),
+        start.date() + timedelta(days=2),
+        asyncpg.Range(start, start + SLOT),
+        excluded,
+    ]
+    for nodes in await _plans(big.conn, q.CALENDAR_SQL, args):
+        _check_calendar_plan(nodes, 1, 0)
