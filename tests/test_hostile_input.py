@@ -837,3 +837,47 @@ async def test_statement_timeout_without_a_deadline_is_deadline_exceeded(
             finally:
                 await locker.close()
     assert await db.fetchval("SELECT count(*) FROM clients WHERE organization_id = $1", org) == 0
+
+
+# -- the instants the driver turns into infinity -------------------------------------------
+
+_INFINITE_TIMESTAMPS = [
+    timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999),  # datetime.max
+    timestamp_pb2.Timestamp(seconds=-62_135_596_800),  # datetime.min
+]
+
+
+@pytest.mark.parametrize("ts", _INFINITE_TIMESTAMPS, ids=["max", "min"])
+async def test_timestamps_that_would_become_infinity_are_refused(
+    ts: timestamp_pb2.Timestamp, channel: grpc.aio.Channel, world: World
+) -> None:
+    """asyncpg sends datetime.max / datetime.min as PostgreSQL's infinity: as a
+    list filter that is harmless (an unbounded side), but a write or a booking
+    check refuses them on the field, never storing or computing with them."""
+    cases: list[tuple[str, str, Message]] = [
+        (
+            "CreateTimeOff",
+            "time_off.end_time",
+            schedules_pb2.CreateTimeOffRequest(
+                organization_id=world.org,
+                time_off=resources_pb2.TimeOff(
+                    provider_id=world.provider.id, start_time=_at(days=30), end_time=ts
+                ),
+            ),
+        ),
+        (
+            "CheckConflicts",
+            "start_time",
+            availability_pb2.CheckConflictsRequest(
+                organization_id=world.org,
+                provider_id=world.bookable.provider_id,
+                service_id=world.bookable.service_id,
+                start_time=ts,
+            ),
+        ),
+    ]
+    for name, path, request in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _rpc(name).callable(channel)(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, err.value.details())
+        assert path in violated_fields(err.value), name

@@ -161,6 +161,12 @@ def upgrade() -> None:
         "time_off",
         "reason IS NULL OR char_length(reason) <= 500",
     )
+    op.create_check_constraint(
+        op.f("ck_time_off_during_bounded"),
+        "time_off",
+        "NOT lower_inf(during) AND NOT upper_inf(during) "
+        "AND upper(during) - lower(during) <= interval '366 days'",
+    )
 
     # Appointments occupy their buffers.
     op.add_column("appointments", sa.Column("cancel_reason", sa.Text(), nullable=True))
@@ -206,6 +212,7 @@ def downgrade() -> None:
     op.drop_index("ix_time_off_org_provider_start_at_id", table_name="time_off")
     op.drop_column("time_off", "end_at")
     op.drop_column("time_off", "start_at")
+    op.drop_constraint("ck_time_off_during_bounded", "time_off")
     op.drop_constraint("ck_time_off_reason_length", "time_off")
     op.drop_column("time_off", "created_at")
 

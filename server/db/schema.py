@@ -422,6 +422,12 @@ time_off = Table(
     _tenant_fk(["provider_id"], "providers", ondelete="CASCADE"),
     CheckConstraint("NOT isempty(during)", name="during_not_empty"),
     CheckConstraint("reason IS NULL OR char_length(reason) <= 500", name="reason_length"),
+    # Finite and at most 366 days: ListTimeOff's range bound relies on it.
+    CheckConstraint(
+        "NOT lower_inf(during) AND NOT upper_inf(during) "
+        "AND upper(during) - lower(during) <= interval '366 days'",
+        name="during_bounded",
+    ),
     Index(
         "ix_time_off_org_provider_start_at_id", "organization_id", "provider_id", "start_at", "id"
     ),
@@ -436,6 +442,7 @@ time_off = Table(
         "constraint_fields": {
             "ck_time_off_during_not_empty": ("CONSTRAINT_VIOLATED",),
             "ck_time_off_reason_length": ("CONSTRAINT_VIOLATED", "time_off.reason"),
+            "ck_time_off_during_bounded": ("CONSTRAINT_VIOLATED", "time_off.end_time"),
             "fk_time_off_organization_id_provider_id_providers": ("PROVIDER_NOT_FOUND",),
         }
     },

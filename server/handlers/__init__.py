@@ -21,7 +21,9 @@ Shared machinery (private modules): ``_base`` (Deps, deadlines, canonical ids,
 NUL check), ``_writes`` (the write path: transaction, audit, request_id),
 ``_resource`` (Create/Get/Update of a tenant-owned resource), ``_lists`` (the
 List path: ListSpec), ``_masks`` (update masks), ``_encoding`` (timestamps,
-etags).
+etags), ``_calendar_fields`` (google.type Date / TimeOfDay / TimeInterval
+validation), ``_conflicts`` (booking conflicts as protos and as the
+TIME_SLOT_TAKEN / BOOKING_NOT_ALLOWED errors).
 
 A new service is one :class:`Service` entry in :data:`SERVICES`: it drives
 registration, health (one status per service) and reflection.
