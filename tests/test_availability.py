@@ -761,3 +761,31 @@ async def test_limits_are_served(stubs: Stubs, db: asyncpg.Connection, org: str)
     assert len(got.providers) == 100
     assert len(got.providers[0].slots) == 62
     assert len(got.first_available) == 62
+
+
+async def test_instants_out_of_range(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
+    """The first and last instants a Timestamp holds are refused on the field,
+    never computed with (days around them would overflow)."""
+    s = await make_setup(stubs, db, org)
+    extremes = [
+        timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999),
+        timestamp_pb2.Timestamp(seconds=-62_135_596_800),
+        timestamp_pb2.Timestamp(seconds=253_370_764_800 + 86_400),  # 9999-01-02
+    ]
+    for extreme in extremes:
+        request = check_request(s, datetime(2026, 1, 1, tzinfo=UTC))
+        request.start_time.CopyFrom(extreme)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.availability.CheckConflicts(request)
+        assert violated_fields(err.value) == {"start_time"}
+        ranged = availability_request(
+            s, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+        )
+        ranged.end_time.CopyFrom(extreme)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stubs.availability.GetAvailability(ranged)
+        assert violated_fields(err.value) == {"end_time"}
+    # The last allowed start is answered (beyond the horizon).
+    request = check_request(s, datetime(9999, 1, 1, tzinfo=UTC))
+    got = await stubs.availability.CheckConflicts(request)
+    assert [c.reason for c in got.conflicts][-1] == R.CONFLICT_REASON_BEYOND_HORIZON

@@ -47,10 +47,24 @@ def _policy(
     return booking.Policy(notice, horizon)
 
 
+# Instants the rules compute with: the years of business dates, and room for
+# the days of arithmetic around them (a 62-day range, a day's appointment, the
+# calendar's extra days); never datetime.min / max (the driver's infinity).
+MIN_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def _required_time(ts: timestamp_pb2.Timestamp, field: str, v: Violations) -> datetime | None:
     value = to_datetime(ts, field, v)
-    if value is None and not any(x.field == field for x in v.items):
-        v.add(field, "is required", "REQUIRED")
+    if value is None:
+        if ts.seconds == 0 and ts.nanos == 0:
+            v.add(field, "is required", "REQUIRED")
+        return None
+    if not MIN_INSTANT <= value <= MAX_INSTANT:
+        v.add(
+            field, "must be between 1900-01-01T00:00:00Z and 9999-01-01T00:00:00Z", "OUT_OF_RANGE"
+        )
+        return None
     return value
 
 
