@@ -4,8 +4,9 @@ NOT_FOUND; validation) and GetAvailability (several providers with their
 per-provider errors, first_available, the request's zone, policy overrides,
 limits and validation).
 
-Calendars are written with SQL (helpers below, shared with the oracle test)
-until the schedule RPCs exist."""
+Calendars are written through the schedule RPCs (helpers below, shared with
+the oracle test); appointments with SQL (any buffers and status, cancelled
+ones overlapping others)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,18 @@ from booking.v1 import (
     common_pb2,
     providers_pb2,
     resources_pb2,
+    schedules_pb2,
 )
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
+from google.type import date_pb2
 
 from server import booking
 from server.db.engine import to_asyncpg_dsn
 from server.errors import ServiceError
 from server.handlers._conflicts import refusal, taken
 from server.ids import uuid7
-from tests.conftest import Stubs, details, new_org, violated_fields
+from tests.conftest import Stubs, details, new_org, time_of_day, violated_fields, weekly
 
 R = availability_pb2.ConflictReason
 
@@ -63,7 +66,6 @@ class Setup:
 
 async def make_provider(
     stubs: Stubs,
-    db: asyncpg.Connection,
     org: str,
     service_id: str,
     *,
@@ -79,20 +81,17 @@ async def make_provider(
     )
     pid = provider.provider.id
     if offered:
-        await db.execute(
-            "INSERT INTO offerings (organization_id, provider_id, service_id, duration_minutes)"
-            " VALUES ($1, $2, $3, $4)",
-            org,
-            pid,
-            service_id,
-            offering_duration,
+        offering = resources_pb2.Offering(provider_id=pid, service_id=service_id)
+        if offering_duration is not None:
+            offering.duration_minutes = offering_duration
+        await stubs.catalog.SetOffering(
+            catalog_pb2.SetOfferingRequest(organization_id=org, offering=offering)
         )
     return pid
 
 
 async def make_setup(
     stubs: Stubs,
-    db: asyncpg.Connection,
     org: str,
     *,
     zone: str = "Europe/Berlin",
@@ -114,7 +113,7 @@ async def make_setup(
         )
     )
     sid = service.service.id
-    pid = await make_provider(stubs, db, org, sid, zone=zone, offered=offered)
+    pid = await make_provider(stubs, org, sid, zone=zone, offered=offered)
     client = await stubs.clients.CreateClient(
         clients_pb2.CreateClientRequest(
             organization_id=org, client=resources_pb2.Client(given_name="Cli", family_name="Ent")
@@ -123,62 +122,69 @@ async def make_setup(
     return Setup(org, pid, sid, client.client.id, ZoneInfo(zone))
 
 
+def _date(on: date) -> date_pb2.Date:
+    return date_pb2.Date(year=on.year, month=on.month, day=on.day)
+
+
 async def add_hours(
-    db: asyncpg.Connection,
+    stubs: Stubs,
     org: str,
     provider_id: str,
     rules: Sequence[tuple[int, int, int] | tuple[int, int, int, date | None, date | None]],
 ) -> None:
-    """Weekly rules (ISO weekday, start minute, end minute[, valid_from, valid_to])."""
-    await db.executemany(
-        "INSERT INTO working_hours (organization_id, id, provider_id, weekday, start_minute,"
-        " end_minute, valid_from, valid_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        [
-            (org, uuid7(), provider_id, r[0], r[1], r[2], *(r[3:] if len(r) == 5 else (None, None)))
-            for r in rules
-        ],
+    """The provider's weekly rules (ISO weekday, start minute, end minute[,
+    valid_from, valid_to]), through ReplaceWorkingHours."""
+    hours = []
+    for r in rules:
+        rule = weekly(r[0], r[1], r[2])
+        if len(r) == 5:
+            if r[3] is not None:
+                rule.valid_from.CopyFrom(_date(r[3]))
+            if r[4] is not None:
+                rule.valid_to.CopyFrom(_date(r[4]))
+        hours.append(rule)
+    await stubs.schedules.ReplaceWorkingHours(
+        schedules_pb2.ReplaceWorkingHoursRequest(
+            organization_id=org, provider_id=provider_id, working_hours=hours
+        )
     )
 
 
 async def add_override(
-    db: asyncpg.Connection,
-    org: str,
-    provider_id: str,
-    on: date,
-    intervals: Sequence[tuple[int, int]],
+    stubs: Stubs, org: str, provider_id: str, on: date, intervals: Sequence[tuple[int, int]]
 ) -> None:
-    """A date's own hours; no intervals = closed."""
-    if not intervals:
-        await db.execute(
-            "INSERT INTO date_overrides (organization_id, id, provider_id, on_date, closed)"
-            " VALUES ($1, $2, $3, $4, true)",
-            org,
-            uuid7(),
-            provider_id,
-            on,
+    """A date's own hours (no intervals = closed), through ReplaceDateOverrides."""
+    override = resources_pb2.DateOverride(
+        date=_date(on),
+        closed=not intervals,
+        intervals=[
+            resources_pb2.TimeInterval(start_time=time_of_day(a), end_time=time_of_day(b))
+            for a, b in intervals
+        ],
+    )
+    await stubs.schedules.ReplaceDateOverrides(
+        schedules_pb2.ReplaceDateOverridesRequest(
+            organization_id=org,
+            provider_id=provider_id,
+            start_date=_date(on),
+            end_date=_date(on),
+            date_overrides=[override],
         )
-        return
-    await db.executemany(
-        "INSERT INTO date_overrides (organization_id, id, provider_id, on_date, closed,"
-        " start_minute, end_minute) VALUES ($1, $2, $3, $4, false, $5, $6)",
-        [(org, uuid7(), provider_id, on, a, b) for a, b in intervals],
     )
 
 
 async def add_time_off(
-    db: asyncpg.Connection, org: str, provider_id: str, start: datetime, end: datetime
+    stubs: Stubs, org: str, provider_id: str, start: datetime, end: datetime
 ) -> str:
-    tid = uuid7()
-    await db.execute(
-        "INSERT INTO time_off (organization_id, id, provider_id, during)"
-        " VALUES ($1, $2, $3, tstzrange($4, $5))",
-        org,
-        tid,
-        provider_id,
-        start,
-        end,
+    got = await stubs.schedules.CreateTimeOff(
+        schedules_pb2.CreateTimeOffRequest(
+            organization_id=org,
+            time_off=resources_pb2.TimeOff(
+                provider_id=provider_id, start_time=ts(start), end_time=ts(end)
+            ),
+        )
     )
-    return tid
+    return got.time_off.id
 
 
 async def add_appointment(
@@ -249,8 +255,8 @@ def as_dt(t: timestamp_pb2.Timestamp) -> datetime:
 async def test_check_conflicts_free_time_is_bookable(
     stubs: Stubs, db: asyncpg.Connection, org: str
 ) -> None:
-    s = await make_setup(stubs, db, org, duration=45, before=10, after=5)
-    await add_hours(db, org, s.provider_id, [(1, 9 * 60, 17 * 60)])
+    s = await make_setup(stubs, org, duration=45, before=10, after=5)
+    await add_hours(stubs, org, s.provider_id, [(1, 9 * 60, 17 * 60)])
     monday = next_monday()
     start = at(s.zone, monday, 10 * 60)
     got = await stubs.availability.CheckConflicts(check_request(s, start))
@@ -264,19 +270,21 @@ async def test_check_conflicts_free_time_is_bookable(
 async def test_check_conflicts_reports_every_reason(
     stubs: Stubs, db: asyncpg.Connection, org: str
 ) -> None:
-    s = await make_setup(stubs, db, org, duration=60, before=15, after=15, offered=False)
-    await add_hours(db, org, s.provider_id, [(1, 9 * 60, 12 * 60)])
+    s = await make_setup(stubs, org, duration=60, before=15, after=15, offered=False)
+    await add_hours(stubs, org, s.provider_id, [(1, 9 * 60, 12 * 60)])
     monday = next_monday()
     z, m = s.zone, monday
     # The appointment [11:30, 12:30) occupies [11:15, 12:45).
     overlap = await add_appointment(db, s, at(z, m, 12 * 60 + 15), at(z, m, 13 * 60))
     buffer = await add_appointment(db, s, at(z, m, 10 * 60 + 45), at(z, m, 11 * 60 + 5), after=15)
     # Neither of these counts: another provider's, a cancelled one.
-    other = await make_provider(stubs, db, org, s.service_id, zone="Europe/Berlin")
+    other = await make_provider(stubs, org, s.service_id, zone="Europe/Berlin")
     await add_appointment(db, s, at(z, m, 11 * 60), at(z, m, 13 * 60), provider_id=other)
     await add_appointment(db, s, at(z, m, 11 * 60 + 30), at(z, m, 11 * 60 + 45), status="cancelled")
-    off = await add_time_off(db, org, s.provider_id, at(z, m, 12 * 60 + 40), at(z, m, 14 * 60))
-    await add_time_off(db, org, s.provider_id, at(z, m, 12 * 60 + 45), at(z, m, 15 * 60))  # touches
+    off = await add_time_off(stubs, org, s.provider_id, at(z, m, 12 * 60 + 40), at(z, m, 14 * 60))
+    await add_time_off(
+        stubs, org, s.provider_id, at(z, m, 12 * 60 + 45), at(z, m, 15 * 60)
+    )  # touches
     await db.execute(
         "UPDATE providers SET active = false WHERE organization_id = $1 AND id = $2",
         org,
@@ -321,8 +329,8 @@ async def test_check_conflicts_reports_every_reason(
 
 
 async def test_check_conflicts_policy(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
-    s = await make_setup(stubs, db, org)
-    await add_hours(db, org, s.provider_id, [(d, 0, 1440) for d in range(1, 8)])
+    s = await make_setup(stubs, org)
+    await add_hours(stubs, org, s.provider_id, [(d, 0, 1440) for d in range(1, 8)])
     start = at(s.zone, next_monday(), 10 * 60)
     before = datetime.now(UTC)
     got = await stubs.availability.CheckConflicts(
@@ -357,9 +365,9 @@ async def test_check_conflicts_policy(stubs: Stubs, db: asyncpg.Connection, org:
 
 
 async def test_check_conflicts_not_found(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
-    s = await make_setup(stubs, db, org)
+    s = await make_setup(stubs, org)
     other_org = await new_org(stubs)
-    foreign = await make_setup(stubs, db, other_org)
+    foreign = await make_setup(stubs, other_org)
     start = at(s.zone, next_monday(), 600)
     cases = [
         (check_request(s, start, provider_id=str(uuid.uuid4())), "PROVIDER_NOT_FOUND"),
@@ -541,9 +549,9 @@ def starts(entry: availability_pb2.ProviderAvailability) -> list[datetime]:
 
 
 async def test_slots_of_a_day(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
-    s = await make_setup(stubs, db, org, duration=30, before=0, after=15)
+    s = await make_setup(stubs, org, duration=30, before=0, after=15)
     # 09:00-12:00 and 12:00-13:00 touch: one stretch; 14:00-14:20 is too short.
-    await add_hours(db, org, s.provider_id, [(1, 540, 720), (1, 720, 780), (1, 840, 860)])
+    await add_hours(stubs, org, s.provider_id, [(1, 540, 720), (1, 720, 780), (1, 840, 860)])
     z, m = s.zone, next_monday()
     await add_appointment(db, s, at(z, m, 600), at(z, m, 630))  # 10:00-10:30
     got = await stubs.availability.GetAvailability(
@@ -585,18 +593,16 @@ async def test_slots_of_a_day(stubs: Stubs, db: asyncpg.Connection, org: str) ->
 
 
 async def test_providers_and_their_errors(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
-    s = await make_setup(stubs, db, org, duration=30)
+    s = await make_setup(stubs, org, duration=30)
     longer = await make_provider(
-        stubs, db, org, s.service_id, zone="America/New_York", offering_duration=60
+        stubs, org, s.service_id, zone="America/New_York", offering_duration=60
     )
-    inactive = await make_provider(stubs, db, org, s.service_id, zone="Europe/Berlin")
-    not_offered = await make_provider(
-        stubs, db, org, s.service_id, zone="Europe/Berlin", offered=False
-    )
-    foreign = await make_setup(stubs, db, await new_org(stubs))
+    inactive = await make_provider(stubs, org, s.service_id, zone="Europe/Berlin")
+    not_offered = await make_provider(stubs, org, s.service_id, zone="Europe/Berlin", offered=False)
+    foreign = await make_setup(stubs, await new_org(stubs))
     unknown = str(uuid.uuid4())
     for pid in (s.provider_id, longer, inactive, not_offered):
-        await add_hours(db, org, pid, [(d, 0, 1440) for d in range(1, 8)])
+        await add_hours(stubs, org, pid, [(d, 0, 1440) for d in range(1, 8)])
     await db.execute(
         "UPDATE providers SET active = false WHERE organization_id = $1 AND id = $2", org, inactive
     )
@@ -642,7 +648,7 @@ async def test_providers_and_their_errors(stubs: Stubs, db: asyncpg.Connection, 
 
 
 async def test_service_errors(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
-    s = await make_setup(stubs, db, org)
+    s = await make_setup(stubs, org)
     z, m = s.zone, next_monday()
     request = availability_request(s, at(z, m, 0), at(z, m, 600))
     request.service_id = str(uuid.uuid4())
@@ -664,8 +670,8 @@ async def test_service_errors(stubs: Stubs, db: asyncpg.Connection, org: str) ->
 
 
 async def test_policy_overrides(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
-    s = await make_setup(stubs, db, org, duration=60)
-    await add_hours(db, org, s.provider_id, [(d, 0, 1440) for d in range(1, 8)])
+    s = await make_setup(stubs, org, duration=60)
+    await add_hours(stubs, org, s.provider_id, [(d, 0, 1440) for d in range(1, 8)])
     now = datetime.now(UTC)
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     end = start + timedelta(days=3)
@@ -744,8 +750,8 @@ async def test_get_availability_validation(stubs: Stubs, org: str) -> None:
 
 async def test_limits_are_served(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
     """100 providers over 62 days: the largest request is answered."""
-    s = await make_setup(stubs, db, org, duration=60)
-    await add_hours(db, org, s.provider_id, [(d, 540, 600) for d in range(1, 8)])
+    s = await make_setup(stubs, org, duration=60)
+    await add_hours(stubs, org, s.provider_id, [(d, 540, 600) for d in range(1, 8)])
     ids = [s.provider_id, *(str(uuid.uuid4()) for _ in range(99))]
     start = datetime.combine(next_monday(), datetime.min.time(), tzinfo=UTC)
     got = await stubs.availability.GetAvailability(
@@ -766,7 +772,7 @@ async def test_limits_are_served(stubs: Stubs, db: asyncpg.Connection, org: str)
 async def test_instants_out_of_range(stubs: Stubs, db: asyncpg.Connection, org: str) -> None:
     """The first and last instants a Timestamp holds are refused on the field,
     never computed with (days around them would overflow)."""
-    s = await make_setup(stubs, db, org)
+    s = await make_setup(stubs, org)
     extremes = [
         timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999),
         timestamp_pb2.Timestamp(seconds=-62_135_596_800),

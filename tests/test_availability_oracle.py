@@ -179,13 +179,13 @@ def make_scenario(rng: random.Random, zone_name: str, around: date, today: date)
 
 async def store(stubs: Stubs, db: asyncpg.Connection, org: str, sc: Scenario) -> Setup:
     s = await make_setup(
-        stubs, db, org, zone=sc.zone.key, duration=sc.duration, before=sc.before, after=sc.after
+        stubs, org, zone=sc.zone.key, duration=sc.duration, before=sc.before, after=sc.after
     )
-    await add_hours(db, org, s.provider_id, sc.weekly)
+    await add_hours(stubs, org, s.provider_id, sc.weekly)
     for on, intervals in sc.overrides.items():
-        await add_override(db, org, s.provider_id, on, intervals)
+        await add_override(stubs, org, s.provider_id, on, intervals)
     for a, b in sc.time_off:
-        await add_time_off(db, org, s.provider_id, a, b)
+        await add_time_off(stubs, org, s.provider_id, a, b)
     for a, b, before, after, status in sc.appointments:
         await add_appointment(db, s, a, b, before=before, after=after, status=status)
     return s
