@@ -38,6 +38,7 @@ from server.db.engine import to_asyncpg_dsn
 from server.errors import ServiceError
 from server.handlers._conflicts import refusal, taken
 from server.ids import uuid7
+from server.queries import calendar
 from tests.conftest import Stubs, details, new_org, time_of_day, violated_fields, weekly
 
 R = availability_pb2.ConflictReason
@@ -795,3 +796,34 @@ async def test_instants_out_of_range(stubs: Stubs, db: asyncpg.Connection, org: 
     request = check_request(s, datetime(9999, 1, 1, tzinfo=UTC))
     got = await stubs.availability.CheckConflicts(request)
     assert [c.reason for c in got.conflicts][-1] == R.CONFLICT_REASON_BEYOND_HORIZON
+
+
+async def test_locked_header_holds_the_provider_row(
+    stubs: Stubs, db: asyncpg.Connection, database_url: str, org: str
+) -> None:
+    """lock_provider's header takes the provider FOR SHARE: a schedule write's
+    FOR NO KEY UPDATE waits for the booking's transaction; the unlocked one
+    takes nothing."""
+    s = await make_setup(stubs, org)
+    other = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        for sql, locks in (
+            (calendar.BOOKING_HEADER_LOCKED_SQL, True),
+            (calendar.BOOKING_HEADER_SQL, False),
+        ):
+            async with db.transaction():
+                row = await db.fetchrow(sql, org, s.provider_id, s.service_id, None)
+                assert row is not None and row["provider_found"] and row["offered"]
+                probe = other.fetchval(
+                    "SELECT 1 FROM providers WHERE organization_id = $1 AND id = $2"
+                    " FOR NO KEY UPDATE NOWAIT",
+                    org,
+                    s.provider_id,
+                )
+                if locks:
+                    with pytest.raises(asyncpg.LockNotAvailableError):
+                        await probe
+                else:
+                    assert await probe == 1
+    finally:
+        await other.close()
