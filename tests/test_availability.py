@@ -39,7 +39,15 @@ from server.errors import ServiceError
 from server.handlers._conflicts import refusal, taken
 from server.ids import uuid7
 from server.queries import calendar
-from tests.conftest import Stubs, details, new_org, time_of_day, violated_fields, weekly
+from tests.conftest import (
+    Stubs,
+    details,
+    make_bookable,
+    new_org,
+    time_of_day,
+    violated_fields,
+    weekly,
+)
 
 R = availability_pb2.ConflictReason
 
@@ -827,3 +835,48 @@ async def test_locked_header_holds_the_provider_row(
                     assert await probe == 1
     finally:
         await other.close()
+
+
+async def test_a_large_answer_is_truncated_and_resumable(stubs: Stubs, org: str) -> None:
+    """100 providers x 62 days at a 5-minute step would be ~1.8M slots (over
+    gRPC's 4 MB default): each provider gets its share of 20,000 slots, the
+    earliest, and says where to resume; the rest comes from there."""
+    bookable = await make_bookable(stubs, org, duration_minutes=30)
+    other = await make_bookable(stubs, org, duration_minutes=30)
+    # Share the service: the second provider offers the first's service.
+    await stubs.catalog.SetOffering(
+        catalog_pb2.SetOfferingRequest(
+            organization_id=org,
+            offering=resources_pb2.Offering(
+                provider_id=other.provider_id, service_id=bookable.service_id
+            ),
+        )
+    )
+    begin = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    end = begin + timedelta(days=62)
+    request = availability_pb2.GetAvailabilityRequest(
+        organization_id=org,
+        provider_ids=[bookable.provider_id, other.provider_id],
+        service_id=bookable.service_id,
+        start_time=ts(begin),
+        end_time=ts(end),
+        slot_step_minutes=5,
+        first_available_count=3,
+    )
+    got = await stubs.availability.GetAvailability(request)
+    every = 62 * 24 * 12  # all day, every 5 minutes
+    for entry in got.providers:
+        assert len(entry.slots) == 10_000 and entry.truncated
+        assert as_dt(entry.next_start_time) == begin + timedelta(minutes=5 * 10_000)
+    assert [as_dt(s.start_time) for s in got.first_available] == [
+        begin,
+        begin,
+        begin + timedelta(minutes=5),
+    ]
+    request.provider_ids[:] = [bookable.provider_id]
+    request.start_time.CopyFrom(got.providers[0].next_start_time)
+    rest = await stubs.availability.GetAvailability(request)
+    (entry,) = rest.providers
+    assert not entry.truncated and not entry.HasField("next_start_time")
+    assert len(entry.slots) == every - 10_000
+    assert as_dt(entry.slots[0].start_time) == as_dt(got.providers[0].next_start_time)

@@ -29,6 +29,9 @@ from server.validation import Violations
 MAX_PROVIDERS = 100
 MAX_RANGE = timedelta(days=62)
 MAX_FIRST_AVAILABLE = 1000
+# Slots in one response, shared evenly by the requested providers (a slot is
+# ~90 bytes encoded: ~1.8 MB, below gRPC's default 4 MB receive limit).
+MAX_SLOTS = 20_000
 NOTICE_RANGE = (0, 525_600)
 HORIZON_RANGE = (1, 730)
 STEP_RANGE = (5, 1440)
@@ -239,6 +242,7 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
             )
         calendars = booking.calendars_from_rows(cal_rows, {p.id: p.zone for p in valid}, window)
         step_minutes = request.slot_step_minutes
+        share = MAX_SLOTS // len(ids)
         per_provider: list[list[datetime]] = []
         for p in valid:
             cal = calendars[p.id]
@@ -256,8 +260,11 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
             entry = response.providers[p.index]
             zone = request_zone or p.zone
             add = entry.slots.add
-            for s in starts:
+            for s in starts[:share]:
                 encode_slot(p.id, s, p.duration, zone, add)
+            if len(starts) > share:
+                entry.truncated = True
+                set_time(entry.next_start_time, starts[share])
         if request.first_available_count:
             # Earliest first, ties by provider order in the request.
             merged = heapq.merge(
@@ -266,6 +273,9 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
                     for n, starts in enumerate(per_provider)
                 )
             )
-            for _, n, i in itertools.islice(merged, request.first_available_count):
-                response.first_available.add().CopyFrom(response.providers[valid[n].index].slots[i])
+            for s, n, _ in itertools.islice(merged, request.first_available_count):
+                p = valid[n]
+                encode_slot(
+                    p.id, s, p.duration, request_zone or p.zone, response.first_available.add
+                )
         return response

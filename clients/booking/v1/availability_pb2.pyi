@@ -193,9 +193,18 @@ class ProviderAvailability(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     SLOTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    NEXT_START_TIME_FIELD_NUMBER: _builtins.int
     provider_id: _builtins.str
     time_zone: _builtins.str
     """The zone of the slots' local fields."""
+    truncated: _builtins.bool
+    """A response holds at most 20,000 slots, shared evenly by the requested
+    providers (20,000 for one, 200 each for 100), so that it stays far below
+    gRPC's default 4 MB message limit. When this provider had more, `slots`
+    holds its earliest ones, truncated is true and next_start_time is the
+    start of the first slot left out: ask again from there for the rest.
+    """
     @_builtins.property
     def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
         """Earliest first."""
@@ -207,6 +216,8 @@ class ProviderAvailability(_message.Message):
         PROVIDER_INACTIVE or SERVICE_NOT_OFFERED (in an ErrorInfo detail).
         """
 
+    @_builtins.property
+    def next_start_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -214,10 +225,12 @@ class ProviderAvailability(_message.Message):
         time_zone: _builtins.str = ...,
         slots: _abc.Iterable[Global___Slot] | None = ...,
         error: _status_pb2.Status | None = ...,
+        truncated: _builtins.bool = ...,
+        next_start_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "next_start_time", b"next_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "provider_id", b"provider_id", "slots", b"slots", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "next_start_time", b"next_start_time", "provider_id", b"provider_id", "slots", b"slots", "time_zone", b"time_zone", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,7 +248,9 @@ class GetAvailabilityResponse(_message.Message):
 
     @_builtins.property
     def first_available(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
-        """The first first_available_count slots across all providers."""
+        """The first first_available_count slots across all providers (computed
+        before any truncation).
+        """
 
     def __init__(
         self,
