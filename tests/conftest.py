@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
@@ -31,6 +32,7 @@ from booking.v1 import (
 from google.rpc import error_details_pb2, status_pb2
 from google.type import dayofweek_pb2, timeofday_pb2
 
+from server.db.engine import to_asyncpg_dsn
 from server.testing import RunningServer, running_server, server_root_url, test_database
 
 
@@ -74,6 +76,17 @@ class Stubs:
 @pytest.fixture
 def stubs(channel: grpc.aio.Channel) -> Stubs:
     return Stubs(channel)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to the test database, for reading rows back
+    (and for the few set-ups an RPC cannot make)."""
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def new_org(stubs: Stubs) -> str:

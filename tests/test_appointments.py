@@ -8,14 +8,12 @@ the real channel and read the rows back from PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
-import pytest_asyncio
 from booking.v1 import (
     appointments_pb2,
     availability_pb2,
@@ -26,7 +24,6 @@ from booking.v1 import (
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from server.db.engine import to_asyncpg_dsn
 from tests.conftest import Bookable, Stubs, details, make_bookable, new_org, violated_fields
 
 Status = resources_pb2.AppointmentStatus
@@ -110,15 +107,6 @@ async def refused(call: Any, code: grpc.StatusCode, reason: str) -> dict[str, An
 
 def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def rows_of(db: asyncpg.Connection, org: str) -> list[dict[str, Any]]:

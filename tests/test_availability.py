@@ -11,7 +11,7 @@ ones overlapping others)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import grpc
 import pytest
-import pytest_asyncio
 from booking.v1 import (
     availability_pb2,
     catalog_pb2,
@@ -53,15 +52,6 @@ R = availability_pb2.ConflictReason
 
 
 # -- calendars written with SQL ----------------------------------------------------------
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @dataclass(frozen=True)

@@ -32,17 +32,14 @@ from __future__ import annotations
 import bisect
 import os
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import pytest_asyncio
 from booking.v1 import availability_pb2
 from google.protobuf import timestamp_pb2
 
-from server.db.engine import to_asyncpg_dsn
 from tests.conftest import Stubs
 from tests.test_availability import (
     Setup,
@@ -59,15 +56,6 @@ CASES_PER_ZONE = int(os.environ.get("BOOKING_ORACLE_CASES", "5"))
 MINUTE = timedelta(minutes=1)
 HORIZON_DAYS = 730
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def ts(value: datetime) -> timestamp_pb2.Timestamp:

@@ -45,7 +45,6 @@ from tests.test_appointments import (
     rfc3339,
     rows_of,
 )
-from tests.test_appointments import db as db
 
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,6 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-import pytest_asyncio
 from booking.v1 import (
     appointments_pb2,
     audit_pb2,
@@ -45,7 +44,6 @@ from booking.v1 import (
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.type import date_pb2
 
-from server.db.engine import to_asyncpg_dsn
 from server.handlers import SERVICES
 from tests.conftest import ALL_DAY, Stubs, details, violated_fields, weekly
 
@@ -220,15 +218,6 @@ def _appointment_msg(
     return resources_pb2.Appointment(
         provider_id=provider_id, client_id=client_id, service_id=service_id, start_time=start
     )
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def snapshot(db: asyncpg.Connection, t: Tenant) -> dict[str, list[dict[str, Any]]]:

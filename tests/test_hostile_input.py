@@ -22,7 +22,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -557,15 +557,6 @@ async def test_every_field_violation_names_a_request_field(
 
 
 # -- upper-case UUIDs ----------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def test_upper_case_ids_name_the_same_request_and_rows(

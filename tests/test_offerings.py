@@ -24,7 +24,6 @@ from server.paging import PageRequest
 from server.queries import catalog as q
 from server.queries._listing import page_sql
 from tests.conftest import Stubs, details, new_org
-from tests.test_schedules import db as db  # the fixture, shared
 from tests.test_schedules import explain_work, new_provider
 
 

@@ -12,7 +12,7 @@ field violations with INVALID_ARGUMENT, and a failed call writes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -27,7 +27,6 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.db.engine import to_asyncpg_dsn
 from server.handlers import SERVICES as HANDLED_SERVICES
 from server.handlers._encoding import set_time
 from tests.conftest import Stubs, details, make_bookable
@@ -168,15 +167,6 @@ def fill(msg: Message, draw: Callable[..., Any], ids: list[str], depth: int = 0)
             getattr(msg, field.name).extend(draw(st.lists(_scalar(field, ids), max_size=3)))
         else:
             setattr(msg, field.name, draw(_scalar(field, ids)))
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,22 +25,12 @@ from booking.v1 import (
 from google.protobuf import timestamp_pb2
 from google.type import date_pb2, dayofweek_pb2, timeofday_pb2
 
-from server.db.engine import to_asyncpg_dsn
 from server.paging import PageRequest
 from server.queries import schedules as q
 from server.queries._listing import page_sql
 from tests.conftest import Stubs, details, new_org, time_of_day, weekly
 
 MON, TUE, SUN = 1, 2, 7
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def new_provider(stubs: Stubs, org: str, time_zone: str = "Europe/Berlin") -> str:
