@@ -54,6 +54,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from sqlalchemy.engine import make_url
 
 from bench.run import (
     RESULTS,
@@ -76,6 +77,7 @@ CONTESTED_PROVIDERS = 4
 SLOTS_PER_WAVE = 8
 WAVE_SECONDS = 0.25
 UNCONTESTED_PROVIDERS = 200
+CALLERS_PER_CHANNEL = 8
 RACE_NOTE = "bench.booking race"
 # Targets (met / missed in the report).
 TARGET_WEEK_P50_MS = 5.0
@@ -291,6 +293,8 @@ class RaceResult:
     seconds: float = 0.0
     double_bookings: int = 0
     workers: int = 0
+    # CPU seconds spent during the race: server processes, PostgreSQL backends.
+    cpu: dict[str, float] | None = None
 
 
 def _error_reason(error: Any) -> str:
@@ -335,16 +339,29 @@ async def _race(
         wave = min(int((time.time() - t0) / WAVE_SECONDS), len(plan.waves) - 1)
         return rng.choice(plan.waves[max(wave, 0)]), True
 
+    backends: list[int] = []  # the seeds' callers' PostgreSQL backends
     async with contextlib.AsyncExitStack() as stack:
         calls = []
         if way == "grpc":
             import grpc
             from booking.v1 import appointments_pb2, appointments_pb2_grpc, resources_pb2
 
-            channel = await stack.enter_async_context(grpc.aio.insecure_channel(target))
-            create = appointments_pb2_grpc.AppointmentServiceStub(channel).CreateAppointment
+            # A connection per CALLERS_PER_CHANNEL callers (own subchannels), so
+            # that the kernel spreads them over the workers of `serve --workers`.
+            creates = []
+            for _ in range(max(1, callers // CALLERS_PER_CHANNEL)):
+                channel = await stack.enter_async_context(
+                    grpc.aio.insecure_channel(
+                        target, options=[("grpc.use_local_subchannel_pool", 1)]
+                    )
+                )
+                creates.append(
+                    appointments_pb2_grpc.AppointmentServiceStub(channel).CreateAppointment
+                )
 
             def grpc_caller(n: int) -> Any:
+                create = creates[n % len(creates)]
+
                 async def call() -> None:
                     slot, contested = pick(n)
                     request = appointments_pb2.CreateAppointmentRequest(
@@ -399,32 +416,99 @@ async def _race(
             for n in range(callers):
                 conn = await asyncpg.connect(target)
                 stack.push_async_callback(conn.close)
+                backends.append(conn.get_server_pid())
                 calls.append(seeds_caller(n, conn))
         await asyncio.sleep(max(0.0, t0 - time.time()))
+        client_cpu, backend_cpu = time.process_time(), _cpu_of(backends)
         await _run(calls, seconds, lat)
-    return {"counts": dict(counts), "lat": lat}
+        client_cpu = time.process_time() - client_cpu
+        backend_cpu = _cpu_of(backends) - backend_cpu
+    return {"counts": dict(counts), "lat": lat, "client": client_cpu, "backends": backend_cpu}
 
 
 def _race_worker(job: tuple[Any, ...]) -> dict[str, Any]:
     return asyncio.run(_race(*job))
 
 
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command line, CPU seconds so far), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _cpu_of(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes."""
+    table = _processes()
+    return sum(table[pid][2] for pid in pids if pid in table)
+
+
+def cpu_seconds(port: int | None, database_name: str) -> dict[str, float]:
+    """CPU seconds used so far by the server on ``port`` (the process and its
+    workers) and by the PostgreSQL backends of ``database_name``."""
+    table = _processes()
+    server = {
+        pid
+        for pid, (_, command, _) in table.items()
+        if port is not None and " serve " in command and f"--port {port} " in command + " "
+    }
+    grew = True
+    while grew:  # and its descendants (the workers)
+        more = {pid for pid, (parent, _, _) in table.items() if parent in server} - server
+        server |= more
+        grew = bool(more)
+    postgres = {
+        pid
+        for pid, (_, command, _) in table.items()
+        if command.startswith("postgres: ") and f" {database_name} " in command
+    }
+    return {
+        "server": sum(table[pid][2] for pid in server),
+        "postgres": sum(table[pid][2] for pid in postgres),
+    }
+
+
 def race(
-    way: str, target: str, plan: RacePlan, procs: int, callers: int, seconds: float
+    way: str,
+    target: str,
+    plan: RacePlan,
+    procs: int,
+    callers: int,
+    seconds: float,
+    database_name: str,
 ) -> RaceResult:
-    """The race from ``procs`` processes of ``callers / procs`` callers."""
+    """The race from ``procs`` processes of ``callers / procs`` callers; with
+    the CPU seconds the callers, the server and PostgreSQL (the database's
+    backends that outlive the race, and the seeds' callers' own) spent."""
     ctx = multiprocessing.get_context("spawn")
     t0 = time.time() + 3.0  # all processes start together, after their set-up
     each = callers // procs
+    port = int(target.rsplit(":", 1)[1]) if way == "grpc" else None
+    cpu_before = cpu_seconds(port, database_name)
     with ctx.Pool(procs) as pool:
         runs = pool.map(
             _race_worker, [(way, target, plan, i, procs, each, t0, seconds) for i in range(procs)]
         )
+    cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(port, database_name).items()}
     counts: collections.Counter[str] = collections.Counter()
     lat: list[float] = []
     for r in runs:
         counts.update(r["counts"])
         lat += r["lat"]
+        cpu["client"] = cpu.get("client", 0.0) + r["client"]
+        cpu["postgres"] += r["backends"]
     booked, taken = counts.pop("booked", 0), counts.pop("taken", 0)
     contested = counts.pop("contested_booked", 0)
     return RaceResult(
@@ -435,6 +519,7 @@ def race(
         other=counts,
         latencies=lat,
         seconds=seconds,
+        cpu=cpu,
     )
 
 
@@ -761,10 +846,15 @@ def _race_row(name: str, r: RaceResult) -> str:
     assert r.latencies is not None and r.other is not None
     s = _summary(r.latencies, r.seconds)
     other = ", ".join(f"{k}: {v}" for k, v in sorted(r.other.items())) or "0"
+    cpu = r.cpu or {}
+    per_call = [
+        f"{cpu[k] * 1000 / r.calls:.2f}" if cpu.get(k) and r.calls else "-"
+        for k in ("client", "server", "postgres")
+    ]
     return (
         f"| {name} | {r.calls / r.seconds:.0f} | {r.booked / r.seconds:.0f} | {r.booked} | "
         f"{r.contested_booked} | {r.taken} | {other} | {s['p50']:.2f} | {s['p95']:.2f} | "
-        f"{s['p99']:.2f} | {r.double_bookings} |"
+        f"{s['p99']:.2f} | {r.double_bookings} | {' | '.join(per_call)} |"
     )
 
 
@@ -815,7 +905,15 @@ def report(
         "",
         *results_table(results, args.procs, args.concurrency),
     ]
-    lines += ["", "| ratio (p50; calls/s) | grpc / raw | seeds / grpc |", "|---|---:|---:|"]
+    lines += [
+        "",
+        "Ratios (p50 latency; calls/s with all callers in flight): above 1.00x in the "
+        "last two columns = ours is faster than the seeds' way.",
+        "",
+        "| scenario | ours / raw (p50) | ours / raw (calls/s) | seeds / ours (p50) "
+        "| ours / seeds (calls/s) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for label in (
         "availability, 1 provider x 7 days",
         f"availability, {day_n} providers x 1 day",
@@ -826,7 +924,7 @@ def report(
         gl, sl, rl = g["latency"]["p50"], s["latency"]["p50"], r["latency"]["p50"]
         gt, st, rt = (x["throughput"]["rps"] for x in (g, s, r))
         lines.append(
-            f"| {label} | {gl / rl:.2f}x; {gt / rt:.2f}x | {sl / gl:.2f}x; {st / gt:.2f}x |"
+            f"| {label} | {gl / rl:.2f}x | {gt / rt:.2f}x | {sl / gl:.2f}x | {gt / st:.2f}x |"
         )
     week = results["grpc availability, 1 provider x 7 days"]["latency"]["p50"]
     check = max(
@@ -853,17 +951,37 @@ def report(
         "buffers included; seeds: the appointment itself), by a self-join after the run.",
         "",
         "| way | calls/s | bookings/s | booked | of them contested | TIME_SLOT_TAKEN / taken "
-        "| other errors | p50 ms | p95 ms | p99 ms | double bookings |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| other errors | p50 ms | p95 ms | p99 ms | double bookings | CPU ms/call: callers "
+        "| server | PostgreSQL |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, race_result in races:
         lines.append(_race_row(name, race_result))
+    lines += [
+        "",
+        "CPU ms/call: CPU time over the race divided by its calls, read from /proc: the "
+        "callers' processes, the server's (all its workers), PostgreSQL's (the backends of "
+        "the server's pool, or the seeds' callers' own). On this machine they share "
+        f"{os.cpu_count()} cores, so {os.cpu_count()} x 1000 / (their sum) bounds the calls/s:",
+        "",
+    ]
+    for name, race_result in races:
+        total = sum((race_result.cpu or {}).values()) * 1000 / max(race_result.calls, 1)
+        lines.append(
+            f"- {name}: {total:.2f} ms of CPU per call in all, at most "
+            f"{(os.cpu_count() or 1) * 1000 / total:,.0f} calls/s here"
+        )
     ours = [(n, x) for n, x in races if not n.startswith("seeds")]
     one = ours[0][1]
     best_name, best = max(ours, key=lambda x: x[1].calls)
     doubles = sum(x.double_bookings for _, x in ours)
     rate = best.calls / best.seconds
-    needed = "" if one.calls / one.seconds >= TARGET_BOOKINGS_PER_S else " (--workers needed)"
+    if one.calls / one.seconds >= TARGET_BOOKINGS_PER_S:
+        needed = " (without --workers)"
+    elif rate >= TARGET_BOOKINGS_PER_S:
+        needed = f" (only with {best_name.split(', ')[1]})"
+    else:
+        needed = f" (neither with 1 nor with {max(x.workers for _, x in ours)} server processes)"
     lines += [
         "",
         "## Targets",
@@ -920,6 +1038,7 @@ def main() -> None:
             generate_booking(url, args.providers, args.appointments, args.clients)
         )
         dsn = to_asyncpg_dsn(url)
+        db_name = str(make_url(url).database)
         org = dataset.org
         print(f"dataset generated {dataset.generated_at:%Y-%m-%d %H:%M} UTC", flush=True)
         t = asyncio.run(_targets(dsn, org))
@@ -933,7 +1052,7 @@ def main() -> None:
         races: list[tuple[str, RaceResult]] = []
         for workers in [int(w) for w in args.race_workers.split(",")]:
             with server_process(url, workers) as target:
-                r = race("grpc", target, plan, args.procs, args.callers, args.race_seconds)
+                r = race("grpc", target, plan, args.procs, args.callers, args.race_seconds, db_name)
             r.workers = workers
             r.double_bookings = asyncio.run(
                 _count_double_bookings(dsn, plan, "appointments", "occupied")
@@ -949,7 +1068,7 @@ def main() -> None:
                 flush=True,
             )
         seeds_rows = asyncio.run(_seeds_table(dsn, plan))
-        r = race("seeds", dsn, plan, args.procs, args.callers, args.race_seconds)
+        r = race("seeds", dsn, plan, args.procs, args.callers, args.race_seconds, db_name)
         r.double_bookings = asyncio.run(
             _count_double_bookings(dsn, plan, "seeds.appointments", "during")
         )
