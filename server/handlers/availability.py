@@ -28,6 +28,7 @@ from server.validation import Violations
 
 MAX_PROVIDERS = 100
 MAX_RANGE = timedelta(days=62)
+MAX_RANGE_NANOS = MAX_RANGE // timedelta(microseconds=1) * 1000
 MAX_FIRST_AVAILABLE = 1000
 # Slots in one response, shared evenly by the requested providers (a slot is
 # ~90 bytes encoded: ~1.8 MB, below gRPC's default 4 MB receive limit).
@@ -69,6 +70,17 @@ def _required_time(ts: timestamp_pb2.Timestamp, field: str, v: Violations) -> da
         )
         return None
     return value
+
+
+def _nanos(ts: timestamp_pb2.Timestamp) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def _up_to_microsecond(value: datetime, ts: timestamp_pb2.Timestamp) -> datetime:
+    """``value`` (``ts`` truncated to microseconds) rounded up instead. Slots
+    start on whole microseconds, so a slot start s lies in [start, end) of the
+    exact nanosecond bounds exactly when it lies in the rounded-up ones."""
+    return value + timedelta(microseconds=1) if ts.nanos % 1000 else value
 
 
 def _provider_ids(ids: list[str], v: Violations) -> None:
@@ -185,10 +197,15 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
         start = _required_time(request.start_time, "start_time", v)
         end = _required_time(request.end_time, "end_time", v)
         if start is not None and end is not None:
-            if end <= start:
+            # Compared to the nanosecond: the datetimes lost what is below a
+            # microsecond (62 days + 1 ns is more than 62 days).
+            span = _nanos(request.end_time) - _nanos(request.start_time)
+            if span <= 0:
                 v.add("end_time", "must be after start_time", "OUT_OF_RANGE")
-            elif end - start > MAX_RANGE:
+            elif span > MAX_RANGE_NANOS:
                 v.add("end_time", "must be at most 62 days after start_time", "OUT_OF_RANGE")
+            start = _up_to_microsecond(start, request.start_time)
+            end = _up_to_microsecond(end, request.end_time)
         if request.slot_step_minutes:
             v.int_range("slot_step_minutes", request.slot_step_minutes, *STEP_RANGE)
         if request.time_zone:
