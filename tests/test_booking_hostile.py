@@ -333,10 +333,10 @@ async def test_check_conflicts_exclusions_that_are_not_the_providers_own(
     cancelled = await book(stubs, b, at(60))
     await change(stubs, "cancel", cancelled)
     for excluded in (elsewhere.id, cancelled.id):
-        got = await stubs.availability.CheckConflicts(
+        answer = await stubs.availability.CheckConflicts(
             check(b, at(0), exclude_appointment_id=excluded)
         )
-        assert [(c.reason, c.appointment_id) for c in got.conflicts] == [
+        assert [(c.reason, c.appointment_id) for c in answer.conflicts] == [
             (R.CONFLICT_REASON_OVERLAP, holder.id)
         ]
     foreign = await book(stubs, await make_bookable(stubs, await new_org(stubs)), at(0))
