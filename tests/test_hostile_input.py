@@ -776,6 +776,11 @@ async def test_short_deadlines_never_give_internal(
             await call(valid_request(rpc, world), timeout=timeout)
             codes.append(grpc.StatusCode.OK)
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                # The deadline expired after COMMIT was sent: documented as
+                # COMMIT_OUTCOME_UNKNOWN (retry with the same request_id).
+                assert details(error)["ErrorInfo"].reason == "COMMIT_OUTCOME_UNKNOWN"
+                continue
             codes.append(error.code())
     # A call may also finish within 1 ms: OK is a deliberate answer too.
     assert set(codes) <= _DELIBERATE, codes
