@@ -56,6 +56,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from bench.generate import BookingDataset
 from bench.run import (
     RESULTS,
     ROOT,
@@ -862,6 +863,51 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
+def _load_average() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+async def dataset_facts(dsn: str, data: BookingDataset) -> str:
+    """One line on what the dataset holds (bench.generate.generate_booking)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE lower(during) >= $2) AS future, "
+            "count(*) FILTER (WHERE status IN ('cancelled', 'no_show')) AS freed "
+            "FROM appointments WHERE organization_id = $1",
+            data.org,
+            data.generated_at,
+        )
+        zones = await conn.fetch(
+            "SELECT time_zone, count(*) AS n FROM providers WHERE organization_id = $1 "
+            "GROUP BY 1 ORDER BY 2 DESC",
+            data.org,
+        )
+        small = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM services WHERE organization_id = $1) AS services, "
+            "(SELECT count(*) FROM offerings WHERE organization_id = $1) AS offerings, "
+            "(SELECT count(*) FROM working_hours WHERE organization_id = $1) AS hours, "
+            "(SELECT count(*) FROM date_overrides WHERE organization_id = $1) AS overrides, "
+            "(SELECT count(*) FROM time_off WHERE organization_id = $1) AS time_off, "
+            "(SELECT count(*) FROM clients WHERE organization_id = $1) AS clients",
+            data.org,
+        )
+    finally:
+        await conn.close()
+    n = max(int(row["n"]), 1)
+    return (
+        f"Dataset (bench.generate.generate_booking, generated {data.generated_at:%Y-%m-%d %H:%M} "
+        f"UTC): {data.providers:,} providers ("
+        + ", ".join(f"{z['time_zone']} {z['n']}" for z in zones)
+        + f"), {small['services']} services with buffers, {small['offerings']:,} offerings, "
+        f"{small['hours']:,} weekly hour rules, {small['overrides']:,} date overrides, "
+        f"{small['time_off']:,} time off, {small['clients']:,} clients, {row['n']:,} "
+        f"appointments ({row['future'] / n:.1%} from the generation on, "
+        f"{row['freed'] / n:.1%} cancelled or no-show)."
+    )
+
+
 def report(
     args: argparse.Namespace,
     started: datetime,
@@ -870,6 +916,8 @@ def report(
     results: dict[str, dict[str, dict[str, float]]],
     races: list[tuple[str, RaceResult]],
     seeds_rows: int,
+    facts: str,
+    load: tuple[str, str],
 ) -> str:
     day_n = len(t.day_providers)
     command = (
@@ -886,8 +934,11 @@ def report(
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC to {datetime.now(UTC):%H:%M} UTC on "
         f"{os.cpu_count()} cores shared by the clients, the server and PostgreSQL "
-        "(a shared, noisy machine: compare ratios within the run). Embedded PostgreSQL "
+        "(a shared, noisy machine: compare ratios within the run); load average "
+        f"{load[0]} at the start, {load[1]} at the end. Embedded PostgreSQL "
         "unless --database-url.",
+        "",
+        facts,
         "",
         f"Week: {t.week[0]:%Y-%m-%d} to {t.week[1]:%Y-%m-%d} (UTC), provider "
         f"{t.week_provider} ({t.week_bookings} blocking appointments that week); "
@@ -1026,7 +1077,7 @@ def main() -> None:
     if args.providers < CONTESTED_PROVIDERS + 2:
         raise SystemExit(f"--providers must be at least {CONTESTED_PROVIDERS + 2}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(UTC)
+    started, load_start = datetime.now(UTC), _load_average()
 
     from bench.generate import generate_booking
     from server.db.migrate import upgrade
@@ -1040,7 +1091,8 @@ def main() -> None:
         dsn = to_asyncpg_dsn(url)
         db_name = str(make_url(url).database)
         org = dataset.org
-        print(f"dataset generated {dataset.generated_at:%Y-%m-%d %H:%M} UTC", flush=True)
+        facts = asyncio.run(dataset_facts(dsn, dataset))
+        print(facts, flush=True)
         t = asyncio.run(_targets(dsn, org))
         with server_process(url, 1) as target:
             asyncio.run(_delete_race_bookings(dsn, org, t.providers))  # an earlier run's
@@ -1082,7 +1134,8 @@ def main() -> None:
                 await conn.close()
 
         asyncio.run(drop_seeds())
-    text = report(args, started, t, free, results, races, seeds_rows)
+    load = (load_start, _load_average())
+    text = report(args, started, t, free, results, races, seeds_rows, facts, load)
     REPORT.write_text(text + "\n")
     print("\n" + text)
 
