@@ -6,8 +6,13 @@ with an ErrorInfo; nothing is half-written."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+import dataclasses
+import logging
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import grpc
@@ -17,10 +22,16 @@ from booking.v1 import (
     availability_pb2,
     catalog_pb2,
     common_pb2,
+    providers_pb2,
     resources_pb2,
 )
 from google.protobuf import field_mask_pb2, timestamp_pb2
+from sqlalchemy.engine import make_url
 
+from server.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from server.db.engine import to_asyncpg_dsn
+from server.db.migrate import upgrade
+from server.testing import assert_eventually, running_server, test_settings
 from tests.conftest import Bookable, Stubs, details, make_bookable, new_org, violated_fields
 from tests.test_appointments import (
     CANCELLED,
@@ -35,6 +46,10 @@ from tests.test_appointments import (
     rows_of,
     ts,
 )
+from tests.test_availability import add_override
+from tests.test_faults import TcpProxy
+from tests.test_faults import _assert_unavailable as assert_unavailable
+from tests.test_faults import _crash as crash
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 R = availability_pb2.ConflictReason
@@ -407,3 +422,329 @@ async def test_an_inactive_service_books_with_override_and_a_deleted_offering_re
     assert moved.appointment.end_time == ts(at(150))
     assert moved.appointment.price.amount_minor == 9900
     assert CANCELLED not in {r["status"] for r in await rows_of(db, org)}
+
+
+# -- wall clocks: DST, a zone that changes, an override on a weekly day -----------------
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def next_spring_forward() -> date:
+    """The next second Sunday of March (US clocks jump 02:00 EST -> 03:00 EDT)
+    at least two days away."""
+    today = datetime.now(UTC).date()
+    for year in (today.year, today.year + 1):
+        first = date(year, 3, 1)
+        sunday = first + timedelta(days=(6 - first.weekday()) % 7 + 7)
+        if sunday > today + timedelta(days=1):
+            return sunday
+    raise AssertionError("unreachable")
+
+
+def local(on: date, hour: int, minute: int = 0, zone: ZoneInfo = NEW_YORK) -> datetime:
+    return datetime(on.year, on.month, on.day, hour, minute, tzinfo=zone).astimezone(UTC)
+
+
+async def test_an_override_in_the_spring_forward_gap_replaces_the_weekly_rules(
+    stubs: Stubs, org: str
+) -> None:
+    """On the spring-forward Sunday an override of 02:00-04:00 (02:00 does not
+    exist) is read as the contract says: 02:00 with the offset before the gap
+    (= 03:00 EDT) to 04:00 EDT, one hour; the Sunday weekly rule (09:00-17:00)
+    does not apply that date. GetAvailability, CheckConflicts and
+    CreateAppointment agree on every start of the day."""
+    b = await make_bookable(
+        stubs, org, time_zone="America/New_York", duration_minutes=30, hours=((7, 540, 1020),)
+    )
+    day = next_spring_forward()
+    await add_override(stubs, org, b.provider_id, day, [(120, 240)])
+    gap_start = local(day, 3)  # 07:00Z
+    assert gap_start == datetime(day.year, day.month, day.day, 7, tzinfo=UTC)
+    got = await stubs.availability.GetAvailability(
+        availability(
+            b,
+            ts(local(day, 0)),
+            ts(local(day, 23)),
+            slot_step_minutes=30,
+            booking_horizon_days=730,
+        )
+    )
+    slots = got.providers[0].slots
+    assert [s.start_time.ToDatetime(tzinfo=UTC) for s in slots] == [
+        gap_start,
+        gap_start + timedelta(minutes=30),
+    ]
+    assert [(s.local_time.hours, s.local_time.minutes, s.utc_offset_minutes) for s in slots] == [
+        (3, 0, -240),
+        (3, 30, -240),
+    ]
+    # Every quarter hour of the local day: bookable exactly within the hour.
+    start = local(day, 0)
+    while start < local(day, 23):
+        answer = await stubs.availability.CheckConflicts(check(b, start, booking_horizon_days=730))
+        assert answer.bookable == (gap_start <= start <= gap_start + timedelta(minutes=30)), start
+        start += timedelta(minutes=15)
+    refusal = await refused(
+        stubs.appointments.CreateAppointment(booking(b, local(day, 10), override=False)),
+        FAILED,
+        "BOOKING_NOT_ALLOWED",
+    )
+    assert [c.reason for c in refusal["Conflicts"]] == [R.CONFLICT_REASON_OUTSIDE_HOURS]
+
+
+async def test_a_provider_whose_zone_changes_works_its_hours_in_the_new_zone(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    """Hours are wall-clock times of the provider's zone: after UpdateProvider
+    sets another zone, the same 09:00-10:00 is 09:00-10:00 there (and booked
+    appointments keep their instants)."""
+    b = await make_bookable(stubs, org, duration_minutes=60, hours=((1, 540, 600),))
+    today = datetime.now(UTC).date()
+    monday = today + timedelta(days=7 - today.weekday() + 7)  # a Monday 8-14 days away
+    berlin, tokyo = ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Tokyo")
+    booked = await book(stubs, b, local(monday, 9, zone=berlin), override=False)
+    await stubs.providers.UpdateProvider(
+        providers_pb2.UpdateProviderRequest(
+            organization_id=org,
+            provider=resources_pb2.Provider(id=b.provider_id, time_zone="Asia/Tokyo"),
+            update_mask=field_mask_pb2.FieldMask(paths=["time_zone"]),
+        )
+    )
+    window = (ts(local(monday, 0, zone=tokyo)), ts(local(monday, 23, zone=berlin)))
+    got = await stubs.availability.GetAvailability(availability(b, *window))
+    entry = got.providers[0]
+    assert entry.time_zone == "Asia/Tokyo"
+    assert slot_starts(got) == [local(monday, 9, zone=tokyo)]
+    assert (entry.slots[0].local_time.hours, entry.slots[0].utc_offset_minutes) == (9, 540)
+    moved = await stubs.availability.CheckConflicts(check(b, local(monday, 9, zone=berlin)))
+    assert [c.reason for c in moved.conflicts] == [
+        R.CONFLICT_REASON_OVERLAP,  # the appointment booked there before
+        R.CONFLICT_REASON_OUTSIDE_HOURS,
+    ]
+    await book(stubs, b, local(monday, 9, zone=tokyo), override=False)
+    kept = await stubs.appointments.GetAppointment(
+        appointments_pb2.GetAppointmentRequest(organization_id=org, appointment_id=booked.id)
+    )
+    assert kept.appointment.start_time == ts(local(monday, 9, zone=berlin))
+    assert len(await rows_of(db, org)) == 2
+
+
+# -- the database lost mid-booking -------------------------------------------------------
+
+
+async def test_a_booking_whose_commit_outcome_is_unknown_is_retried_safely(
+    database_url: str,
+) -> None:
+    """The link to PostgreSQL breaks after a booking's COMMIT was sent: the
+    caller hears UNAVAILABLE COMMIT_OUTCOME_UNKNOWN. The retry with the same
+    request_id returns the booking (not TIME_SLOT_TAKEN by itself); without it,
+    the time is taken by the appointment that did commit. The same for a
+    reschedule: once, audited once."""
+    url = make_url(database_url)
+    async with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        async with running_server(proxied) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                stubs = Stubs(channel)
+                org = await new_org(stubs)
+                b = await make_bookable(stubs, org)
+                request = booking(b, at(0), override=False, request_id="book-once")
+                proxy.cut_after_commit = True
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stubs.appointments.CreateAppointment(request)
+                assert proxy.commits_cut == 1
+                assert_unavailable(err.value, "COMMIT_OUTCOME_UNKNOWN")
+                first = (await stubs.appointments.CreateAppointment(request)).appointment
+                assert first.start_time == ts(at(0))
+                got = await refused(
+                    stubs.appointments.CreateAppointment(booking(b, at(0), override=False)),
+                    FAILED,
+                    "TIME_SLOT_TAKEN",
+                )
+                assert got["ErrorInfo"].metadata["appointment_id"] == first.id
+
+                move = reschedule(first, at(60), etag=first.etag, request_id="move-once")
+                proxy.cut_after_commit = True
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stubs.appointments.RescheduleAppointment(move)
+                assert proxy.commits_cut == 2
+                assert_unavailable(err.value, "COMMIT_OUTCOME_UNKNOWN")
+                # The etag moved on, but the retry is answered by the first result.
+                moved = (await stubs.appointments.RescheduleAppointment(move)).appointment
+                assert moved.start_time == ts(at(60)) and moved.etag == '"v2"'
+    conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        [row] = await rows_of(conn, org)
+        assert (str(row["id"]), row["version"]) == (first.id, 2)
+        assert [a for a, _, _ in await audit_of(conn, org)] == ["create", "reschedule"]
+    finally:
+        await conn.close()
+
+
+async def test_database_killed_under_booking_load(tmp_path: Path) -> None:
+    """PostgreSQL dies (SIGKILL) while 20 callers book: every failed call is
+    UNAVAILABLE with RetryInfo, never INTERNAL or UNKNOWN (nor a TIME_SLOT_TAKEN
+    made up from a broken connection); after crash recovery every appointment
+    that exists has its one audit event, and every booking a caller was told
+    about exists."""
+    pg = EmbeddedPostgres(tmp_path / "pgdata")
+    url = await asyncio.to_thread(pg.start)
+    try:
+        await upgrade(url, test_settings().migrations_dir)
+        pool = dataclasses.replace(test_settings().pool, size=20, max_overflow=20)
+        async with running_server(url, test_settings(pool=pool)) as srv:
+            async with grpc.aio.insecure_channel(srv.target) as channel:
+                stubs = Stubs(channel)
+                org = await new_org(stubs)
+                bookables = [await make_bookable(stubs, org, duration_minutes=5) for _ in range(20)]
+                booked: list[str] = []
+                failures: list[grpc.aio.AioRpcError] = []
+                stop = asyncio.Event()
+
+                async def writer(b: Bookable) -> None:
+                    seen = n = 0
+                    while seen < 3 and not stop.is_set():
+                        n += 1
+                        request = booking(b, at(5 * n), override=False, request_id=uuid.uuid4().hex)
+                        try:
+                            answer = await stubs.appointments.CreateAppointment(request, timeout=10)
+                            booked.append(answer.appointment.id)
+                        except grpc.aio.AioRpcError as exc:
+                            failures.append(exc)
+                            seen += 1
+
+                writers = [asyncio.ensure_future(writer(b)) for b in bookables]
+                try:
+                    await assert_eventually(lambda: _true(len(booked) >= 200 or bool(failures)))
+                    assert not failures, failures[0]  # all well before the crash
+                    crash(pg)
+                    await asyncio.wait_for(asyncio.gather(*writers), timeout=60)
+                finally:
+                    stop.set()
+                    await asyncio.gather(*writers, return_exceptions=True)
+        assert failures
+        for failure in failures:
+            assert failure.code() == grpc.StatusCode.UNAVAILABLE, failure
+            assert details(failure)["ErrorInfo"].reason in {
+                "DATABASE_UNAVAILABLE",
+                "COMMIT_OUTCOME_UNKNOWN",
+            }
+            assert details(failure)["RetryInfo"].retry_delay.ToMilliseconds() > 0
+        # Crash recovery, once the orphaned backends have gone (as the server's
+        # supervisor does it).
+        for _ in range(300):
+            try:
+                await asyncio.to_thread(pg.start)
+                break
+            except EmbeddedPostgresError:
+                await asyncio.sleep(0.1)
+        conn = await asyncpg.connect(to_asyncpg_dsn(url))
+        try:
+            rows = {str(r["id"]) for r in await rows_of(conn, org)}
+            events = await audit_of(conn, org)
+            assert sorted(resource for _, resource, _ in events) == sorted(rows)
+            assert set(booked) <= rows
+        finally:
+            await conn.close()
+    finally:
+        await asyncio.to_thread(pg.stop, "immediate")
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# -- text at the edges, and what the logs may hold ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "stored"),
+    [
+        ("\U0010ffff" * 500, "\U0010ffff" * 500),  # 2,000 bytes: the limit is characters
+        ("\u0130" * 500, "\u0130" * 500),  # Turkish İ: lower() would make it 1,000
+        ("\u03c3\u03c2" * 250, "\u03c3\u03c2" * 250),  # sigma and final sigma kept as sent
+        ("e\u0301" * 250, "e\u0301" * 250),  # combining marks count one each
+        ("\ufeffbom", "\ufeffbom"),  # not whitespace: kept
+        (" \t\u2028\u3000 ", ""),  # only whitespace: no reason
+        ("  " + "x" * 500 + "  ", "x" * 500),  # 504 characters sent: refused, not trimmed
+    ],
+)
+async def test_cancel_reasons_at_the_limit(
+    stubs: Stubs, org: str, db: asyncpg.Connection, reason: str, stored: str
+) -> None:
+    b = await make_bookable(stubs, org)
+    a = await book(stubs, b, at(0))
+    request = appointments_pb2.CancelAppointmentRequest(
+        organization_id=org, appointment_id=a.id, reason=reason
+    )
+    if len(reason) > 500:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.appointments.CancelAppointment(request)
+        assert caught.value.code() == INVALID
+        assert violated_fields(caught.value) == {"reason"}
+        [row] = await rows_of(db, org)
+        assert (row["status"], row["cancel_reason"]) == ("pending", None)
+        return
+    cancelled = (await stubs.appointments.CancelAppointment(request)).appointment
+    assert cancelled.cancel_reason == stored
+    [row] = await rows_of(db, org)
+    assert row["cancel_reason"] == (stored or None)
+    for over in ("\U0010ffff" * 501, "\u03c2" * 501):
+        other = await book(stubs, b, at(60))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.appointments.CancelAppointment(
+                appointments_pb2.CancelAppointmentRequest(
+                    organization_id=org, appointment_id=other.id, reason=over
+                )
+            )
+        assert violated_fields(caught.value) == {"reason"}
+        await change(stubs, "cancel", other)
+
+
+async def test_notes_of_2000_astral_characters_round_trip_and_2001_are_refused(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    b = await make_bookable(stubs, org)
+    notes = "\U0010ffff\U0001f600" * 1000
+    a = await book(stubs, b, at(0), notes=notes)
+    assert a.notes == notes
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await book(stubs, b, at(60), notes=notes + "x")
+    assert violated_fields(caught.value) == {"appointment.notes"}
+    [row] = await rows_of(db, org)
+    assert row["notes"] == notes
+
+
+async def test_lost_races_and_refusals_log_no_row_values(
+    stubs: Stubs, org: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ten callers race for one time (the losers go through the exclusion
+    constraint's error, whose message quotes the rows' intervals) and one
+    reuses an external id (whose message quotes it): nothing of the rows
+    reaches the logs."""
+    b = await make_bookable(stubs, org)
+    caplog.set_level(logging.DEBUG)
+    results = await asyncio.gather(
+        *(
+            stubs.appointments.CreateAppointment(
+                booking(b, at(0), notes=f"secret-note-{n}", external_id=f"secret-ext-{n}")
+            )
+            for n in range(10)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1
+    for error in results:
+        if isinstance(error, grpc.aio.AioRpcError):
+            assert error.code() == FAILED and details(error)["ErrorInfo"].reason == (
+                "TIME_SLOT_TAKEN"
+            )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await book(stubs, b, at(60), external_id=won[0].appointment.external_id)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    text = caplog.text
+    assert "uq_appointments_organization_id_external_id" in text, text  # logs are seen
+    day = at(0).strftime("%Y-%m-%d")
+    for value in ("secret-", "Key (", "conflicts with existing", "Failing row", day):
+        assert value not in text, (value, text)
