@@ -5,7 +5,11 @@ constraint moves from ``during`` to ``occupied`` (= during plus the service's
 buffers when booked).
 
 Existing rows: hours are converted to minutes; an appointment's occupied
-interval is its ``during`` (no buffers were recorded before).
+interval is its ``during`` (no buffers were recorded before); time off with an
+open bound is closed 366 days from its other bound, and time off longer than
+366 days is split into 366-day pieces. No offerings are created: after the
+upgrade no provider offers any service until SetOffering says so
+(availability and booking need an offering).
 
 Revision ID: 0003
 Revises: 0002
@@ -139,7 +143,32 @@ def upgrade() -> None:
         f"(closed AND start_minute IS NULL AND end_minute IS NULL) OR (NOT closed AND {MINUTES})",
     )
 
-    # Time off.
+    # Time off: finite and at most 366 days from now on (ListTimeOff's range
+    # bound relies on it). No RPC wrote time off before; rows loaded directly
+    # are made to fit: an open bound is closed 366 days from the other one
+    # (from now when both are open), a longer one is split into 366-day pieces.
+    op.execute(
+        "UPDATE time_off SET during = tstzrange("
+        "coalesce(upper(during), now()) - interval '366 days', upper(during)) "
+        "WHERE lower_inf(during)"
+    )
+    op.execute(
+        "UPDATE time_off SET during = tstzrange("
+        "lower(during), lower(during) + interval '366 days') WHERE upper_inf(during)"
+    )
+    op.execute(
+        "INSERT INTO time_off (organization_id, id, provider_id, during, reason) "
+        "SELECT organization_id, gen_random_uuid(), provider_id, tstzrange("
+        "lower(during) + k * interval '366 days', "
+        "least(upper(during), lower(during) + (k + 1) * interval '366 days')), reason "
+        "FROM time_off CROSS JOIN LATERAL generate_series(1, "
+        "ceil(extract(epoch FROM upper(during) - lower(during)) / 31622400.0)::int - 1) AS k "
+        "WHERE upper(during) - lower(during) > interval '366 days'"
+    )
+    op.execute(
+        "UPDATE time_off SET during = tstzrange(lower(during), lower(during) + interval '366 days') "
+        "WHERE upper(during) - lower(during) > interval '366 days'"
+    )
     op.add_column("time_off", _ts("created_at"))
     for col, bound in (("start_at", "lower"), ("end_at", "upper")):
         op.add_column(
@@ -181,8 +210,9 @@ def upgrade() -> None:
     op.create_check_constraint(
         op.f("ck_appointments_occupied_covers"),
         "appointments",
-        "occupied @> during AND buffer_before_minutes BETWEEN 0 AND 1440 "
-        "AND buffer_after_minutes BETWEEN 0 AND 1440",
+        "buffer_before_minutes BETWEEN 0 AND 1440 AND buffer_after_minutes BETWEEN 0 AND 1440 "
+        "AND occupied = tstzrange(lower(during) - make_interval(mins => buffer_before_minutes), "
+        "upper(during) + make_interval(mins => buffer_after_minutes))",
     )
     op.create_check_constraint(
         op.f("ck_appointments_cancel_reason_length"),

@@ -87,6 +87,14 @@ _POLICY_CHECK = (
 _MINUTES_CHECK = "start_minute >= 0 AND start_minute < end_minute AND end_minute <= 1440"
 
 
+# appointments.occupied is exactly during widened by the buffers.
+_OCCUPIED_CHECK = (
+    "buffer_before_minutes BETWEEN 0 AND 1440 AND buffer_after_minutes BETWEEN 0 AND 1440 "
+    "AND occupied = tstzrange(lower(during) - make_interval(mins => buffer_before_minutes), "
+    "upper(during) + make_interval(mins => buffer_after_minutes))"
+)
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -486,11 +494,7 @@ appointments = Table(
         "AND lower_inc(during) AND NOT upper_inc(during)",
         name="during_half_open",
     ),
-    CheckConstraint(
-        "occupied @> during AND buffer_before_minutes BETWEEN 0 AND 1440 "
-        "AND buffer_after_minutes BETWEEN 0 AND 1440",
-        name="occupied_covers",
-    ),
+    CheckConstraint(_OCCUPIED_CHECK, name="occupied_covers"),
     CheckConstraint(
         "cancel_reason IS NULL OR char_length(cancel_reason) <= 500", name="cancel_reason_length"
     ),
