@@ -30,12 +30,13 @@ Scenarios (the rules: protos/booking/v1/availability.proto):
    SELECT EXISTS(... OVERLAPS ...) then INSERT in one transaction, into
    seeds.appointments (our appointments' columns, no exclusion constraint,
    the seeds' conflict index). Afterwards a self-join counts the double
-   bookings each let through.
+   bookings each let through. The CPU the callers, the server and
+   PostgreSQL spent per call (from /proc) says what bounds the calls/s.
 
 Latency: 1 call in flight, the read scenarios taking turns in --rounds rounds;
 throughput: --procs processes x --concurrency calls in flight. Everything
 (clients, server, PostgreSQL) shares the machine's cores: compare ratios
-within one run.
+within one run. The report goes to bench/results/booking-latest.md.
 """
 
 from __future__ import annotations
