@@ -26,7 +26,7 @@ from booking.v1 import resources_pb2 as booking_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62ooking/v1/appointments.proto\x12\nbooking.v1\x1a\x1a\x62ooking/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n\x18\x43reateAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x0b\x61ppointment\x18\x02 \x01(\x0b\x32\x17.booking.v1.Appointment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x04 \x01(\x08\"I\n\x19\x43reateAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"H\n\x15GetAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\"F\n\x16GetAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"\xce\x01\n\x1cRescheduleAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x07 \x01(\x08\"M\n\x1dRescheduleAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"}\n\x18\x43\x61ncelAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"I\n\x19\x43\x61ncelAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"n\n\x19\x43onfirmAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x1a\x43onfirmAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"o\n\x1a\x43ompleteAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"K\n\x1b\x43ompleteAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"q\n\x1cMarkAppointmentNoShowRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\x1dMarkAppointmentNoShowResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment2\xda\x05\n\x12\x41ppointmentService\x12`\n\x11\x43reateAppointment\x12$.booking.v1.CreateAppointmentRequest\x1a%.booking.v1.CreateAppointmentResponse\x12W\n\x0eGetAppointment\x12!.booking.v1.GetAppointmentRequest\x1a\".booking.v1.GetAppointmentResponse\x12l\n\x15RescheduleAppointment\x12(.booking.v1.RescheduleAppointmentRequest\x1a).booking.v1.RescheduleAppointmentResponse\x12`\n\x11\x43\x61ncelAppointment\x12$.booking.v1.CancelAppointmentRequest\x1a%.booking.v1.CancelAppointmentResponse\x12\x63\n\x12\x43onfirmAppointment\x12%.booking.v1.ConfirmAppointmentRequest\x1a&.booking.v1.ConfirmAppointmentResponse\x12\x66\n\x13\x43ompleteAppointment\x12&.booking.v1.CompleteAppointmentRequest\x1a\'.booking.v1.CompleteAppointmentResponse\x12l\n\x15MarkAppointmentNoShow\x12(.booking.v1.MarkAppointmentNoShowRequest\x1a).booking.v1.MarkAppointmentNoShowResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62ooking/v1/appointments.proto\x12\nbooking.v1\x1a\x1a\x62ooking/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x02\n\x18\x43reateAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x0b\x61ppointment\x18\x02 \x01(\x0b\x32\x17.booking.v1.Appointment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x04 \x01(\x08\x12\x1f\n\x12min_notice_minutes\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12!\n\x14\x62ooking_horizon_days\x18\x06 \x01(\x05H\x01\x88\x01\x01\x42\x15\n\x13_min_notice_minutesB\x17\n\x15_booking_horizon_days\"I\n\x19\x43reateAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"H\n\x15GetAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\"F\n\x16GetAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"\xc2\x02\n\x1cRescheduleAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x07 \x01(\x08\x12\x1f\n\x12min_notice_minutes\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12!\n\x14\x62ooking_horizon_days\x18\t \x01(\x05H\x01\x88\x01\x01\x42\x15\n\x13_min_notice_minutesB\x17\n\x15_booking_horizon_days\"M\n\x1dRescheduleAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"}\n\x18\x43\x61ncelAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"I\n\x19\x43\x61ncelAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"n\n\x19\x43onfirmAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x1a\x43onfirmAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"o\n\x1a\x43ompleteAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"K\n\x1b\x43ompleteAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"q\n\x1cMarkAppointmentNoShowRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\x1dMarkAppointmentNoShowResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment2\xda\x05\n\x12\x41ppointmentService\x12`\n\x11\x43reateAppointment\x12$.booking.v1.CreateAppointmentRequest\x1a%.booking.v1.CreateAppointmentResponse\x12W\n\x0eGetAppointment\x12!.booking.v1.GetAppointmentRequest\x1a\".booking.v1.GetAppointmentResponse\x12l\n\x15RescheduleAppointment\x12(.booking.v1.RescheduleAppointmentRequest\x1a).booking.v1.RescheduleAppointmentResponse\x12`\n\x11\x43\x61ncelAppointment\x12$.booking.v1.CancelAppointmentRequest\x1a%.booking.v1.CancelAppointmentResponse\x12\x63\n\x12\x43onfirmAppointment\x12%.booking.v1.ConfirmAppointmentRequest\x1a&.booking.v1.ConfirmAppointmentResponse\x12\x66\n\x13\x43ompleteAppointment\x12&.booking.v1.CompleteAppointmentRequest\x1a\'.booking.v1.CompleteAppointmentResponse\x12l\n\x15MarkAppointmentNoShow\x12(.booking.v1.MarkAppointmentNoShowRequest\x1a).booking.v1.MarkAppointmentNoShowResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.booking.v1P\001'
   _globals['_CREATEAPPOINTMENTREQUEST']._serialized_start=107
-  _globals['_CREATEAPPOINTMENTREQUEST']._serialized_end=248
-  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_start=250
-  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_end=323
-  _globals['_GETAPPOINTMENTREQUEST']._serialized_start=325
-  _globals['_GETAPPOINTMENTREQUEST']._serialized_end=397
-  _globals['_GETAPPOINTMENTRESPONSE']._serialized_start=399
-  _globals['_GETAPPOINTMENTRESPONSE']._serialized_end=469
-  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_start=472
-  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_end=678
-  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_start=680
-  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_end=757
-  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_start=759
-  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_end=884
-  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_start=886
-  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_end=959
-  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_start=961
-  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_end=1071
-  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_start=1073
-  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_end=1147
-  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_start=1149
-  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_end=1260
-  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_start=1262
-  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_end=1337
-  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_start=1339
-  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_end=1452
-  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_start=1454
-  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_end=1531
-  _globals['_APPOINTMENTSERVICE']._serialized_start=1534
-  _globals['_APPOINTMENTSERVICE']._serialized_end=2264
+  _globals['_CREATEAPPOINTMENTREQUEST']._serialized_end=364
+  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_start=366
+  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_end=439
+  _globals['_GETAPPOINTMENTREQUEST']._serialized_start=441
+  _globals['_GETAPPOINTMENTREQUEST']._serialized_end=513
+  _globals['_GETAPPOINTMENTRESPONSE']._serialized_start=515
+  _globals['_GETAPPOINTMENTRESPONSE']._serialized_end=585
+  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_start=588
+  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_end=910
+  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_start=912
+  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_end=989
+  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_start=991
+  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_end=1116
+  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_start=1118
+  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_end=1191
+  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_start=1193
+  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_end=1303
+  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_start=1305
+  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_end=1379
+  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_start=1381
+  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_end=1492
+  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_start=1494
+  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_end=1569
+  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_start=1571
+  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_end=1684
+  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_start=1686
+  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_end=1763
+  _globals['_APPOINTMENTSERVICE']._serialized_start=1766
+  _globals['_APPOINTMENTSERVICE']._serialized_end=2496
 # @@protoc_insertion_point(module_scope)

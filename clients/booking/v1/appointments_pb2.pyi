@@ -26,6 +26,8 @@ class CreateAppointmentRequest(_message.Message):
     APPOINTMENT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     OVERRIDE_RULES_FIELD_NUMBER: _builtins.int
+    MIN_NOTICE_MINUTES_FIELD_NUMBER: _builtins.int
+    BOOKING_HORIZON_DAYS_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     request_id: _builtins.str
     """Optional AIP-155 idempotency key."""
@@ -36,6 +38,12 @@ class CreateAppointmentRequest(_message.Message):
     database forbids that. Recorded in the audit event's action
     ("create_override").
     """
+    min_notice_minutes: _builtins.int
+    """Booking policy for this request, as in GetAvailabilityRequest (0-525600
+    minutes, 1-730 days; unset = the service's, else the organization's), so
+    that a slot offered with a policy can be booked with the same one.
+    """
+    booking_horizon_days: _builtins.int
     @_builtins.property
     def appointment(self) -> _resources_pb2.Appointment: ...
     def __init__(
@@ -45,12 +53,21 @@ class CreateAppointmentRequest(_message.Message):
         appointment: _resources_pb2.Appointment | None = ...,
         request_id: _builtins.str = ...,
         override_rules: _builtins.bool = ...,
+        min_notice_minutes: _builtins.int | None = ...,
+        booking_horizon_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["appointment", b"appointment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "appointment", b"appointment", "booking_horizon_days", b"booking_horizon_days", "min_notice_minutes", b"min_notice_minutes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appointment", b"appointment", "organization_id", b"organization_id", "override_rules", b"override_rules", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "appointment", b"appointment", "booking_horizon_days", b"booking_horizon_days", "min_notice_minutes", b"min_notice_minutes", "organization_id", b"organization_id", "override_rules", b"override_rules", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__booking_horizon_days: _TypeAlias = _typing.Literal["booking_horizon_days"]  # noqa: Y015
+    _WhichOneofArgType__booking_horizon_days: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days"]  # noqa: Y015
+    _WhichOneofReturnType__min_notice_minutes: _TypeAlias = _typing.Literal["min_notice_minutes"]  # noqa: Y015
+    _WhichOneofArgType__min_notice_minutes: _TypeAlias = _typing.Literal["_min_notice_minutes", b"_min_notice_minutes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__booking_horizon_days) -> _WhichOneofReturnType__booking_horizon_days | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_notice_minutes) -> _WhichOneofReturnType__min_notice_minutes | None: ...
 
 Global___CreateAppointmentRequest: _TypeAlias = CreateAppointmentRequest  # noqa: Y015
 
@@ -127,6 +144,8 @@ class RescheduleAppointmentRequest(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     OVERRIDE_RULES_FIELD_NUMBER: _builtins.int
+    MIN_NOTICE_MINUTES_FIELD_NUMBER: _builtins.int
+    BOOKING_HORIZON_DAYS_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     appointment_id: _builtins.str
     provider_id: _builtins.str
@@ -137,6 +156,9 @@ class RescheduleAppointmentRequest(_message.Message):
     """Optional AIP-155 idempotency key."""
     override_rules: _builtins.bool
     """See CreateAppointmentRequest.override_rules."""
+    min_notice_minutes: _builtins.int
+    """See CreateAppointmentRequest.min_notice_minutes."""
+    booking_horizon_days: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """The new start."""
@@ -151,12 +173,21 @@ class RescheduleAppointmentRequest(_message.Message):
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
         override_rules: _builtins.bool = ...,
+        min_notice_minutes: _builtins.int | None = ...,
+        booking_horizon_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "booking_horizon_days", b"booking_horizon_days", "min_notice_minutes", b"min_notice_minutes", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appointment_id", b"appointment_id", "etag", b"etag", "organization_id", b"organization_id", "override_rules", b"override_rules", "provider_id", b"provider_id", "request_id", b"request_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "appointment_id", b"appointment_id", "booking_horizon_days", b"booking_horizon_days", "etag", b"etag", "min_notice_minutes", b"min_notice_minutes", "organization_id", b"organization_id", "override_rules", b"override_rules", "provider_id", b"provider_id", "request_id", b"request_id", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__booking_horizon_days: _TypeAlias = _typing.Literal["booking_horizon_days"]  # noqa: Y015
+    _WhichOneofArgType__booking_horizon_days: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days"]  # noqa: Y015
+    _WhichOneofReturnType__min_notice_minutes: _TypeAlias = _typing.Literal["min_notice_minutes"]  # noqa: Y015
+    _WhichOneofArgType__min_notice_minutes: _TypeAlias = _typing.Literal["_min_notice_minutes", b"_min_notice_minutes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__booking_horizon_days) -> _WhichOneofReturnType__booking_horizon_days | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_notice_minutes) -> _WhichOneofReturnType__min_notice_minutes | None: ...
 
 Global___RescheduleAppointmentRequest: _TypeAlias = RescheduleAppointmentRequest  # noqa: Y015
 

@@ -48,6 +48,9 @@ class AppointmentServiceStub:
       INVALID_TRANSITION   The appointment's status does not allow the change.
                            ErrorInfo.metadata["current_status"] is its status
                            (e.g. "APPOINTMENT_STATUS_CANCELLED").
+    ABORTED CONCURRENT_CONFLICT (with RetryInfo): concurrent writes took and
+    freed the time while this one was being written (rare; also a deadlock
+    between two writes). Nothing was written: retry with the same request_id.
     NOT_FOUND: APPOINTMENT_NOT_FOUND, PROVIDER_NOT_FOUND, CLIENT_NOT_FOUND,
     SERVICE_NOT_FOUND (with ResourceInfo). ABORTED ETAG_MISMATCH for a stale
     etag. Every write is audited and takes an optional AIP-155 request_id (see
@@ -105,6 +108,9 @@ class AppointmentServiceAsyncStub(AppointmentServiceStub):
       INVALID_TRANSITION   The appointment's status does not allow the change.
                            ErrorInfo.metadata["current_status"] is its status
                            (e.g. "APPOINTMENT_STATUS_CANCELLED").
+    ABORTED CONCURRENT_CONFLICT (with RetryInfo): concurrent writes took and
+    freed the time while this one was being written (rare; also a deadlock
+    between two writes). Nothing was written: retry with the same request_id.
     NOT_FOUND: APPOINTMENT_NOT_FOUND, PROVIDER_NOT_FOUND, CLIENT_NOT_FOUND,
     SERVICE_NOT_FOUND (with ResourceInfo). ABORTED ETAG_MISMATCH for a stale
     etag. Every write is audited and takes an optional AIP-155 request_id (see
@@ -158,6 +164,9 @@ class AppointmentServiceServicer(metaclass=_abc_1.ABCMeta):
       INVALID_TRANSITION   The appointment's status does not allow the change.
                            ErrorInfo.metadata["current_status"] is its status
                            (e.g. "APPOINTMENT_STATUS_CANCELLED").
+    ABORTED CONCURRENT_CONFLICT (with RetryInfo): concurrent writes took and
+    freed the time while this one was being written (rare; also a deadlock
+    between two writes). Nothing was written: retry with the same request_id.
     NOT_FOUND: APPOINTMENT_NOT_FOUND, PROVIDER_NOT_FOUND, CLIENT_NOT_FOUND,
     SERVICE_NOT_FOUND (with ResourceInfo). ABORTED ETAG_MISMATCH for a stale
     etag. Every write is audited and takes an optional AIP-155 request_id (see

@@ -204,6 +204,9 @@ class ProviderAvailability(_message.Message):
     gRPC's default 4 MB message limit. When this provider had more, `slots`
     holds its earliest ones, truncated is true and next_start_time is the
     start of the first slot left out: ask again from there for the rest.
+    (The grid continues unchanged, except within a stretch of work that runs
+    unbroken for more than two days, whose grid starts where the read
+    window begins: two days before start_time.)
     """
     @_builtins.property
     def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:

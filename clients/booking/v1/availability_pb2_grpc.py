@@ -43,7 +43,8 @@ class AvailabilityServiceStub:
     (CANCELLED and NO_SHOW free the time).
     - Booking policy: it starts at least min_notice_minutes from now and at
     most booking_horizon_days days from now. The service's policy, else the
-    organization's; a request may set its own (0-525600 minutes, 1-730 days).
+    organization's; a request may set its own (0-525600 minutes, 1-730
+    days), reads and booking writes alike.
     - The provider is active, offers the service (Offering), and the service
     is active.
     """
@@ -84,7 +85,8 @@ class AvailabilityServiceServicer:
     (CANCELLED and NO_SHOW free the time).
     - Booking policy: it starts at least min_notice_minutes from now and at
     most booking_horizon_days days from now. The service's policy, else the
-    organization's; a request may set its own (0-525600 minutes, 1-730 days).
+    organization's; a request may set its own (0-525600 minutes, 1-730
+    days), reads and booking writes alike.
     - The provider is active, offers the service (Offering), and the service
     is active.
     """
@@ -151,7 +153,8 @@ class AvailabilityService:
     (CANCELLED and NO_SHOW free the time).
     - Booking policy: it starts at least min_notice_minutes from now and at
     most booking_horizon_days days from now. The service's policy, else the
-    organization's; a request may set its own (0-525600 minutes, 1-730 days).
+    organization's; a request may set its own (0-525600 minutes, 1-730
+    days), reads and booking writes alike.
     - The provider is active, offers the service (Offering), and the service
     is active.
     """

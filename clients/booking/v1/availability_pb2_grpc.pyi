@@ -44,7 +44,8 @@ class AvailabilityServiceStub:
       (CANCELLED and NO_SHOW free the time).
     - Booking policy: it starts at least min_notice_minutes from now and at
       most booking_horizon_days days from now. The service's policy, else the
-      organization's; a request may set its own (0-525600 minutes, 1-730 days).
+      organization's; a request may set its own (0-525600 minutes, 1-730
+      days), reads and booking writes alike.
     - The provider is active, offers the service (Offering), and the service
       is active.
     """
@@ -88,7 +89,8 @@ class AvailabilityServiceAsyncStub(AvailabilityServiceStub):
       (CANCELLED and NO_SHOW free the time).
     - Booking policy: it starts at least min_notice_minutes from now and at
       most booking_horizon_days days from now. The service's policy, else the
-      organization's; a request may set its own (0-525600 minutes, 1-730 days).
+      organization's; a request may set its own (0-525600 minutes, 1-730
+      days), reads and booking writes alike.
     - The provider is active, offers the service (Offering), and the service
       is active.
     """
@@ -128,7 +130,8 @@ class AvailabilityServiceServicer(metaclass=_abc_1.ABCMeta):
       (CANCELLED and NO_SHOW free the time).
     - Booking policy: it starts at least min_notice_minutes from now and at
       most booking_horizon_days days from now. The service's policy, else the
-      organization's; a request may set its own (0-525600 minutes, 1-730 days).
+      organization's; a request may set its own (0-525600 minutes, 1-730
+      days), reads and booking writes alike.
     - The provider is active, offers the service (Offering), and the service
       is active.
     """
