@@ -1,10 +1,18 @@
-"""Deterministic dataset generator, loaded with COPY.
+"""Deterministic dataset generators, loaded with COPY.
 
-    python -m bench.generate --clients 1000000 [--database-url URL] [--seed 7]
+    python -m bench.generate --database-url URL --clients 1000000 [--seed 7]
+    python -m bench.generate --database-url URL --booking [--providers 1000 --appointments 5000000]
 
-Creates one organization ("bench") holding the big client list, plus providers,
-services, appointments (non-overlapping per provider) and payments, and a few
-small tenants. Ids are UUIDv7 so that index inserts stay local.
+generate() (bench.run): one organization ("bench") holding the big client
+list, plus providers, services, appointments (non-overlapping per provider)
+and payments, and a few small tenants. Ids are UUIDv7 so that index inserts
+stay local.
+
+generate_booking() (bench.booking): one organization ("bench-booking") whose
+providers, in a few IANA zones, have weekly hours, holidays, date overrides
+and time off, offer services with buffers, and hold appointments placed in
+their working time by the booking rules (see its docstring); a test checks
+them against the server's own rules (server.booking.evaluate_booking).
 
 The clients' folded search keys are computed with the server's own
 ``server.text.fold`` (one rule: never a copy of it), and the COPY column lists
@@ -767,10 +775,22 @@ async def generate_booking(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--clients", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, help="default 1,000,000 (--booking: 100,000)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--booking", action="store_true", help="the booking dataset")
+    parser.add_argument("--providers", type=int, default=1_000)
+    parser.add_argument("--appointments", type=int, default=5_000_000)
     args = parser.parse_args()
-    asyncio.run(generate(args.database_url, args.clients, args.seed))
+    if args.booking:
+        clients = 100_000 if args.clients is None else args.clients
+        asyncio.run(
+            generate_booking(
+                args.database_url, args.providers, args.appointments, clients, args.seed
+            )
+        )
+    else:
+        clients = 1_000_000 if args.clients is None else args.clients
+        asyncio.run(generate(args.database_url, clients, args.seed))
 
 
 if __name__ == "__main__":
