@@ -424,6 +424,113 @@ async def test_an_inactive_service_books_with_override_and_a_deleted_offering_re
     assert CANCELLED not in {r["status"] for r in await rows_of(db, org)}
 
 
+# -- GetAvailability's lists, zones and numbers ----------------------------------------------
+
+
+async def test_provider_ids_that_repeat_in_another_letter_case_or_are_empty(
+    stubs: Stubs, org: str
+) -> None:
+    """Ids are UUIDs whatever their letter case: 100 ids of which three are
+    another's in upper case are three DUPLICATEs (not three more providers),
+    and an empty id is a bad item, not "no provider"."""
+    b = await make_bookable(stubs, org)
+    ids = [b.provider_id] + [str(uuid.uuid4()) for _ in range(99)]
+    ids[10], ids[50], ids[99] = ids[0].upper(), ids[3].upper(), ids[3]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.availability.GetAvailability(
+            availability(b, ts(at(0)), ts(at(60)), provider_ids=ids)
+        )
+    violations = details(caught.value)["BadRequest"].field_violations
+    assert {(v.field, v.reason) for v in violations} == {
+        ("provider_ids[10]", "DUPLICATE"),
+        ("provider_ids[50]", "DUPLICATE"),
+        ("provider_ids[99]", "DUPLICATE"),
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.availability.GetAvailability(
+            availability(b, ts(at(0)), ts(at(60)), provider_ids=[b.provider_id, ""])
+        )
+    assert violated_fields(caught.value) == {"provider_ids[1]"}
+    # Upper case alone is the provider (answered under its canonical id).
+    got = await stubs.availability.GetAvailability(
+        availability(b, ts(at(0)), ts(at(60)), provider_ids=[b.provider_id.upper()])
+    )
+    assert got.providers[0].provider_id == b.provider_id
+    assert len(got.providers[0].slots) == 2 and not got.providers[0].HasField("error")
+
+
+async def test_the_request_zone_at_the_edges(stubs: Stubs, org: str) -> None:
+    """ "" = the provider's zone; Etc/GMT-14 (UTC+14, the furthest ahead) moves
+    the local date; Etc/GMT+14 does not exist (the range ends at Etc/GMT+12)."""
+    b = await make_bookable(stubs, org, time_zone="Pacific/Pago_Pago")  # UTC-11
+    start = datetime.combine(at(0).date(), datetime.min.time(), tzinfo=UTC) + timedelta(hours=11)
+    window = (ts(start), ts(start + timedelta(minutes=30)))
+    answers = {}
+    for zone in ("", "UTC", "Etc/GMT-14"):
+        got = await stubs.availability.GetAvailability(availability(b, *window, time_zone=zone))
+        entry = got.providers[0]
+        [slot] = entry.slots
+        answers[zone] = (entry.time_zone, slot.local_date.day, slot.local_time.hours)
+        answers[zone] += (slot.utc_offset_minutes,)
+    day = start.day
+    next_day = (start + timedelta(days=1)).day
+    assert answers == {
+        "": ("Pacific/Pago_Pago", day, 0, -660),
+        "UTC": ("UTC", day, 11, 0),
+        "Etc/GMT-14": ("Etc/GMT-14", next_day, 1, 840),
+    }
+    for zone in ("Etc/GMT+14", "utc", " UTC", "localtime", "posixrules", "Factory"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.availability.GetAvailability(availability(b, *window, time_zone=zone))
+        violations = details(caught.value)["BadRequest"].field_violations
+        assert [(v.field, v.reason) for v in violations] == [("time_zone", "UNKNOWN_TIME_ZONE")], (
+            zone
+        )
+
+
+@pytest.mark.parametrize("n", [-(2**31), -1, 2**31 - 1])
+async def test_int32_extremes_in_every_number_of_the_availability_requests(
+    stubs: Stubs, org: str, n: int
+) -> None:
+    b = await make_bookable(stubs, org)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.availability.GetAvailability(
+            availability(
+                b,
+                ts(at(0)),
+                ts(at(60)),
+                slot_step_minutes=n,
+                first_available_count=n,
+                min_notice_minutes=n,
+                booking_horizon_days=n,
+            )
+        )
+    assert violated_fields(caught.value) == {
+        "slot_step_minutes",
+        "first_available_count",
+        "min_notice_minutes",
+        "booking_horizon_days",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.availability.CheckConflicts(
+            check(b, at(0), min_notice_minutes=n, booking_horizon_days=n)
+        )
+    assert violated_fields(caught.value) == {"min_notice_minutes", "booking_horizon_days"}
+    # The largest allowed values are served.
+    got = await stubs.availability.GetAvailability(
+        availability(
+            b,
+            ts(at(0)),
+            ts(at(60)),
+            slot_step_minutes=1440,
+            first_available_count=1000,
+            min_notice_minutes=525_600,
+            booking_horizon_days=730,
+        )
+    )
+    assert slot_starts(got) == []  # 365 days of notice
+
+
 # -- wall clocks: DST, a zone that changes, an override on a weekly day -----------------
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -748,3 +855,42 @@ async def test_lost_races_and_refusals_log_no_row_values(
     day = at(0).strftime("%Y-%m-%d")
     for value in ("secret-", "Key (", "conflicts with existing", "Failing row", day):
         assert value not in text, (value, text)
+
+
+# -- bytes no client library would send ----------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a request that does not parse fails in grpc's deserializer, before the "
+    "interceptor: UNKNOWN without a google.rpc.Status (fix in server/interceptors.py)",
+)
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda good: good.replace(b"AB", b"\xed\xa0"),  # a lone surrogate, UTF-8 encoded
+        lambda good: good.replace(b"AB", b"\xff\xfe"),  # not UTF-8 at all
+        lambda good: b"\xff\xff\xff",  # not protobuf
+    ],
+    ids=["surrogate", "not-utf8", "not-protobuf"],
+)
+async def test_a_request_that_does_not_parse_is_invalid_argument(
+    stubs: Stubs, org: str, db: asyncpg.Connection, channel: grpc.aio.Channel, corrupt: Any
+) -> None:
+    """A lone surrogate cannot be put in a proto3 string by a client library
+    (Python's refuses to encode it), but it can be sent as bytes: the answer
+    must still be INVALID_ARGUMENT with an ErrorInfo, and nothing written."""
+    b = await make_bookable(stubs, org)
+    a = await book(stubs, b, at(0))
+    with pytest.raises(UnicodeEncodeError):
+        appointments_pb2.CancelAppointmentRequest(reason="\ud800").SerializeToString()
+    good = appointments_pb2.CancelAppointmentRequest(
+        organization_id=org, appointment_id=a.id, reason="AB"
+    ).SerializeToString()
+    call = channel.unary_unary("/booking.v1.AppointmentService/CancelAppointment")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(corrupt(good))
+    assert caught.value.code() == INVALID, caught.value
+    assert details(caught.value)["ErrorInfo"].reason
+    [row] = await rows_of(db, org)
+    assert row["status"] == "pending"
