@@ -465,13 +465,13 @@ async def test_the_request_zone_at_the_edges(stubs: Stubs, org: str) -> None:
     b = await make_bookable(stubs, org, time_zone="Pacific/Pago_Pago")  # UTC-11
     start = datetime.combine(at(0).date(), datetime.min.time(), tzinfo=UTC) + timedelta(hours=11)
     window = (ts(start), ts(start + timedelta(minutes=30)))
-    answers = {}
+    answers: dict[str, tuple[str, int, int, int]] = {}
     for zone in ("", "UTC", "Etc/GMT-14"):
         got = await stubs.availability.GetAvailability(availability(b, *window, time_zone=zone))
         entry = got.providers[0]
         [slot] = entry.slots
-        answers[zone] = (entry.time_zone, slot.local_date.day, slot.local_time.hours)
-        answers[zone] += (slot.utc_offset_minutes,)
+        local_day, hour = slot.local_date.day, slot.local_time.hours
+        answers[zone] = (entry.time_zone, local_day, hour, slot.utc_offset_minutes)
     day = start.day
     next_day = (start + timedelta(days=1)).day
     assert answers == {
@@ -887,7 +887,9 @@ async def test_a_request_that_does_not_parse_is_invalid_argument(
     good = appointments_pb2.CancelAppointmentRequest(
         organization_id=org, appointment_id=a.id, reason="AB"
     ).SerializeToString()
-    call = channel.unary_unary("/booking.v1.AppointmentService/CancelAppointment")
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        "/booking.v1.AppointmentService/CancelAppointment"
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(corrupt(good))
     assert caught.value.code() == INVALID, caught.value
