@@ -61,8 +61,8 @@ WHERE a.organization_id = $1
 """
 
 CALLS = 240
-CHANNELS = 4
-TASKS_PER_CHANNEL = 6
+CHANNELS = 8
+TASKS_PER_CHANNEL = CALLS // CHANNELS  # 30 callers a channel, one call each
 
 
 async def _create_retrying_unavailable(
@@ -80,14 +80,58 @@ async def _create_retrying_unavailable(
             await asyncio.sleep(0.05)  # backoff of a retrying client, not synchronisation
 
 
-@pytest.mark.parametrize("buffers", [(0, 0), (10, 5)], ids=["no-buffers", "buffers"])
+async def _burst(
+    target: str, requests: list[appointments_pb2.CreateAppointmentRequest]
+) -> list[appointments_pb2.CreateAppointmentResponse | grpc.aio.AioRpcError]:
+    """Every request from its own task, CHANNELS channels shared round robin:
+    all the tasks are started and wait on one event, which releases them
+    together, so all the calls are in flight at once."""
+    channels = [grpc.aio.insecure_channel(target) for _ in range(CHANNELS)]
+    try:
+        for ch in channels:
+            await ch.channel_ready()
+        stubs = [appointments_pb2_grpc.AppointmentServiceStub(ch) for ch in channels]
+        go = asyncio.Event()
+        all_ready = asyncio.Event()
+        ready = 0
+
+        async def caller(
+            i: int,
+        ) -> appointments_pb2.CreateAppointmentResponse | grpc.aio.AioRpcError:
+            nonlocal ready
+            ready += 1
+            if ready == len(requests):
+                all_ready.set()
+            await go.wait()
+            return await _create_retrying_unavailable(stubs[i % CHANNELS], requests[i])
+
+        tasks = [asyncio.create_task(caller(i)) for i in range(len(requests))]
+        await all_ready.wait()  # every task is started and waits on ``go``
+        go.set()
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for ch in channels:
+            await ch.close()
+
+
+@pytest.mark.parametrize(
+    ("override", "buffers"),
+    [(False, (0, 0)), (False, (10, 5)), (True, (10, 5))],
+    ids=["rules-no-buffers", "rules-buffers", "override-buffers"],
+)
 async def test_hundreds_of_concurrent_bookings_never_overlap(
     booking_server: RunningServer,
     stubs: Stubs,
     org: str,
     db: asyncpg.Connection,
+    override: bool,
     buffers: tuple[int, int],
 ) -> None:
+    """240 CreateAppointment calls in flight at once (8 channels, 30 tasks
+    each, released together) for overlapping times of one provider. With
+    override_rules false every call goes through the rule check under the
+    provider's lock (the provider works all day every day, so the rules allow
+    every start but for the other bookings)."""
     b = await make_bookable(
         stubs,
         org,
@@ -100,30 +144,10 @@ async def test_hundreds_of_concurrent_bookings_never_overlap(
     # 45-minute appointment overlaps the 17 starts around it.
     starts = [at(5 * rng.randrange(96)) for _ in range(CALLS)]
     requests = [
-        booking(b, start, request_id=f"race-{i}", notes=str(i)) for i, start in enumerate(starts)
+        booking(b, start, override=override, request_id=f"race-{i}", notes=str(i))
+        for i, start in enumerate(starts)
     ]
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(CALLS):
-        queue.put_nowait(i)
-    outcomes: dict[int, appointments_pb2.CreateAppointmentResponse | grpc.aio.AioRpcError] = {}
-    channels = [grpc.aio.insecure_channel(booking_server.target) for _ in range(CHANNELS)]
-    try:
-
-        async def caller(stub: appointments_pb2_grpc.AppointmentServiceAsyncStub) -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                outcomes[i] = await _create_retrying_unavailable(stub, requests[i])
-
-        await asyncio.gather(
-            *(
-                caller(appointments_pb2_grpc.AppointmentServiceStub(ch))
-                for ch in channels
-                for _ in range(TASKS_PER_CHANNEL)
-            )
-        )
-    finally:
-        for ch in channels:
-            await ch.close()
+    outcomes = dict(enumerate(await _burst(booking_server.target, requests)))
     assert len(outcomes) == CALLS
 
     won = {
@@ -136,7 +160,11 @@ async def test_hundreds_of_concurrent_bookings_never_overlap(
     assert await db.fetch(OVERLAPS_SQL, org) == []
     rows = {str(r["id"]): r for r in await rows_of(db, org)}
     assert set(rows) == {a.id for a in won.values()}
+    for i, a in won.items():
+        assert rows[a.id]["during"].lower == starts[i] and rows[a.id]["notes"] == str(i)
     assert sorted(rid for _, rid, _ in await audit_of(db, org)) == sorted(rows)
+    actions = {act for act, _, _ in await audit_of(db, org)}
+    assert actions == {"create_override" if override else "create"}
     before, after = (timedelta(minutes=m) for m in buffers)
     for i, error in lost.items():
         assert error.code() == FAILED, error
