@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 from opentelemetry import trace
 
@@ -121,6 +122,18 @@ class _Call:
         )
 
 
+def _parsed(parse: Callable[[bytes], Any], raw: bytes) -> Any:
+    try:
+        return parse(raw)
+    except DecodeError:
+        # The parser's message names no values; the bytes are never echoed.
+        raise InvalidArgument(
+            "the request is not a valid protobuf message of its type "
+            "(a broken wire format, or a string that is not UTF-8)",
+            reason="MALFORMED_REQUEST",
+        ) from None
+
+
 class CallInterceptor(aio.ServerInterceptor):
     """Wraps each booking method's handler once (cached per method name); the
     wrapper reads the call's metadata from its context, so no per-call closure
@@ -155,9 +168,13 @@ class CallInterceptor(aio.ServerInterceptor):
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
+        # A unary request is parsed in the wrapper, not by grpc: bytes that do
+        # not parse would fail in grpc's deserializer, as UNKNOWN without details.
+        parse = handler.request_deserializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary), **serde
+                self._wrap_unary(method, handler.unary_unary, parse),
+                response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
@@ -165,7 +182,8 @@ class CallInterceptor(aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_streaming(method, handler.unary_stream), **serde
+                self._wrap_streaming(method, handler.unary_stream, parse),
+                response_serializer=handler.response_serializer,
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
@@ -195,8 +213,11 @@ class CallInterceptor(aio.ServerInterceptor):
         span.set_attribute("rpc.grpc.status_code", error.code.value[0])
         span.set_status(trace.Status(trace.StatusCode.ERROR, error.reason))
 
-    def _wrap_unary(self, method: str, behavior: Any) -> Callable[..., Awaitable[Any]]:
-        """Unary response (unary or streamed request): one answer or one error."""
+    def _wrap_unary(
+        self, method: str, behavior: Any, parse: Callable[[bytes], Any] | None = None
+    ) -> Callable[..., Awaitable[Any]]:
+        """Unary response (unary or streamed request): one answer or one error.
+        ``parse``: the request's deserializer when the request arrives as bytes."""
         short = method.rsplit("/", 1)[-1]
 
         async def wrapped(request: Any, context: Context) -> Any:
@@ -205,6 +226,8 @@ class CallInterceptor(aio.ServerInterceptor):
                 with self._span(method, short, call) as span:
                     try:
                         call.check_actor()
+                        if parse is not None:
+                            request = _parsed(parse, request)
                         return await behavior(request, context)
                     except Exception as exc:
                         error = call.to_error(exc, short)
@@ -218,9 +241,12 @@ class CallInterceptor(aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_streaming(self, method: str, behavior: Any) -> Callable[..., AsyncIterator[Any]]:
+    def _wrap_streaming(
+        self, method: str, behavior: Any, parse: Callable[[bytes], Any] | None = None
+    ) -> Callable[..., AsyncIterator[Any]]:
         """Streamed response: items as the handler yields them, then OK or one error
-        (an error after some items ends the stream with that status)."""
+        (an error after some items ends the stream with that status). ``parse``:
+        as for :meth:`_wrap_unary`."""
         short = method.rsplit("/", 1)[-1]
 
         async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
@@ -229,6 +255,8 @@ class CallInterceptor(aio.ServerInterceptor):
                 with self._span(method, short, call) as span:
                     try:
                         call.check_actor()
+                        if parse is not None:
+                            request = _parsed(parse, request)
                         result = behavior(request, context)
                         if hasattr(result, "__aiter__"):
                             async for item in result:

@@ -860,11 +860,6 @@ async def test_lost_races_and_refusals_log_no_row_values(
 # -- bytes no client library would send ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request that does not parse fails in grpc's deserializer, before the "
-    "interceptor: UNKNOWN without a google.rpc.Status (fix in server/interceptors.py)",
-)
 @pytest.mark.parametrize(
     "corrupt",
     [
@@ -893,6 +888,6 @@ async def test_a_request_that_does_not_parse_is_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(corrupt(good))
     assert caught.value.code() == INVALID, caught.value
-    assert details(caught.value)["ErrorInfo"].reason
+    assert details(caught.value)["ErrorInfo"].reason == "MALFORMED_REQUEST"
     [row] = await rows_of(db, org)
     assert row["status"] == "pending"

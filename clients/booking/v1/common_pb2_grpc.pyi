@@ -32,6 +32,9 @@ INVALID_ARGUMENT, with google.rpc.BadRequest field violations:
   REQUEST_ID_REUSED       The request_id was used before with another request.
   CONSTRAINT_VIOLATED     A value the database refused (the fields are named).
   INVALID_VALUE           A value out of range or malformed.
+  MALFORMED_REQUEST       The request's bytes are not a message of its type
+                          (a broken wire format, a string that is not UTF-8,
+                          e.g. a lone surrogate); no field violations.
 ALREADY_EXISTS: EXTERNAL_ID_TAKEN, SLUG_TAKEN, EXTERNAL_REFERENCE_TAKEN (the
   field is named in BadRequest).
 NOT_FOUND, with google.rpc.ResourceInfo: <RESOURCE>_NOT_FOUND, e.g.
