@@ -112,23 +112,30 @@ async def evaluate_booking(
     policy: Policy = Policy(),
     exclude_appointment_id: str | None = None,
     lock_provider: bool = False,
+    client_id: str | None = None,
 ) -> Evaluation:
     """Evaluate an appointment of ``service_id`` with ``provider_id`` at
     ``start`` against every rule, on ``conn`` (inside the caller's transaction
     for writes). Raises NotFound (PROVIDER_NOT_FOUND, SERVICE_NOT_FOUND,
     APPOINTMENT_NOT_FOUND for ``exclude_appointment_id``) for ids that do not
-    exist in the tenant. ``lock_provider`` (writes) takes the provider's row
-    with FOR SHARE: schedule writes take it FOR NO KEY UPDATE, so a booking
-    sees a schedule change whole or not at all, and bookings do not wait for
-    each other.
+    exist in the tenant, and CLIENT_NOT_FOUND for ``client_id`` when given.
+    ``lock_provider`` (writes) first takes the provider's row FOR SHARE, in a
+    statement of its own: schedule and offering writes take it FOR NO KEY
+    UPDATE, so a booking waits for such a write and then reads what it
+    committed, whole; bookings do not wait for each other.
 
-    Two statements: the header (provider, service, policy, offering; the
-    lock), then the provider's calendar around ``start``."""
+    Two statements (three with the lock): the header (provider, service,
+    policy, offering, client), then the provider's calendar around ``start``."""
+    if lock_provider and not await q.lock_provider(conn, org_id, provider_id):
+        raise NotFound.of("provider", provider_id)
     head = await q.booking_header(
-        conn, org_id, provider_id, service_id, exclude_appointment_id, lock_provider=lock_provider
+        conn, org_id, provider_id, service_id, exclude_appointment_id, client_id
     )
     if not head["provider_found"]:
         raise NotFound.of("provider", provider_id)
+    if not head["client_found"]:
+        assert client_id is not None
+        raise NotFound.of("client", client_id)
     if not head["service_found"]:
         raise NotFound.of("service", service_id)
     if not head["excluded_found"]:

@@ -15,6 +15,7 @@ import pytest_asyncio
 from booking.v1 import (
     appointments_pb2_grpc,
     audit_pb2_grpc,
+    availability_pb2,
     availability_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
@@ -107,18 +108,25 @@ async def org(stubs: Stubs) -> str:
 
 
 def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
-    """The google.rpc.Status details of an error, by type name."""
+    """The google.rpc.Status details of an error, by type name (booking.v1.Conflict:
+    a list, one per conflict)."""
     raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
     assert raw is not None, f"no rich status in {error!r}"
     status = status_pb2.Status.FromString(raw)
     assert status.code == error.code().value[0]
     out: dict[str, Any] = {}
     for any_msg in status.details:
+        if any_msg.Is(availability_pb2.Conflict.DESCRIPTOR):
+            conflict = availability_pb2.Conflict()
+            any_msg.Unpack(conflict)
+            out.setdefault("Conflict", []).append(conflict)  # one per conflict
+            continue
         for cls in (
             error_details_pb2.ErrorInfo,
             error_details_pb2.BadRequest,
             error_details_pb2.ResourceInfo,
             error_details_pb2.RetryInfo,
+            error_details_pb2.PreconditionFailure,
         ):
             if any_msg.Is(cls.DESCRIPTOR):
                 msg = cls()

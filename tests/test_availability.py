@@ -796,22 +796,22 @@ async def test_instants_out_of_range(stubs: Stubs, db: asyncpg.Connection, org: 
     assert [c.reason for c in got.conflicts][-1] == R.CONFLICT_REASON_BEYOND_HORIZON
 
 
-async def test_locked_header_holds_the_provider_row(
+async def test_the_booking_lock_holds_the_provider_row(
     stubs: Stubs, db: asyncpg.Connection, database_url: str, org: str
 ) -> None:
-    """lock_provider's header takes the provider FOR SHARE: a schedule write's
-    FOR NO KEY UPDATE waits for the booking's transaction; the unlocked one
-    takes nothing."""
+    """A booking's lock takes the provider FOR SHARE: a schedule write's FOR NO
+    KEY UPDATE waits for the booking's transaction; the header takes nothing
+    (it reads after the lock, in a statement of its own)."""
     s = await make_setup(stubs, org)
     other = await asyncpg.connect(to_asyncpg_dsn(database_url))
     try:
-        for sql, locks in (
-            (calendar.BOOKING_HEADER_LOCKED_SQL, True),
-            (calendar.BOOKING_HEADER_SQL, False),
+        for sql, args, locks in (
+            (calendar.LOCK_PROVIDER_SQL, (org, s.provider_id), True),
+            (calendar.BOOKING_HEADER_SQL, (org, s.provider_id, s.service_id, None, None), False),
         ):
             async with db.transaction():
-                row = await db.fetchrow(sql, org, s.provider_id, s.service_id, None)
-                assert row is not None and row["provider_found"] and row["offered"]
+                row = await db.fetchrow(sql, *args)
+                assert row is not None
                 probe = other.fetchval(
                     "SELECT 1 FROM providers WHERE organization_id = $1 AND id = $2"
                     " FOR NO KEY UPDATE NOWAIT",

@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from server.booking import Evaluation, evaluate_booking
-from server.errors import Aborted, FailedPrecondition, NotFound
+from server.errors import Aborted, FailedPrecondition
 from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.handlers._conflicts import refusal, taken
 from server.handlers._encoding import etag, nullable, parse_etag, set_time, to_datetime
@@ -320,8 +320,6 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
         async def create(
             w: Write[pb.CreateAppointmentResponse], taking: _Taking
         ) -> pb.CreateAppointmentResponse:
-            if not await q.client_exists(w.conn, org, a.client_id):
-                raise NotFound.of("client", a.client_id)
             evaluation = await evaluate_booking(
                 w.conn,
                 org_id=org,
@@ -330,6 +328,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
                 start=start,
                 now=datetime.now(UTC),
                 lock_provider=True,
+                client_id=a.client_id,
             )
             _refuse(evaluation, override, "appointment.")
             taking.slot = _slot(evaluation)

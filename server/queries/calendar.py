@@ -22,21 +22,30 @@ from server.db.schema import BLOCKING_STATUSES
 __all__ = [
     "BOOKING_HEADER_SQL",
     "CALENDAR_SQL",
+    "LOCK_PROVIDER_SQL",
     "PROVIDERS_HEADER_SQL",
     "booking_header",
     "calendar_rows",
+    "lock_provider",
     "providers_header",
 ]
 
 _BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
 
-# The service with its policy, one provider (optionally locked FOR SHARE) with
-# its offering, and whether an excluded appointment exists. Always one row
-# (an unknown organization reads as unknown provider and service).
-_BOOKING_HEADER = """
+# A booking write takes its provider's row FOR SHARE in a statement of its own,
+# BEFORE it reads anything: a statement that waits for a row lock keeps the
+# snapshot it started with (READ COMMITTED), so a header that locked and read
+# in one statement would read the offering, service and schedule as they were
+# before the write it waited for.
+LOCK_PROVIDER_SQL = "SELECT 1 FROM providers WHERE organization_id = $1 AND id = $2 FOR SHARE"
+
+# The service with its policy, one provider with its offering, whether an
+# excluded appointment ($4) and a client ($5) exist. Always one row (an
+# unknown organization reads as unknown provider and service).
+BOOKING_HEADER_SQL = """
 WITH p AS (
     SELECT id, active, time_zone FROM providers
-    WHERE organization_id = $1 AND id = $2{lock}
+    WHERE organization_id = $1 AND id = $2
 )
 SELECT
     p.id IS NOT NULL AS provider_found,
@@ -54,7 +63,10 @@ SELECT
     f.provider_id IS NOT NULL AS offered,
     ($4::uuid IS NULL OR EXISTS (
         SELECT 1 FROM appointments x WHERE x.organization_id = $1 AND x.id = $4
-    )) AS excluded_found
+    )) AS excluded_found,
+    ($5::uuid IS NULL OR EXISTS (
+        SELECT 1 FROM clients c WHERE c.organization_id = $1 AND c.id = $5
+    )) AS client_found
 FROM (SELECT 1) AS one
 LEFT JOIN organizations o ON o.id = $1
 LEFT JOIN services s ON s.organization_id = o.id AND s.id = $3
@@ -62,9 +74,6 @@ LEFT JOIN p ON true
 LEFT JOIN offerings f
     ON f.organization_id = o.id AND f.provider_id = p.id AND f.service_id = s.id
 """
-
-BOOKING_HEADER_SQL = _BOOKING_HEADER.format(lock="")
-BOOKING_HEADER_LOCKED_SQL = _BOOKING_HEADER.format(lock="\n    FOR SHARE")
 
 # The service with its policy (one row, or none for an unknown service).
 # Then one row per requested provider, in request order.
@@ -135,17 +144,23 @@ WHERE organization_id = $1 AND provider_id = ANY($2::uuid[])
 """
 
 
+async def lock_provider(conn: Conn, org_id: str, provider_id: str) -> bool:
+    """Take the provider's row FOR SHARE (see LOCK_PROVIDER_SQL); False when
+    the tenant has no such provider."""
+    return await conn.fetchval(LOCK_PROVIDER_SQL, org_id, provider_id) is not None
+
+
 async def booking_header(
     conn: Conn,
     org_id: str,
     provider_id: str,
     service_id: str,
     exclude_appointment_id: str | None,
-    *,
-    lock_provider: bool,
+    client_id: str | None = None,
 ) -> asyncpg.Record:
-    sql = BOOKING_HEADER_LOCKED_SQL if lock_provider else BOOKING_HEADER_SQL
-    row = await conn.fetchrow(sql, org_id, provider_id, service_id, exclude_appointment_id)
+    row = await conn.fetchrow(
+        BOOKING_HEADER_SQL, org_id, provider_id, service_id, exclude_appointment_id, client_id
+    )
     assert row is not None  # the statement always returns its one row
     return row
 
