@@ -55,7 +55,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 from bench.generate import BookingDataset
 from bench.run import (
@@ -341,7 +340,6 @@ async def _race(
         wave = min(int((time.time() - t0) / WAVE_SECONDS), len(plan.waves) - 1)
         return rng.choice(plan.waves[max(wave, 0)]), True
 
-    backends: list[int] = []  # the seeds' callers' PostgreSQL backends
     async with contextlib.AsyncExitStack() as stack:
         calls = []
         if way == "grpc":
@@ -415,27 +413,107 @@ async def _race(
 
                 return call
 
+            def raw_caller(n: int, conn: asyncpg.Connection) -> Any:
+                async def call() -> None:
+                    slot, contested = pick(n)
+                    try:
+                        if await _raw_booking(conn, plan, slot, rng.choice(plan.clients)):
+                            counts["booked"] += 1
+                            counts["contested_booked"] += contested
+                        else:
+                            counts["taken"] += 1
+                    except asyncpg.PostgresError as error:
+                        counts[type(error).__name__] += 1
+
+                return call
+
             for n in range(callers):
                 conn = await asyncpg.connect(target)
                 stack.push_async_callback(conn.close)
-                backends.append(conn.get_server_pid())
-                calls.append(seeds_caller(n, conn))
+                calls.append((raw_caller if way == "raw" else seeds_caller)(n, conn))
         await asyncio.sleep(max(0.0, t0 - time.time()))
-        client_cpu, backend_cpu = time.process_time(), _cpu_of(backends)
+        client_cpu = time.process_time()
         await _run(calls, seconds, lat)
         client_cpu = time.process_time() - client_cpu
-        backend_cpu = _cpu_of(backends) - backend_cpu
-    return {"counts": dict(counts), "lat": lat, "client": client_cpu, "backends": backend_cpu}
+    return {"counts": dict(counts), "lat": lat, "client": client_cpu}
+
+
+class _Refused(Exception):
+    """Rolls the raw booking's transaction back."""
+
+
+async def _raw_booking(
+    conn: asyncpg.Connection, plan: RacePlan, slot: RaceSlot, client_id: str
+) -> bool:
+    """CreateAppointment's statements and rules without gRPC and without the
+    server's plumbing (pool, interceptor, writing()): in one transaction, the
+    statement timeout, the client check, evaluate_booking (provider locked FOR
+    SHARE), the INSERT with its audit event; a lost race (the exclusion
+    constraint) looks up the winner as the server does. Whether it booked."""
+    from server import booking
+    from server.ids import uuid7
+    from server.queries import appointments as q
+    from server.queries._crud import Audit
+
+    c = Conn(conn, None)
+    taking = None
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = 30000")
+            assert await q.client_exists(c, plan.org, client_id)
+            evaluation = await booking.evaluate_booking(
+                c,
+                org_id=plan.org,
+                provider_id=slot[0],
+                service_id=plan.service_id,
+                start=slot[1],
+                now=datetime.now(UTC),
+                lock_provider=True,
+            )
+            if not evaluation.bookable:
+                raise _Refused
+            taking = q.Slot(
+                slot[0],
+                evaluation.start,
+                evaluation.end,
+                evaluation.buffer_before_minutes,
+                evaluation.buffer_after_minutes,
+            )
+            await q.insert_appointment(
+                c,
+                org_id=plan.org,
+                row_id=uuid7(),
+                values={
+                    **q.interval_values(taking),
+                    "client_id": client_id,
+                    "service_id": plan.service_id,
+                    "status": "pending",
+                    "price_minor": evaluation.price_minor,
+                    "currency": evaluation.currency,
+                    "external_id": None,
+                    "notes": RACE_NOTE,
+                },
+                audit=Audit("bench", "bench-correlation", None),
+                action="create",
+            )
+        return True
+    except _Refused:
+        return False
+    except (asyncpg.ExclusionViolationError, asyncpg.DeadlockDetectedError):
+        assert taking is not None
+        await q.occupying(c, plan.org, taking)
+        return False
 
 
 def _race_worker(job: tuple[Any, ...]) -> dict[str, Any]:
     return asyncio.run(_race(*job))
 
 
-def _processes() -> dict[int, tuple[int, str, float]]:
-    """pid -> (parent pid, command line, CPU seconds so far), from /proc."""
+def _processes() -> dict[int, tuple[int, str, float, float]]:
+    """pid -> (parent pid, command line, CPU seconds so far, CPU seconds of its
+    children that ended), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[int, str, float]] = {}
+    out: dict[int, tuple[int, str, float, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -446,40 +524,46 @@ def _processes() -> dict[int, tuple[int, str, float]]:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(entry.name)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
+        fields = [int(x) for x in stat[stat.rindex(")") + 4 :].split()]
+        # After the state: ppid, ..., utime (index 10), stime, cutime, cstime.
+        own, reaped = (fields[10] + fields[11]) / tick, (fields[12] + fields[13]) / tick
+        out[int(entry.name)] = (fields[0], command, own, reaped)
     return out
 
 
-def _cpu_of(pids: list[int]) -> float:
-    """CPU seconds used so far by these processes."""
-    table = _processes()
-    return sum(table[pid][2] for pid in pids if pid in table)
+async def postmaster_pid(dsn: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine."""
+    conn = await asyncpg.connect(dsn)
+    try:  # its backend's parent, read while the backend lives
+        found = _processes().get(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    finally:
+        await conn.close()
+    return found[0] if found else None
 
 
-def cpu_seconds(port: int | None, database_name: str) -> dict[str, float]:
+def cpu_seconds(port: int | None, postmaster: int | None) -> dict[str, float]:
     """CPU seconds used so far by the server on ``port`` (the process and its
-    workers) and by the PostgreSQL backends of ``database_name``."""
+    workers) and by PostgreSQL (the main process, its live children: backends
+    and background processes, and the children that ended: closed backends)."""
     table = _processes()
     server = {
         pid
-        for pid, (_, command, _) in table.items()
+        for pid, (_, command, _, _) in table.items()
         if port is not None and " serve " in command and f"--port {port} " in command + " "
     }
     grew = True
     while grew:  # and its descendants (the workers)
-        more = {pid for pid, (parent, _, _) in table.items() if parent in server} - server
+        more = {pid for pid, row in table.items() if row[0] in server} - server
         server |= more
         grew = bool(more)
-    postgres = {
-        pid
-        for pid, (_, command, _) in table.items()
-        if command.startswith("postgres: ") and f" {database_name} " in command
-    }
-    return {
-        "server": sum(table[pid][2] for pid in server),
-        "postgres": sum(table[pid][2] for pid in postgres),
-    }
+    out = {"server": sum(table[pid][2] for pid in server)}
+    if postmaster in table:
+        out["postgres"] = (
+            table[postmaster][2]
+            + table[postmaster][3]
+            + sum(row[2] for row in table.values() if row[0] == postmaster)
+        )
+    return out
 
 
 def race(
@@ -489,28 +573,27 @@ def race(
     procs: int,
     callers: int,
     seconds: float,
-    database_name: str,
+    postmaster: int | None,
 ) -> RaceResult:
     """The race from ``procs`` processes of ``callers / procs`` callers; with
-    the CPU seconds the callers, the server and PostgreSQL (the database's
-    backends that outlive the race, and the seeds' callers' own) spent."""
+    the CPU seconds the callers, the server and PostgreSQL spent."""
     ctx = multiprocessing.get_context("spawn")
     t0 = time.time() + 3.0  # all processes start together, after their set-up
     each = callers // procs
     port = int(target.rsplit(":", 1)[1]) if way == "grpc" else None
-    cpu_before = cpu_seconds(port, database_name)
+    cpu_before = cpu_seconds(port, postmaster)
     with ctx.Pool(procs) as pool:
         runs = pool.map(
             _race_worker, [(way, target, plan, i, procs, each, t0, seconds) for i in range(procs)]
         )
-    cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(port, database_name).items()}
+    cpu_after = cpu_seconds(port, postmaster)
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before.keys() & cpu_after.keys()}
     counts: collections.Counter[str] = collections.Counter()
     lat: list[float] = []
     for r in runs:
         counts.update(r["counts"])
         lat += r["lat"]
         cpu["client"] = cpu.get("client", 0.0) + r["client"]
-        cpu["postgres"] += r["backends"]
     booked, taken = counts.pop("booked", 0), counts.pop("taken", 0)
     contested = counts.pop("contested_booked", 0)
     return RaceResult(
@@ -997,7 +1080,9 @@ def report(
         f"{CONTESTED_PROVIDERS} providers (a new set every {WAVE_SECONDS:g} s), the odd "
         f"ones book free slots of up to {UNCONTESTED_PROVIDERS} other providers (each "
         "slot once). Ours: CreateAppointment over gRPC (every booking rule, the exclusion "
-        "constraint, the audit event); seeds: SELECT EXISTS(... (start, end) OVERLAPS ...) "
+        "constraint, the audit event); raw: the same statements and rules (the server's "
+        "own functions) on held asyncpg connections, no gRPC and no server; seeds: "
+        "SELECT EXISTS(... (start, end) OVERLAPS ...) "
         "then INSERT in one READ COMMITTED transaction, on seeds.appointments (our columns, "
         f"no exclusion constraint, the seeds' conflict index; {seeds_rows:,} confirmed/"
         "pending rows of the race's providers copied in). Double bookings: pairs of "
@@ -1014,8 +1099,8 @@ def report(
     lines += [
         "",
         "CPU ms/call: CPU time over the race divided by its calls, read from /proc: the "
-        "callers' processes, the server's (all its workers), PostgreSQL's (the backends of "
-        "the server's pool, or the seeds' callers' own). On this machine they share "
+        "callers' processes, the server's (all its workers), PostgreSQL's (the whole "
+        "server: backends, closed ones, background processes). On this machine they share "
         f"{os.cpu_count()} cores, so {os.cpu_count()} x 1000 / (their sum) bounds the calls/s:",
         "",
     ]
@@ -1025,7 +1110,7 @@ def report(
             f"- {name}: {total:.2f} ms of CPU per call in all, at most "
             f"{(os.cpu_count() or 1) * 1000 / total:,.0f} calls/s here"
         )
-    ours = [(n, x) for n, x in races if not n.startswith("seeds")]
+    ours = [(n, x) for n, x in races if n.startswith("ours")]
     one = ours[0][1]
     best_name, best = max(ours, key=lambda x: x[1].calls)
     doubles = sum(x.double_bookings for _, x in ours)
@@ -1092,7 +1177,7 @@ def main() -> None:
             generate_booking(url, args.providers, args.appointments, args.clients)
         )
         dsn = to_asyncpg_dsn(url)
-        db_name = str(make_url(url).database)
+        postmaster = asyncio.run(postmaster_pid(dsn))
         org = dataset.org
         facts = asyncio.run(dataset_facts(dsn, dataset))
         print(facts, flush=True)
@@ -1107,7 +1192,9 @@ def main() -> None:
         races: list[tuple[str, RaceResult]] = []
         for workers in [int(w) for w in args.race_workers.split(",")]:
             with server_process(url, workers) as target:
-                r = race("grpc", target, plan, args.procs, args.callers, args.race_seconds, db_name)
+                r = race(
+                    "grpc", target, plan, args.procs, args.callers, args.race_seconds, postmaster
+                )
             r.workers = workers
             r.double_bookings = asyncio.run(
                 _count_double_bookings(dsn, plan, "appointments", "occupied")
@@ -1122,8 +1209,16 @@ def main() -> None:
                 f"{r.double_bookings} double bookings",
                 flush=True,
             )
+        r = race("raw", dsn, plan, args.procs, args.callers, args.race_seconds, postmaster)
+        r.double_bookings = asyncio.run(
+            _count_double_bookings(dsn, plan, "appointments", "occupied")
+        )
+        deleted = asyncio.run(_delete_race_bookings(dsn, org, plan.providers))
+        if deleted != r.booked:
+            print(f"warning: {r.booked} booked raw, {deleted} race rows deleted", flush=True)
+        races.append(("raw (our statements and rules, no gRPC)", r))
         seeds_rows = asyncio.run(_seeds_table(dsn, plan))
-        r = race("seeds", dsn, plan, args.procs, args.callers, args.race_seconds, db_name)
+        r = race("seeds", dsn, plan, args.procs, args.callers, args.race_seconds, postmaster)
         r.double_bookings = asyncio.run(
             _count_double_bookings(dsn, plan, "seeds.appointments", "during")
         )
