@@ -68,6 +68,11 @@ class Conflict:
     end: datetime | None = None
 
 
+# The booking policy's ranges (organizations, services and requests alike;
+# the database checks the same in ck_*_booking_policy_range).
+POLICY_RANGES = {"min_notice_minutes": (0, 525_600), "booking_horizon_days": (1, 730)}
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """A request's own booking policy; None = the service's, else the

@@ -149,12 +149,16 @@ class SlotRules:
 
 
 def slot_starts(
-    work: Sequence[Interval], busy: Sequence[Interval], rules: SlotRules
+    work: Sequence[Interval],
+    busy: Sequence[Interval],
+    rules: SlotRules,
+    limit: int | None = None,
 ) -> list[datetime]:
     """The bookable starts: on each stretch's grid (its start + k * step),
     [s, s + duration) within the stretch, [s - before, s + duration + after)
     overlapping nothing of ``busy`` (sorted and merged, see :func:`merge`),
-    in the rules' bounds. Linear in stretches + grid points + busy intervals."""
+    in the rules' bounds; the first ``limit`` of them when given. Linear in
+    stretches + grid points + busy intervals, and stops at the limit."""
     out: list[datetime] = []
     dur, before, after, step = rules.duration, rules.before, rules.after, rules.step
     low = rules.earliest
@@ -183,5 +187,7 @@ def slot_starts(
                 s += max(k, 1) * step
                 continue
             out.append(s)
+            if limit is not None and len(out) >= limit:
+                return out
             s += step
     return out

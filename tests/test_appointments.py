@@ -8,6 +8,7 @@ the real channel and read the rows back from PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,6 +57,11 @@ def booking(
     b: Bookable, start: datetime, *, override: bool = True, **fields: Any
 ) -> appointments_pb2.CreateAppointmentRequest:
     request_id = fields.pop("request_id", "")
+    policy = {
+        name: fields.pop(name)
+        for name in ("min_notice_minutes", "booking_horizon_days")
+        if name in fields
+    }
     return appointments_pb2.CreateAppointmentRequest(
         organization_id=b.org,
         appointment=resources_pb2.Appointment(
@@ -67,6 +73,7 @@ def booking(
         ),
         request_id=request_id,
         override_rules=override,
+        **policy,
     )
 
 
@@ -745,3 +752,73 @@ async def test_price_and_duration_come_from_the_offering(stubs: Stubs, org: str)
         await stubs.appointments.RescheduleAppointment(move(plain, at(180), override_rules=False))
     ).appointment
     assert moved.end_time == ts(at(230)) and moved.price == plain.price
+
+
+async def test_a_request_may_set_its_own_policy(stubs: Stubs, org: str) -> None:
+    """The booking writes take the request's policy as the reads do: a slot
+    GetAvailability offered with a policy books with the same one."""
+    b = await make_bookable(stubs, org)
+    soon = (datetime.now(UTC) + timedelta(minutes=90)).replace(second=0, microsecond=0)
+    # The organization asks no notice: 90 minutes ahead books ...
+    got = await refused(
+        stubs.appointments.CreateAppointment(
+            booking(b, soon, override=False, min_notice_minutes=120)
+        ),
+        FAILED,
+        "BOOKING_NOT_ALLOWED",
+    )
+    assert [c.reason for c in got["Conflicts"]] == [availability_pb2.CONFLICT_REASON_MIN_NOTICE]
+    later = soon + timedelta(days=3)
+    got = await refused(
+        stubs.appointments.CreateAppointment(
+            booking(b, later, override=False, booking_horizon_days=1)
+        ),
+        FAILED,
+        "BOOKING_NOT_ALLOWED",
+    )
+    assert [c.reason for c in got["Conflicts"]] == [availability_pb2.CONFLICT_REASON_BEYOND_HORIZON]
+    a = await book(stubs, b, soon, override=False, min_notice_minutes=60)
+    # Reschedule takes it too.
+    await refused(
+        stubs.appointments.RescheduleAppointment(
+            appointments_pb2.RescheduleAppointmentRequest(
+                organization_id=org,
+                appointment_id=a.id,
+                start_time=ts(later),
+                booking_horizon_days=1,
+            )
+        ),
+        FAILED,
+        "BOOKING_NOT_ALLOWED",
+    )
+    # Out of range: the field is named.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.appointments.CreateAppointment(
+            booking(b, later, min_notice_minutes=525_601, booking_horizon_days=0)
+        )
+    assert violated_fields(caught.value) == {"min_notice_minutes", "booking_horizon_days"}
+
+
+async def test_output_only_fields_are_ignored_and_not_part_of_the_request(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    """id, price, buffers, times... sent in a create are ignored: the booking
+    is what the offering says, and a retry that differs only in them is the
+    same request (not REQUEST_ID_REUSED)."""
+    b = await make_bookable(stubs, org, buffer_after_minutes=10)
+    first = await stubs.appointments.CreateAppointment(booking(b, at(60), request_id="output-only"))
+    again = booking(
+        b,
+        at(60),
+        request_id="output-only",
+        id=str(uuid.uuid4()),
+        price=common_pb2.Money(currency_code="USD", amount_minor=1),
+        buffer_after_minutes=600,
+        etag="v9",
+        cancel_reason="no",
+        end_time=ts(at(600)),
+    )
+    assert await stubs.appointments.CreateAppointment(again) == first
+    assert first.appointment.price.amount_minor == 2500
+    assert first.appointment.buffer_after_minutes == 10
+    assert len(await rows_of(db, org)) == 1

@@ -3,7 +3,7 @@ and the request's first look (:func:`request_violations`: canonical ids, no NUL)
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,15 @@ from server.paging import PageTokenCodec
 from server.timezones import TimeZones
 from server.validation import Violations
 
-__all__ = ["Context", "Deps", "canonical_ids", "check_text", "request_violations", "timeout_of"]
+__all__ = [
+    "Context",
+    "Deps",
+    "canonical_ids",
+    "check_text",
+    "ignore_output_only",
+    "request_violations",
+    "timeout_of",
+]
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -104,3 +112,13 @@ def request_violations(request: Message, *, zones: Container[str] | None = None)
     v = Violations(zones=zones)
     check_text(request, v)
     return v
+
+
+def ignore_output_only(messages: Iterable[Message], *fields: str) -> None:
+    """Clear output-only ``fields`` of resource messages in a request, right
+    after :func:`request_violations` (a NUL in them is still reported): they
+    are ignored, and so never enter the request_id fingerprint (a retry that
+    differs only in them is the same request)."""
+    for msg in messages:
+        for name in fields:
+            msg.ClearField(name)

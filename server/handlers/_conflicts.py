@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from booking.v1 import availability_pb2 as pb
 from google.protobuf.message import Message
@@ -16,8 +17,22 @@ from google.rpc import error_details_pb2
 from server import booking
 from server.errors import FailedPrecondition
 from server.handlers._encoding import set_time
+from server.validation import Violations
 
-__all__ = ["encode_conflict", "refusal", "rfc3339", "taken"]
+__all__ = ["encode_conflict", "refusal", "request_policy", "rfc3339", "taken"]
+
+
+def request_policy(request: Any, v: Violations) -> booking.Policy:
+    """The booking policy a request sets for itself (GetAvailability,
+    CheckConflicts and the booking writes alike), validated."""
+    values: dict[str, int | None] = {}
+    for name, (low, high) in booking.POLICY_RANGES.items():
+        values[name] = None
+        if request.HasField(name):
+            values[name] = getattr(request, name)
+            v.int_range(name, getattr(request, name), low, high)
+    return booking.Policy(**values)
+
 
 _DESCRIPTIONS = {
     booking.Reason.OVERLAP: "another appointment overlaps the appointment",

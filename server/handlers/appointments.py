@@ -28,8 +28,14 @@ from grpc import aio
 
 from server.booking import Evaluation, evaluate_booking
 from server.errors import Aborted, FailedPrecondition
-from server.handlers._base import Context, Deps, request_violations, timeout_of
-from server.handlers._conflicts import refusal, taken
+from server.handlers._base import (
+    Context,
+    Deps,
+    ignore_output_only,
+    request_violations,
+    timeout_of,
+)
+from server.handlers._conflicts import refusal, request_policy, taken
 from server.handlers._encoding import etag, nullable, parse_etag, set_time, to_datetime
 from server.handlers._resource import TenantResource
 from server.handlers._writes import Write, writing
@@ -60,6 +66,19 @@ _CREATABLE = {
     Status.APPOINTMENT_STATUS_CONFIRMED: "confirmed",
 }
 _MOVABLE = frozenset({"pending", "confirmed"})
+# Appointment fields a create ignores (the server sets them).
+_OUTPUT_ONLY = (
+    "id",
+    "organization_id",
+    "end_time",
+    "price",
+    "create_time",
+    "update_time",
+    "etag",
+    "cancel_reason",
+    "buffer_before_minutes",
+    "buffer_after_minutes",
+)
 
 
 def status_name(status: str) -> str:
@@ -302,6 +321,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
     ) -> pb.CreateAppointmentResponse:
         v = request_violations(request)
         a = request.appointment
+        ignore_output_only([a], *_OUTPUT_ONLY)
         v.uuid("organization_id", request.organization_id)
         v.request_id("request_id", request.request_id)
         for name in ("provider_id", "client_id", "service_id"):
@@ -313,6 +333,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
         if len(a.notes) > MAX_NOTES:
             v.add("appointment.notes", f"must be at most {MAX_NOTES} characters", "TOO_LONG")
         v.text("appointment.external_id", a.external_id, required=False, max_len=MAX_EXTERNAL_ID)
+        policy = request_policy(request, v)
         v.raise_if_any()
         assert start is not None and status is not None
         org, override = request.organization_id, request.override_rules
@@ -327,6 +348,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
                 service_id=a.service_id,
                 start=start,
                 now=datetime.now(UTC),
+                policy=policy,
                 lock_provider=True,
                 client_id=a.client_id,
             )
@@ -370,6 +392,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
         v.request_id("request_id", request.request_id)
         start = _start(request.start_time, "start_time", v)
         version = parse_etag(request.etag, "etag", v)
+        policy = request_policy(request, v)
         v.raise_if_any()
         assert start is not None
         org, appointment_id = request.organization_id, request.appointment_id
@@ -389,6 +412,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
                 service_id=str(row["service_id"]),
                 start=start,
                 now=datetime.now(UTC),
+                policy=policy,
                 exclude_appointment_id=appointment_id,
                 lock_provider=True,
             )

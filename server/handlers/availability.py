@@ -20,7 +20,7 @@ from google.protobuf import timestamp_pb2
 from server import booking, scheduling
 from server.errors import FailedPrecondition, NotFound
 from server.handlers._base import Context, Deps, request_violations, timeout_of
-from server.handlers._conflicts import encode_conflict
+from server.handlers._conflicts import encode_conflict, request_policy
 from server.handlers._encoding import set_time, to_datetime
 from server.ids import is_uuid
 from server.queries import calendar as q
@@ -33,22 +33,7 @@ MAX_FIRST_AVAILABLE = 1000
 # Slots in one response, shared evenly by the requested providers (a slot is
 # ~90 bytes encoded: ~1.8 MB, below gRPC's default 4 MB receive limit).
 MAX_SLOTS = 20_000
-NOTICE_RANGE = (0, 525_600)
-HORIZON_RANGE = (1, 730)
 STEP_RANGE = (5, 1440)
-
-
-def _policy(
-    request: pb.GetAvailabilityRequest | pb.CheckConflictsRequest, v: Violations
-) -> booking.Policy:
-    notice = horizon = None
-    if request.HasField("min_notice_minutes"):
-        notice = request.min_notice_minutes
-        v.int_range("min_notice_minutes", notice, *NOTICE_RANGE)
-    if request.HasField("booking_horizon_days"):
-        horizon = request.booking_horizon_days
-        v.int_range("booking_horizon_days", horizon, *HORIZON_RANGE)
-    return booking.Policy(notice, horizon)
 
 
 # Instants the rules compute with: the years of business dates, and room for
@@ -162,7 +147,7 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
         v.uuid("service_id", request.service_id)
         v.uuid("exclude_appointment_id", request.exclude_appointment_id, required=False)
         start = _required_time(request.start_time, "start_time", v)
-        policy = _policy(request, v)
+        policy = request_policy(request, v)
         v.raise_if_any()
         assert start is not None
         async with self._deps.db.connection(timeout_of(context)) as conn:
@@ -210,7 +195,7 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
             v.int_range("slot_step_minutes", request.slot_step_minutes, *STEP_RANGE)
         if request.time_zone:
             v.time_zone("time_zone", request.time_zone)
-        policy = _policy(request, v)
+        policy = request_policy(request, v)
         v.int_range("first_available_count", request.first_available_count, 0, MAX_FIRST_AVAILABLE)
         v.raise_if_any()
         assert start is not None and end is not None
@@ -272,7 +257,10 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
                 before_end=end,
                 latest=latest,
             )
-            starts = scheduling.slot_starts(cal.work(), cal.merged_busy(), rules)
+            # Enough to fill the share, see whether there are more, and
+            # serve first_available: never every slot of a long range.
+            limit = max(share + 1, request.first_available_count)
+            starts = scheduling.slot_starts(cal.work(), cal.merged_busy(), rules, limit)
             per_provider.append(starts)
             entry = response.providers[p.index]
             zone = request_zone or p.zone

@@ -11,13 +11,14 @@ from booking.v1 import catalog_pb2_grpc as pb_grpc
 from booking.v1 import common_pb2, resources_pb2
 from grpc import aio
 
+from server.booking import POLICY_RANGES
 from server.errors import Aborted, FieldViolation, InvalidArgument
-from server.handlers._base import Deps, request_violations
+from server.handlers._base import Deps, ignore_output_only, request_violations
 from server.handlers._encoding import etag, parse_etag, set_time
 from server.handlers._lists import ListSpec
 from server.handlers._resource import TenantResource
 from server.handlers._writes import writing
-from server.handlers.organizations import POLICY_RANGES, policy_value
+from server.handlers.organizations import policy_value
 from server.queries import catalog as q
 from server.queries.schedules import lock_provider
 from server.validation import Violations
@@ -185,8 +186,7 @@ class CatalogService(pb_grpc.CatalogServiceServicer):
         self, request: pb.SetOfferingRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.SetOfferingResponse:
         v = request_violations(request)
-        for f in ("organization_id", "create_time", "update_time"):  # output only: ignored
-            request.offering.ClearField(f)
+        ignore_output_only([request.offering], "organization_id", "create_time", "update_time")
         v.uuid("organization_id", request.organization_id)
         v.request_id("request_id", request.request_id)
         o = request.offering

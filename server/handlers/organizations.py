@@ -12,6 +12,7 @@ from booking.v1 import resources_pb2
 from google.protobuf.message import Message
 from grpc import aio
 
+from server.booking import POLICY_RANGES
 from server.handlers._base import Deps, request_violations, timeout_of
 from server.handlers._encoding import etag, parse_etag, set_time
 from server.handlers._masks import has_value, require_fields, resolve_mask
@@ -25,7 +26,6 @@ UPDATABLE = ("name", "slug", "time_zone", "min_notice_minutes", "booking_horizon
 
 # The booking policy fields (organizations and services): their ranges, and
 # an organization's value when unset (on create, or named by an update mask).
-POLICY_RANGES = {"min_notice_minutes": (0, 525_600), "booking_horizon_days": (1, 730)}
 POLICY_DEFAULTS = {"min_notice_minutes": 0, "booking_horizon_days": 365}
 
 

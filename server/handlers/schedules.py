@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from server.db.engine import Conn
-from server.handlers._base import Deps, request_violations, timeout_of
+from server.handlers._base import Deps, ignore_output_only, request_violations, timeout_of
 from server.handlers._calendar_fields import (
     date_of,
     date_range_of,
@@ -194,12 +194,6 @@ def _time_off_values(t: resources_pb2.TimeOff, v: Violations) -> dict[str, Any]:
     }
 
 
-def _ignore_output_only(items: Sequence[Any], *fields: str) -> None:
-    for item in items:
-        for f in fields:
-            item.ClearField(f)
-
-
 # -- encoding ------------------------------------------------------------------------
 
 
@@ -321,7 +315,7 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
         self, request: pb.ReplaceWorkingHoursRequest, context: Context
     ) -> pb.ReplaceWorkingHoursResponse:
         v = request_violations(request)
-        _ignore_output_only(request.working_hours, "id", "organization_id", "provider_id")
+        ignore_output_only(request.working_hours, "id", "organization_id", "provider_id")
         _provider_request(request, v)
         v.request_id("request_id", request.request_id)
         rules = _weekly_rules(request.working_hours, v)
@@ -357,7 +351,7 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
         self, request: pb.ReplaceDateOverridesRequest, context: Context
     ) -> pb.ReplaceDateOverridesResponse:
         v = request_violations(request)
-        _ignore_output_only(
+        ignore_output_only(
             request.date_overrides, "id", "organization_id", "provider_id", "start_time", "end_time"
         )
         _provider_request(request, v)
@@ -399,7 +393,7 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
         self, request: pb.CreateTimeOffRequest, context: Context
     ) -> pb.CreateTimeOffResponse:
         v = request_violations(request)
-        _ignore_output_only([request.time_off], "id", "organization_id", "create_time")
+        ignore_output_only([request.time_off], "id", "organization_id", "create_time")
         v.uuid("organization_id", request.organization_id)
         v.request_id("request_id", request.request_id)
         values = _time_off_values(request.time_off, v)
