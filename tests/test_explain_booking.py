@@ -33,7 +33,11 @@ from sqlalchemy.engine import make_url
 from bench.generate import _appointment_constraints
 from server.db.engine import to_asyncpg_dsn
 from server.db.migrate import upgrade
+from server.paging import PageRequest
+from server.queries import appointments as aq
 from server.queries import calendar as q
+from server.queries import schedules as sq
+from server.queries._listing import page_sql
 from server.testing import create_database, drop_database, test_settings
 
 N = int(os.environ.get("BOOKING_EXPLAIN_APPOINTMENTS", "1000000"))
@@ -264,11 +268,19 @@ async def test_conflict_statement_plans(big: Big) -> None:
         provider,
         big.now,
     )
-    for sql in (q.BOOKING_HEADER_SQL, q.BOOKING_HEADER_LOCKED_SQL):
-        for nodes in await _plans(big.conn, sql, [big.org, provider, service, excluded]):
-            for table in ("appointments", "providers", "offerings"):
-                scans = _scans(nodes, table)
-                assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), (table, nodes)
+    client = await big.conn.fetchval("SELECT id FROM clients WHERE organization_id = $1", big.org)
+    header = [big.org, provider, service, excluded, client]
+    for nodes in await _plans(big.conn, q.BOOKING_HEADER_SQL, header):
+        # (clients is not checked: the data set holds one client.)
+        for table in ("appointments", "providers", "offerings"):
+            scans = _scans(nodes, table)
+            assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), (table, nodes)
+            assert _read(scans) <= 1, (table, scans)
+    # The writes' provider lock before the header: one row by its key.
+    for nodes in await _plans(big.conn, q.LOCK_PROVIDER_SQL, [big.org, provider]):
+        scans = _scans(nodes, "providers")
+        assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), nodes
+        assert _read(scans) <= 1, scans
     start = big.now + timedelta(days=3, minutes=15)
     args = [
         big.org,
@@ -280,3 +292,101 @@ async def test_conflict_statement_plans(big: Big) -> None:
     ]
     for nodes in await _plans(big.conn, q.CALENDAR_SQL, args):
         _check_calendar_plan(nodes, 1, 0)
+
+
+def _read(nodes: list[dict[str, Any]]) -> int:
+    """Rows the scans of ``nodes`` read (returned + removed by a filter or recheck)."""
+    return int(
+        sum(
+            (
+                n.get("Actual Rows", 0)
+                + n.get("Rows Removed by Filter", 0)
+                + n.get("Rows Removed by Index Recheck", 0)
+            )
+            * n.get("Actual Loops", 1)
+            for n in nodes
+            if "Scan" in n["Node Type"] and n["Node Type"] != "Bitmap Index Scan"
+        )
+    )
+
+
+async def test_providers_header_plans(big: Big) -> None:
+    """GetAvailability's header for 1 and 100 of the 1,000 providers (and an
+    unknown one): never a look at appointments or time off. One provider is
+    read through the keys of providers and offerings; for a tenth of the
+    tenant's providers at once the planner may hash the two small tables
+    whole (seen on PostgreSQL 18), so the rows read are then bounded by the
+    tenant's providers, never more."""
+    service = await big.conn.fetchval("SELECT id FROM services WHERE organization_id = $1", big.org)
+    for count in (1, 100):
+        ids = [*big.providers[200 : 200 + count], str(uuid.uuid4())]
+        for nodes in await _plans(big.conn, q.PROVIDERS_HEADER_SQL, [big.org, service, ids]):
+            for table in ("providers", "offerings"):
+                scans = _scans(nodes, table)
+                assert scans, (table, nodes)
+                if count == 1:
+                    assert all(n["Node Type"] != "Seq Scan" for n in scans), (table, scans)
+                    assert _read(scans) <= len(ids), (table, scans)
+                else:
+                    assert _read(scans) <= PROVIDERS, (table, scans)
+            for table in ("appointments", "time_off", "working_hours", "date_overrides"):
+                assert not _scans(nodes, table), (table, nodes)
+
+
+async def test_occupying_statement_plans(big: Big) -> None:
+    """The committed appointments in a slot's way (the lost race's look-up):
+    through the exclusion constraint's GiST, reading a few rows of one
+    provider's thousand, whether or not an appointment is excluded."""
+    provider = big.providers[321]
+    start = big.now + timedelta(days=2, minutes=10)
+    end = start + timedelta(minutes=45)
+    excluded = await big.conn.fetchval(
+        "SELECT id FROM appointments WHERE organization_id = $1 AND provider_id = $2"
+        " AND during && tstzrange($3, $4) ORDER BY id LIMIT 1",
+        big.org,
+        provider,
+        start,
+        end,
+    )
+    assert excluded is not None
+    for exclude in (None, excluded):
+        args = [big.org, provider, start - SLOT, end + SLOT, start, end, exclude]
+        for nodes in await _plans(big.conn, aq._OCCUPYING_SQL, args):
+            scans = _scans(nodes, "appointments")
+            assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
+            assert any(n.get("Index Name") == "ex_appointments_no_overlap" for n in scans), scans
+            # 45 minutes widened by an hour: 5 back-to-back 30-minute rows.
+            assert _read(scans) <= 10, scans
+            assert not _scans(nodes, "time_off"), nodes
+
+
+async def test_list_time_off_page_plans(big: Big) -> None:
+    """ListTimeOff's page statement (first page and a keyset page, with and
+    without a range): one provider's time off through its index, no
+    sequential scan, rows read bounded by the page, not by the 61,000 rows."""
+    provider = big.providers[654]
+    order = sq.TIME_OFF_LIST.orders["start_time"]
+    filters = [
+        sq.TimeOffFilter(provider),
+        sq.TimeOffFilter(provider, start=big.now - timedelta(days=30)),
+        sq.TimeOffFilter(provider, start=big.now, end=big.now + timedelta(days=60)),
+    ]
+    page_size = 10
+    keyset = (big.now - timedelta(days=100), uuid.UUID(int=0))
+    for flt in filters:
+        query = sq.TIME_OFF_LIST.build(big.org, flt, order)
+        for after in (None, keyset):
+            sql, args = page_sql(
+                query, PageRequest(size=page_size, number=2, after=after, offset=0)
+            )
+            for nodes in await _plans(big.conn, sql, args):
+                scans = _scans(nodes, "time_off")
+                assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
+                assert all(
+                    n.get("Index Name", "").startswith("ix_time_off_")
+                    for n in scans
+                    if n["Node Type"] != "Bitmap Heap Scan"
+                ), scans
+                # The page (+1) and, for a range, the few rows before it.
+                assert _read(scans) <= page_size + 1 + 40, (flt, after, scans)
+                assert not _scans(nodes, "appointments"), nodes
