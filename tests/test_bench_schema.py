@@ -76,7 +76,7 @@ async def test_booking_dataset_obeys_the_booking_rules_and_keeps_the_constraints
                 "WHERE organization_id = $1 GROUP BY 1",
                 data.org,
             )
-            assert sorted(r["n"] for r in per_provider) in ([428] * 3 + [429] * 4,)
+            assert sorted(r["n"] for r in per_provider) == [428] * 3 + [429] * 4
             statuses = {
                 r["status"] for r in await conn.fetch("SELECT DISTINCT status FROM appointments")
             }
