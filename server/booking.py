@@ -68,6 +68,13 @@ class Conflict:
     end: datetime | None = None
 
 
+# The instants a booking, a conflict check or an availability range may name
+# ([EARLIEST, LATEST)): real dates, with room for the days of arithmetic around
+# them (a 62-day range, a day's appointment and its buffers, the calendar's
+# extra days), never the driver's infinity (datetime.min / max).
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
+
 # The booking policy's ranges (organizations, services and requests alike;
 # the database checks the same in ck_*_booking_policy_range).
 POLICY_RANGES = {"min_notice_minutes": (0, 525_600), "booking_horizon_days": (1, 730)}

@@ -776,6 +776,8 @@ async def test_instants_out_of_range(stubs: Stubs, db: asyncpg.Connection, org: 
         timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999),
         timestamp_pb2.Timestamp(seconds=-62_135_596_800),
         timestamp_pb2.Timestamp(seconds=253_370_764_800 + 86_400),  # 9999-01-02
+        timestamp_pb2.Timestamp(seconds=-1),  # 1969-12-31T23:59:59Z
+        timestamp_pb2.Timestamp(seconds=221_845_392_000),  # 9000-01-01: the first refused
     ]
     for extreme in extremes:
         request = check_request(s, datetime(2026, 1, 1, tzinfo=UTC))
@@ -791,7 +793,7 @@ async def test_instants_out_of_range(stubs: Stubs, db: asyncpg.Connection, org: 
             await stubs.availability.GetAvailability(ranged)
         assert violated_fields(err.value) == {"end_time"}
     # The last allowed start is answered (beyond the horizon).
-    request = check_request(s, datetime(9999, 1, 1, tzinfo=UTC))
+    request = check_request(s, datetime(8999, 12, 31, 23, 59, tzinfo=UTC))
     got = await stubs.availability.CheckConflicts(request)
     assert [c.reason for c in got.conflicts][-1] == R.CONFLICT_REASON_BEYOND_HORIZON
 

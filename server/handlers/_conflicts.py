@@ -11,15 +11,39 @@ from datetime import UTC, datetime
 from typing import Any
 
 from booking.v1 import availability_pb2 as pb
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
 from server import booking
 from server.errors import FailedPrecondition
-from server.handlers._encoding import set_time
+from server.handlers._encoding import set_time, to_datetime
 from server.validation import Violations
 
-__all__ = ["encode_conflict", "refusal", "request_policy", "rfc3339", "taken"]
+__all__ = ["booking_instant", "encode_conflict", "refusal", "request_policy", "rfc3339", "taken"]
+
+
+def rfc3339(value: datetime) -> str:
+    """``2026-03-08T07:00:00Z`` (fractions only when there are any)."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_EARLIEST = rfc3339(booking.EARLIEST_INSTANT)
+_LATEST = rfc3339(booking.LATEST_INSTANT)
+
+
+def booking_instant(ts: timestamp_pb2.Timestamp, field: str, v: Violations) -> datetime | None:
+    """A required instant of a booking request (a start, a range bound), in
+    [booking.EARLIEST_INSTANT, booking.LATEST_INSTANT): else a violation."""
+    value = to_datetime(ts, field, v)
+    if value is None:
+        if ts.seconds == 0 and ts.nanos == 0:
+            v.add(field, "is required", "REQUIRED")
+        return None
+    if not booking.EARLIEST_INSTANT <= value < booking.LATEST_INSTANT:
+        v.add(field, f"must be from {_EARLIEST} and before {_LATEST}", "OUT_OF_RANGE")
+        return None
+    return value
 
 
 def request_policy(request: Any, v: Violations) -> booking.Policy:
@@ -71,11 +95,6 @@ def encode_conflict(
     if c.end is not None:
         set_time(msg.end_time, c.end)
     return msg
-
-
-def rfc3339(value: datetime) -> str:
-    """``2026-03-08T07:00:00Z`` (fractions only when there are any)."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _subject(c: booking.Conflict, field_prefix: str) -> str:

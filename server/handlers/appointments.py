@@ -35,8 +35,8 @@ from server.handlers._base import (
     request_violations,
     timeout_of,
 )
-from server.handlers._conflicts import refusal, request_policy, taken
-from server.handlers._encoding import etag, nullable, parse_etag, set_time, to_datetime
+from server.handlers._conflicts import booking_instant, refusal, request_policy, taken
+from server.handlers._encoding import etag, nullable, parse_etag, set_time
 from server.handlers._resource import TenantResource
 from server.handlers._writes import Write, writing
 from server.ids import uuid7
@@ -51,10 +51,6 @@ R = TypeVar("R", bound=Message)
 MAX_NOTES = 2000
 MAX_EXTERNAL_ID = 200
 MAX_CANCEL_REASON = 500
-# Starts outside this range are refused as malformed (an end or buffer after
-# year 9999 cannot even be represented).
-EARLIEST_START = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_START = datetime(9000, 1, 1, tzinfo=UTC)
 # Attempts of a write whose lost race found the time free again (the winner
 # was cancelled before we looked): each attempt is a whole new transaction.
 RACE_ATTEMPTS = 3
@@ -112,16 +108,6 @@ def encode(
 
 
 # -- checks -------------------------------------------------------------------------
-
-
-def _start(ts: Any, path: str, v: Violations) -> datetime | None:
-    start = to_datetime(ts, path, v)
-    if start is None:
-        if not any(x.field == path for x in v.items):
-            v.add(path, "is required", "REQUIRED")
-    elif not EARLIEST_START <= start < LATEST_START:
-        v.add(path, "must be between 1970 and 9000", "OUT_OF_RANGE")
-    return start
 
 
 def _refuse(evaluation: Evaluation, override_rules: bool, field_prefix: str) -> None:
@@ -326,7 +312,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
         v.request_id("request_id", request.request_id)
         for name in ("provider_id", "client_id", "service_id"):
             v.uuid(f"appointment.{name}", getattr(a, name))
-        start = _start(a.start_time, "appointment.start_time", v)
+        start = booking_instant(a.start_time, "appointment.start_time", v)
         status = _CREATABLE.get(a.status)
         if status is None:
             v.add("appointment.status", "must be PENDING or CONFIRMED (or unset)", "INVALID_VALUE")
@@ -390,7 +376,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
         v.uuid("appointment_id", request.appointment_id)
         v.uuid("provider_id", request.provider_id, required=False)
         v.request_id("request_id", request.request_id)
-        start = _start(request.start_time, "start_time", v)
+        start = booking_instant(request.start_time, "start_time", v)
         version = parse_etag(request.etag, "etag", v)
         policy = request_policy(request, v)
         v.raise_if_any()

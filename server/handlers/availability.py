@@ -20,8 +20,8 @@ from google.protobuf import timestamp_pb2
 from server import booking, scheduling
 from server.errors import FailedPrecondition, NotFound
 from server.handlers._base import Context, Deps, request_violations, timeout_of
-from server.handlers._conflicts import encode_conflict, request_policy
-from server.handlers._encoding import set_time, to_datetime
+from server.handlers._conflicts import booking_instant, encode_conflict, request_policy
+from server.handlers._encoding import set_time
 from server.ids import is_uuid
 from server.queries import calendar as q
 from server.validation import Violations
@@ -34,27 +34,6 @@ MAX_FIRST_AVAILABLE = 1000
 # ~90 bytes encoded: ~1.8 MB, below gRPC's default 4 MB receive limit).
 MAX_SLOTS = 20_000
 STEP_RANGE = (5, 1440)
-
-
-# Instants the rules compute with: the years of business dates, and room for
-# the days of arithmetic around them (a 62-day range, a day's appointment, the
-# calendar's extra days); never datetime.min / max (the driver's infinity).
-MIN_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
-MAX_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)
-
-
-def _required_time(ts: timestamp_pb2.Timestamp, field: str, v: Violations) -> datetime | None:
-    value = to_datetime(ts, field, v)
-    if value is None:
-        if ts.seconds == 0 and ts.nanos == 0:
-            v.add(field, "is required", "REQUIRED")
-        return None
-    if not MIN_INSTANT <= value <= MAX_INSTANT:
-        v.add(
-            field, "must be between 1900-01-01T00:00:00Z and 9999-01-01T00:00:00Z", "OUT_OF_RANGE"
-        )
-        return None
-    return value
 
 
 def _nanos(ts: timestamp_pb2.Timestamp) -> int:
@@ -146,7 +125,7 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
         v.uuid("provider_id", request.provider_id)
         v.uuid("service_id", request.service_id)
         v.uuid("exclude_appointment_id", request.exclude_appointment_id, required=False)
-        start = _required_time(request.start_time, "start_time", v)
+        start = booking_instant(request.start_time, "start_time", v)
         policy = request_policy(request, v)
         v.raise_if_any()
         assert start is not None
@@ -179,8 +158,8 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
         ids = list(request.provider_ids)
         _provider_ids(ids, v)
         v.uuid("service_id", request.service_id)
-        start = _required_time(request.start_time, "start_time", v)
-        end = _required_time(request.end_time, "end_time", v)
+        start = booking_instant(request.start_time, "start_time", v)
+        end = booking_instant(request.end_time, "end_time", v)
         if start is not None and end is not None:
             # Compared to the nanosecond: the datetimes lost what is below a
             # microsecond (62 days + 1 ns is more than 62 days).

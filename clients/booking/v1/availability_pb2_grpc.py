@@ -28,6 +28,10 @@ if _version_not_supported:
 class AvailabilityServiceStub:
     """When providers can be booked, and why a proposed time cannot.
 
+    Instants in booking requests (availability ranges, proposed starts,
+    appointment starts) must be from 1970-01-01T00:00:00Z and before
+    9000-01-01T00:00:00Z: else INVALID_ARGUMENT OUT_OF_RANGE on the field.
+
     The rules, the same here and in AppointmentService.CreateAppointment:
     - An appointment of a service lasts the offering's duration (the
     provider's override, else the service's) and occupies its provider's
@@ -69,6 +73,10 @@ class AvailabilityServiceStub:
 
 class AvailabilityServiceServicer:
     """When providers can be booked, and why a proposed time cannot.
+
+    Instants in booking requests (availability ranges, proposed starts,
+    appointment starts) must be from 1970-01-01T00:00:00Z and before
+    9000-01-01T00:00:00Z: else INVALID_ARGUMENT OUT_OF_RANGE on the field.
 
     The rules, the same here and in AppointmentService.CreateAppointment:
     - An appointment of a service lasts the offering's duration (the
@@ -137,6 +145,10 @@ def add_AvailabilityServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AvailabilityService:
     """When providers can be booked, and why a proposed time cannot.
+
+    Instants in booking requests (availability ranges, proposed starts,
+    appointment starts) must be from 1970-01-01T00:00:00Z and before
+    9000-01-01T00:00:00Z: else INVALID_ARGUMENT OUT_OF_RANGE on the field.
 
     The rules, the same here and in AppointmentService.CreateAppointment:
     - An appointment of a service lasts the offering's duration (the

@@ -29,6 +29,10 @@ GRPC_VERSION: str
 class AvailabilityServiceStub:
     """When providers can be booked, and why a proposed time cannot.
 
+    Instants in booking requests (availability ranges, proposed starts,
+    appointment starts) must be from 1970-01-01T00:00:00Z and before
+    9000-01-01T00:00:00Z: else INVALID_ARGUMENT OUT_OF_RANGE on the field.
+
     The rules, the same here and in AppointmentService.CreateAppointment:
     - An appointment of a service lasts the offering's duration (the
       provider's override, else the service's) and occupies its provider's
@@ -74,6 +78,10 @@ class AvailabilityServiceStub:
 class AvailabilityServiceAsyncStub(AvailabilityServiceStub):
     """When providers can be booked, and why a proposed time cannot.
 
+    Instants in booking requests (availability ranges, proposed starts,
+    appointment starts) must be from 1970-01-01T00:00:00Z and before
+    9000-01-01T00:00:00Z: else INVALID_ARGUMENT OUT_OF_RANGE on the field.
+
     The rules, the same here and in AppointmentService.CreateAppointment:
     - An appointment of a service lasts the offering's duration (the
       provider's override, else the service's) and occupies its provider's
@@ -114,6 +122,10 @@ class AvailabilityServiceAsyncStub(AvailabilityServiceStub):
 
 class AvailabilityServiceServicer(metaclass=_abc_1.ABCMeta):
     """When providers can be booked, and why a proposed time cannot.
+
+    Instants in booking requests (availability ranges, proposed starts,
+    appointment starts) must be from 1970-01-01T00:00:00Z and before
+    9000-01-01T00:00:00Z: else INVALID_ARGUMENT OUT_OF_RANGE on the field.
 
     The rules, the same here and in AppointmentService.CreateAppointment:
     - An appointment of a service lasts the offering's duration (the
