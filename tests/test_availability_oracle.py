@@ -52,9 +52,17 @@ from tests.test_availability import (
 
 ZONES = ("America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata")
 SEED = int(os.environ.get("BOOKING_ORACLE_SEED", "20261125"))
-CASES_PER_ZONE = int(os.environ.get("BOOKING_ORACLE_CASES", "5"))
+CASES_PER_ZONE = int(os.environ.get("BOOKING_ORACLE_CASES", "12"))
 MINUTE = timedelta(minutes=1)
 HORIZON_DAYS = 730
+R = availability_pb2.ConflictReason
+OVERLAP, BUFFER, TIME_OFF = (
+    R.CONFLICT_REASON_OVERLAP,
+    R.CONFLICT_REASON_BUFFER,
+    R.CONFLICT_REASON_TIME_OFF,
+)
+OUTSIDE_HOURS, MIN_NOTICE = R.CONFLICT_REASON_OUTSIDE_HOURS, R.CONFLICT_REASON_MIN_NOTICE
+BEYOND_HORIZON = R.CONFLICT_REASON_BEYOND_HORIZON
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -92,6 +100,9 @@ class Scenario:
     time_off: list[tuple[datetime, datetime]] = field(default_factory=list)
     # (start, end, before, after, status)
     appointments: list[tuple[datetime, datetime, int, int, str]] = field(default_factory=list)
+    # The stored rows' ids, in the order of time_off and appointments.
+    time_off_ids: list[str] = field(default_factory=list)
+    appointment_ids: list[str] = field(default_factory=list)
     duration: int = 30
     before: int = 0
     after: int = 0
@@ -172,10 +183,11 @@ async def store(stubs: Stubs, db: asyncpg.Connection, org: str, sc: Scenario) ->
     await add_hours(stubs, org, s.provider_id, sc.weekly)
     for on, intervals in sc.overrides.items():
         await add_override(stubs, org, s.provider_id, on, intervals)
-    for a, b in sc.time_off:
-        await add_time_off(stubs, org, s.provider_id, a, b)
-    for a, b, before, after, status in sc.appointments:
+    sc.time_off_ids = [await add_time_off(stubs, org, s.provider_id, a, b) for a, b in sc.time_off]
+    sc.appointment_ids = [
         await add_appointment(db, s, a, b, before=before, after=after, status=status)
+        for a, b, before, after, status in sc.appointments
+    ]
     return s
 
 
@@ -278,19 +290,38 @@ class Oracle:
                 s += step
         return out
 
-    def bookable(self, t: datetime, now: datetime) -> tuple[bool, bool]:
-        """(bookable, outside hours) of a start on a minute."""
-        sc = self.sc
+    def inside(self, t: datetime) -> bool:
+        """The appointment starting at t lies within one stretch."""
         s = self.index(t)
         k = bisect.bisect_right(self.stretches, (s, self.n + 1)) - 1
-        inside = k >= 0 and self.stretches[k][0] <= s and s + sc.duration <= self.stretches[k][1]
-        ok = (
-            inside
-            and t >= now + timedelta(minutes=sc.notice)
-            and t <= now + timedelta(days=HORIZON_DAYS)
-            and self.free(s - sc.before, s + sc.duration + sc.after)
-        )
-        return ok, not inside
+        return k >= 0 and self.stretches[k][0] <= s and s + self.sc.duration <= self.stretches[k][1]
+
+    def conflicts(self, t: datetime, now: datetime) -> set[tuple[int, str]]:
+        """Every (reason, appointment or time off id) of a start, computed from
+        the scenario's own intervals (not the minute flags above)."""
+        sc = self.sc
+        end = t + timedelta(minutes=sc.duration)
+        occ = (t - timedelta(minutes=sc.before), end + timedelta(minutes=sc.after))
+        out: set[tuple[int, str]] = set()
+        for (a, b, before, after, status), aid in zip(
+            sc.appointments, sc.appointment_ids, strict=True
+        ):
+            if status not in ("pending", "confirmed", "completed"):
+                continue
+            if a < end and t < b:
+                out.add((OVERLAP, aid))
+            elif a - timedelta(minutes=before) < occ[1] and occ[0] < b + timedelta(minutes=after):
+                out.add((BUFFER, aid))
+        for (a, b), tid in zip(sc.time_off, sc.time_off_ids, strict=True):
+            if a < occ[1] and occ[0] < b:
+                out.add((TIME_OFF, tid))
+        if not self.inside(t):
+            out.add((OUTSIDE_HOURS, ""))
+        if t < now + timedelta(minutes=sc.notice):
+            out.add((MIN_NOTICE, ""))
+        if t > now + timedelta(days=HORIZON_DAYS):
+            out.add((BEYOND_HORIZON, ""))
+        return out
 
 
 def as_dt(t: timestamp_pb2.Timestamp) -> datetime:
@@ -303,6 +334,7 @@ async def test_availability_matches_the_oracle(
     rng = random.Random(SEED)
     today = datetime.now(UTC).date()
     checked_slots = checked_starts = bookable = 0
+    reasons_seen: set[int] = set()
     for zone_name in ZONES:
         zone = ZoneInfo(zone_name)
         changes = next_changes(zone, today + timedelta(days=4), 2) or [
@@ -357,6 +389,10 @@ async def test_availability_matches_the_oracle(
                 sc.start + timedelta(minutes=rng.randrange(0, int((sc.end - sc.start) / MINUTE)))
                 for _ in range(6)
             ]
+            # And just around appointments' edges, where only buffers touch.
+            for a, b, *_ in rng.sample(sc.appointments, min(2, len(sc.appointments))):
+                candidates.append(b + timedelta(minutes=rng.randrange(0, 35)))
+                candidates.append(a - timedelta(minutes=sc.duration + rng.randrange(0, 35)))
             for t in candidates:
                 before = datetime.now(UTC)
                 result = await stubs.availability.CheckConflicts(
@@ -370,16 +406,21 @@ async def test_availability_matches_the_oracle(
                     )
                 )
                 after = datetime.now(UTC)
-                expect_early, outside = oracle.bookable(t, before)
-                expect_late, _ = oracle.bookable(t, after)
-                assert result.bookable in (expect_early, expect_late), (context, t, result)
-                reasons = {c.reason for c in result.conflicts}
-                assert (
-                    availability_pb2.ConflictReason.CONFLICT_REASON_OUTSIDE_HOURS in reasons
-                ) == outside, (context, t, result)
+                got_conflicts = {
+                    (c.reason, c.appointment_id or c.time_off_id) for c in result.conflicts
+                }
+                # The server's now lies between before and after.
+                expected = (oracle.conflicts(t, before), oracle.conflicts(t, after))
+                assert got_conflicts in expected, (context, t, result, expected)
+                assert result.bookable == (not got_conflicts)
+                ordered = [(c.reason, as_dt(c.start_time)) for c in result.conflicts]
+                assert ordered == sorted(ordered), result
+                reasons_seen.update(r for r, _ in got_conflicts)
                 checked_starts += 1
                 bookable += result.bookable
     # The generator must exercise the comparison, not pass it vacuously.
     print(f"oracle: {checked_slots} slots, {checked_starts} starts, {bookable} bookable")
     assert checked_slots > 5 * CASES_PER_ZONE * len(ZONES)
     assert checked_starts >= 6 * CASES_PER_ZONE * len(ZONES)
+    # Every reason the calendars can produce was compared at least once.
+    assert reasons_seen >= {OVERLAP, BUFFER, TIME_OFF, OUTSIDE_HOURS}, reasons_seen
