@@ -99,6 +99,11 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+# The exclusion constraint's predicate: a query that repeats it word for word
+# can use the constraint's GiST index (availability, conflict checks).
+BLOCKING_SQL = _in("status", BLOCKING_STATUSES)
+
+
 def _ts(name: str) -> Column[object]:
     return Column(name, DateTime(timezone=True), nullable=False, server_default=text("now()"))
 
@@ -507,7 +512,7 @@ appointments = Table(
         ("occupied", "&&"),
         name="ex_appointments_no_overlap",
         using="gist",
-        where=text(_in("status", BLOCKING_STATUSES)),
+        where=text(BLOCKING_SQL),
     ),
     Index("ix_appointments_org_client_id", "organization_id", "client_id"),
     Index("ix_appointments_org_service_id", "organization_id", "service_id"),

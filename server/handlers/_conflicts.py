@@ -153,8 +153,7 @@ def taken(conflicts: Sequence[booking.Conflict], *, field_prefix: str = "") -> F
     refused an insert that was evaluated as free): ``conflicts`` are those of
     a re-evaluation, only the OVERLAP / BUFFER ones are reported."""
     held = [c for c in conflicts if c.reason.taken]
-    if not held:  # the holder went away meanwhile: still taken when we wrote
-        return FailedPrecondition(
-            "another appointment occupies the time; pick another time", reason="TIME_SLOT_TAKEN"
-        )
+    # Callers look the holders up first and try again when there are none:
+    # the contract promises the holder's id and interval.
+    assert held, "TIME_SLOT_TAKEN without the appointment that holds the time"
     return _error(held, field_prefix)

@@ -53,7 +53,7 @@ def _provider_ids(ids: list[str], v: Violations) -> None:
     elif len(ids) > MAX_PROVIDERS:
         v.add("provider_ids", f"must hold at most {MAX_PROVIDERS} ids", "TOO_MANY")
     seen: set[str] = set()
-    for i, pid in enumerate(ids):
+    for i, pid in enumerate(ids[:MAX_PROVIDERS]):  # beyond: TOO_MANY says it all
         if not is_uuid(pid):
             v.add(f"provider_ids[{i}]", "must be a UUID", "INVALID_FORMAT")
         elif pid in seen:

@@ -134,7 +134,7 @@ _OCCUPYING_SQL = (
     "SELECT id::text AS id, lower(during) AS start_at, upper(during) AS end_at, "
     "during && tstzrange($5, $6) AS overlap FROM appointments "
     "WHERE organization_id = $1 AND provider_id = $2 AND occupied && tstzrange($3, $4) "
-    f"AND status IN ({', '.join(repr(s) for s in BLOCKING)}) "
+    f"AND {schema.BLOCKING_SQL} "
     "AND ($7::uuid IS NULL OR id <> $7::uuid) "
     "ORDER BY NOT (during && tstzrange($5, $6)), lower(during), id"
 )

@@ -17,7 +17,7 @@ from datetime import date, datetime
 import asyncpg
 
 from server.db.engine import Conn
-from server.db.schema import BLOCKING_STATUSES
+from server.db.schema import BLOCKING_SQL
 
 __all__ = [
     "BOOKING_HEADER_SQL",
@@ -30,7 +30,6 @@ __all__ = [
     "providers_header",
 ]
 
-_BLOCKING = ", ".join(f"'{s}'" for s in BLOCKING_STATUSES)
 
 # A booking write takes its provider's row FOR SHARE in a statement of its own,
 # BEFORE it reads anything: a statement that waits for a row lock keeps the
@@ -139,7 +138,7 @@ SELECT 'a', provider_id, id, NULL, NULL, NULL, NULL, NULL, NULL,
        lower(during), upper(during), lower(occupied), upper(occupied)
 FROM appointments
 WHERE organization_id = $1 AND provider_id = ANY($2::uuid[])
-  AND status IN ({_BLOCKING}) AND occupied && $5::tstzrange
+  AND {BLOCKING_SQL} AND occupied && $5::tstzrange
   AND ($6::uuid IS NULL OR id <> $6::uuid)
 """
 
