@@ -284,7 +284,10 @@ class CheckConflictsRequest(_message.Message):
     provider_id: _builtins.str
     service_id: _builtins.str
     exclude_appointment_id: _builtins.str
-    """An appointment being rescheduled: its own time does not count."""
+    """An appointment being rescheduled: its own time does not count. (One of
+    another provider of the tenant holds none of this provider's time: it
+    changes nothing. Another tenant's is NOT_FOUND.)
+    """
     min_notice_minutes: _builtins.int
     """Booking policy for this request (see the service comment)."""
     booking_horizon_days: _builtins.int

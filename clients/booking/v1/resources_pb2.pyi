@@ -116,6 +116,8 @@ class Organization(_message.Message):
       returned in canonical lower case.
     - No string field may contain a NUL character (U+0000): INVALID_ARGUMENT
       with a field violation naming the field.
+    - Instants are kept to the microsecond (PostgreSQL's timestamptz): finer
+      fractions of a Timestamp are dropped when stored.
     - `time_zone` fields take exactly the IANA time zone names that the
       database knows (PostgreSQL's pg_timezone_names without the `posix/` and
       `right/` trees, `localtime`, `posixrules` and `Factory`; IANA's backward
