@@ -438,17 +438,13 @@ async def _race(
     return {"counts": dict(counts), "lat": lat, "client": client_cpu}
 
 
-class _Refused(Exception):
-    """Rolls the raw booking's transaction back."""
-
-
 async def _raw_booking(
     conn: asyncpg.Connection, plan: RacePlan, slot: RaceSlot, client_id: str
 ) -> bool:
     """CreateAppointment's statements and rules without gRPC and without the
     server's plumbing (pool, interceptor, writing()): in one transaction, the
-    statement timeout, the client check, evaluate_booking (provider locked FOR
-    SHARE), the INSERT with its audit event; a lost race (the exclusion
+    statement timeout, evaluate_booking (the provider locked FOR SHARE, the
+    client checked), the INSERT with its audit event; a lost race (the exclusion
     constraint) looks up the winner as the server does. Whether it booked."""
     from server import booking
     from server.ids import uuid7
@@ -457,52 +453,56 @@ async def _raw_booking(
 
     c = Conn(conn, None)
     taking = None
+    # BEGIN and the timeout in one round trip, as server.db.engine does.
+    await conn.execute("BEGIN; SET LOCAL statement_timeout = 30000")
     try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL statement_timeout = 30000")
-            assert await q.client_exists(c, plan.org, client_id)
-            evaluation = await booking.evaluate_booking(
-                c,
-                org_id=plan.org,
-                provider_id=slot[0],
-                service_id=plan.service_id,
-                start=slot[1],
-                now=datetime.now(UTC),
-                lock_provider=True,
-            )
-            if not evaluation.bookable:
-                raise _Refused
-            taking = q.Slot(
-                slot[0],
-                evaluation.start,
-                evaluation.end,
-                evaluation.buffer_before_minutes,
-                evaluation.buffer_after_minutes,
-            )
-            await q.insert_appointment(
-                c,
-                org_id=plan.org,
-                row_id=uuid7(),
-                values={
-                    **q.interval_values(taking),
-                    "client_id": client_id,
-                    "service_id": plan.service_id,
-                    "status": "pending",
-                    "price_minor": evaluation.price_minor,
-                    "currency": evaluation.currency,
-                    "external_id": None,
-                    "notes": RACE_NOTE,
-                },
-                audit=Audit("bench", "bench-correlation", None),
-                action="create",
-            )
-        return True
-    except _Refused:
-        return False
+        evaluation = await booking.evaluate_booking(
+            c,
+            org_id=plan.org,
+            provider_id=slot[0],
+            service_id=plan.service_id,
+            start=slot[1],
+            now=datetime.now(UTC),
+            lock_provider=True,
+            client_id=client_id,
+        )
+        if not evaluation.bookable:
+            await conn.execute("ROLLBACK")
+            return False
+        taking = q.Slot(
+            slot[0],
+            evaluation.start,
+            evaluation.end,
+            evaluation.buffer_before_minutes,
+            evaluation.buffer_after_minutes,
+        )
+        await q.insert_appointment(
+            c,
+            org_id=plan.org,
+            row_id=uuid7(),
+            values={
+                **q.interval_values(taking),
+                "client_id": client_id,
+                "service_id": plan.service_id,
+                "status": "pending",
+                "price_minor": evaluation.price_minor,
+                "currency": evaluation.currency,
+                "external_id": None,
+                "notes": RACE_NOTE,
+            },
+            audit=Audit("bench", "bench-correlation", None),
+            action="create",
+        )
     except (asyncpg.ExclusionViolationError, asyncpg.DeadlockDetectedError):
+        await conn.execute("ROLLBACK")
         assert taking is not None
         await q.occupying(c, plan.org, taking)
         return False
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    return True
 
 
 def _race_worker(job: tuple[Any, ...]) -> dict[str, Any]:
