@@ -30,6 +30,7 @@ anyway.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import random
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from tests.test_availability import (
     add_hours,
     add_override,
     add_time_off,
+    make_provider,
     make_setup,
 )
 
@@ -328,6 +330,60 @@ def as_dt(t: timestamp_pb2.Timestamp) -> datetime:
     return t.ToDatetime(tzinfo=UTC)
 
 
+async def check_conflicts(
+    stubs: Stubs, org: str, provider_id: str, service_id: str, t: datetime, notice: int = 0
+) -> availability_pb2.CheckConflictsResponse:
+    """CheckConflicts of a start with the given notice and HORIZON_DAYS."""
+    return await stubs.availability.CheckConflicts(
+        availability_pb2.CheckConflictsRequest(
+            organization_id=org,
+            provider_id=provider_id,
+            service_id=service_id,
+            start_time=ts(t),
+            min_notice_minutes=notice,
+            booking_horizon_days=HORIZON_DAYS,
+        )
+    )
+
+
+async def compare_conflicts(
+    stubs: Stubs,
+    org: str,
+    s: Setup,
+    oracle: Oracle,
+    starts: list[datetime],
+    rng: random.Random,
+    context: object,
+) -> list[set[tuple[int, str]]]:
+    """CheckConflicts on the grid (the first offered starts), off it, and
+    just around appointments' edges (where only buffers touch), compared on
+    the full set of (reason, appointment or time off id) with the oracle's.
+    Returns the sets seen."""
+    sc = oracle.sc
+    candidates = starts[:3] + [
+        sc.start + timedelta(minutes=rng.randrange(0, int((sc.end - sc.start) / MINUTE)))
+        for _ in range(6)
+    ]
+    for a, b, *_ in rng.sample(sc.appointments, min(2, len(sc.appointments))):
+        candidates.append(b + timedelta(minutes=rng.randrange(0, 35)))
+        candidates.append(a - timedelta(minutes=sc.duration + rng.randrange(0, 35)))
+    seen = []
+    for t in candidates:
+        before = datetime.now(UTC)
+        result = await check_conflicts(stubs, org, s.provider_id, s.service_id, t, sc.notice)
+        after = datetime.now(UTC)
+        got = {(int(c.reason), c.appointment_id or c.time_off_id) for c in result.conflicts}
+        # The server's now lies between before and after.
+        expected = (oracle.conflicts(t, before), oracle.conflicts(t, after))
+        assert got in expected, (context, t, result, expected)
+        assert result.bookable == (not got)
+        assert as_dt(result.end_time) - t == timedelta(minutes=sc.duration), result
+        ordered = [(c.reason, as_dt(c.start_time)) for c in result.conflicts]
+        assert ordered == sorted(ordered), result
+        seen.append(got)
+    return seen
+
+
 async def test_availability_matches_the_oracle(
     stubs: Stubs, db: asyncpg.Connection, org: str
 ) -> None:
@@ -384,43 +440,150 @@ async def test_availability_matches_the_oracle(
                 assert as_dt(slot.end_time) - start == timedelta(minutes=sc.duration)
             checked_slots += len(starts)
 
-            # CheckConflicts on the grid and off it.
-            candidates = starts[:3] + [
-                sc.start + timedelta(minutes=rng.randrange(0, int((sc.end - sc.start) / MINUTE)))
-                for _ in range(6)
-            ]
-            # And just around appointments' edges, where only buffers touch.
-            for a, b, *_ in rng.sample(sc.appointments, min(2, len(sc.appointments))):
-                candidates.append(b + timedelta(minutes=rng.randrange(0, 35)))
-                candidates.append(a - timedelta(minutes=sc.duration + rng.randrange(0, 35)))
-            for t in candidates:
-                before = datetime.now(UTC)
-                result = await stubs.availability.CheckConflicts(
-                    availability_pb2.CheckConflictsRequest(
-                        organization_id=org,
-                        provider_id=s.provider_id,
-                        service_id=s.service_id,
-                        start_time=ts(t),
-                        min_notice_minutes=sc.notice,
-                        booking_horizon_days=HORIZON_DAYS,
-                    )
-                )
-                after = datetime.now(UTC)
-                got_conflicts = {
-                    (c.reason, c.appointment_id or c.time_off_id) for c in result.conflicts
-                }
-                # The server's now lies between before and after.
-                expected = (oracle.conflicts(t, before), oracle.conflicts(t, after))
-                assert got_conflicts in expected, (context, t, result, expected)
-                assert result.bookable == (not got_conflicts)
-                ordered = [(c.reason, as_dt(c.start_time)) for c in result.conflicts]
-                assert ordered == sorted(ordered), result
+            for got_conflicts in await compare_conflicts(
+                stubs, org, s, oracle, starts, rng, context
+            ):
                 reasons_seen.update(r for r, _ in got_conflicts)
                 checked_starts += 1
-                bookable += result.bookable
+                bookable += not got_conflicts
     # The generator must exercise the comparison, not pass it vacuously.
     print(f"oracle: {checked_slots} slots, {checked_starts} starts, {bookable} bookable")
     assert checked_slots > 5 * CASES_PER_ZONE * len(ZONES)
     assert checked_starts >= 6 * CASES_PER_ZONE * len(ZONES)
     # Every reason the calendars can produce was compared at least once.
     assert reasons_seen >= {OVERLAP, BUFFER, TIME_OFF, OUTSIDE_HOURS}, reasons_seen
+
+
+MULTI_CASES = int(os.environ.get("BOOKING_ORACLE_MULTI_CASES", "15"))
+
+
+async def store_provider(
+    stubs: Stubs,
+    db: asyncpg.Connection,
+    org: str,
+    service: Setup,
+    sc: Scenario,
+    offering_duration: int | None,
+) -> Setup:
+    """Another provider of ``service``'s service, in sc's zone, with its own
+    offering duration (None = the service's) and sc's calendar."""
+    pid = await make_provider(
+        stubs, org, service.service_id, zone=sc.zone.key, offering_duration=offering_duration
+    )
+    s = Setup(org, pid, service.service_id, service.client_id, sc.zone)
+    await add_hours(stubs, org, pid, sc.weekly)
+    for on, intervals in sc.overrides.items():
+        await add_override(stubs, org, pid, on, intervals)
+    sc.time_off_ids = [await add_time_off(stubs, org, pid, a, b) for a, b in sc.time_off]
+    sc.appointment_ids = [
+        await add_appointment(db, s, a, b, before=before, after=after, status=status)
+        for a, b, before, after, status in sc.appointments
+    ]
+    return s
+
+
+async def test_multi_provider_availability_and_first_available_match_the_oracle(
+    stubs: Stubs, db: asyncpg.Connection, org: str
+) -> None:
+    """2-3 providers of one service in different zones with different
+    offering durations, one request: each provider's slots against its own
+    oracle, first_available against the oracles' merged slots (earliest
+    first, ties by provider order), CheckConflicts per provider."""
+    rng = random.Random(SEED + 1)
+    today = datetime.now(UTC).date()
+    checked_first = checked_starts = ties = 0
+    for case in range(MULTI_CASES):
+        zones = rng.sample(ZONES, rng.choice((2, 3)))
+        changes = next_changes(ZoneInfo(zones[0]), today + timedelta(days=4), 2) or [
+            today + timedelta(days=rng.randint(5, 300))
+        ]
+        around = changes[case % len(changes)]  # Kolkata has none: any day
+        scenarios = [make_scenario(rng, z, around, today) for z in zones]
+        common = scenarios[0]  # the service, the range, the step and the policy
+        durations: list[int | None] = [None, *(rng.choice((15, 20, 40, 60)) for _ in zones[1:])]
+        if case % 3 == 0:
+            # The second provider works the first one's hours in its zone,
+            # with nothing booked: slots at the same instants (ties).
+            scenarios[1] = Scenario(
+                common.zone, weekly=list(common.weekly), overrides=dict(common.overrides)
+            )
+            durations[1] = None
+        base = await make_setup(
+            stubs,
+            org,
+            zone=zones[0],
+            duration=common.duration,
+            before=common.before,
+            after=common.after,
+        )
+        setups = [await store_provider(stubs, db, org, base, common, None)]
+        for sc, dur in zip(scenarios[1:], durations[1:], strict=True):
+            sc.before, sc.after, sc.step, sc.notice = (
+                common.before,
+                common.after,
+                common.step,
+                common.notice,
+            )
+            sc.start, sc.end, sc.duration = common.start, common.end, dur or common.duration
+            setups.append(await store_provider(stubs, db, org, base, sc, dur))
+        oracles = [Oracle(sc) for sc in scenarios]
+        count = rng.choice((1, 5, 30, 1000))
+        before = datetime.now(UTC)
+        got = await stubs.availability.GetAvailability(
+            availability_pb2.GetAvailabilityRequest(
+                organization_id=org,
+                provider_ids=[s.provider_id for s in setups],
+                service_id=base.service_id,
+                start_time=ts(common.start),
+                end_time=ts(common.end),
+                slot_step_minutes=common.step,
+                min_notice_minutes=common.notice,
+                booking_horizon_days=HORIZON_DAYS,
+                first_available_count=count,
+            )
+        )
+        after = datetime.now(UTC)
+        context = (SEED, case, zones, durations, scenarios)
+        assert [e.provider_id for e in got.providers] == [s.provider_id for s in setups]
+        merged: list[tuple[datetime, int]] = []
+        wide_merged: list[tuple[datetime, int]] = []
+        narrow_merged: list[tuple[datetime, int]] = []
+        for k, (entry, oracle, sc) in enumerate(
+            zip(got.providers, oracles, scenarios, strict=True)
+        ):
+            assert not entry.HasField("error") and not entry.truncated, entry
+            assert entry.time_zone == sc.zone.key
+            starts = [as_dt(slot.start_time) for slot in entry.slots]
+            wide, narrow = oracle.slots(before), oracle.slots(after)
+            assert set(narrow) <= set(starts) <= set(wide), (context, k)
+            assert starts == sorted(starts)
+            for slot in entry.slots:
+                assert slot.provider_id == entry.provider_id
+                assert as_dt(slot.end_time) - as_dt(slot.start_time) == timedelta(
+                    minutes=sc.duration
+                ), (context, k)
+            merged += [(t, k) for t in starts]
+            wide_merged += [(t, k) for t in wide]
+            narrow_merged += [(t, k) for t in narrow]
+        first = [
+            (as_dt(slot.start_time), [s.provider_id for s in setups].index(slot.provider_id))
+            for slot in got.first_available
+        ]
+        # The first `count` of every provider's slots, earliest first, ties by
+        # provider order: the server's own slots, and the oracles' when the
+        # request's "now" does not matter.
+        assert first == sorted(merged)[:count], context
+        if sorted(wide_merged) == sorted(narrow_merged):
+            assert first == sorted(wide_merged)[:count], context
+        for slot, (t, k) in zip(got.first_available, first, strict=True):
+            assert as_dt(slot.end_time) - t == timedelta(minutes=scenarios[k].duration)
+        checked_first += len(first)
+        ties += sum(a[0] == b[0] for a, b in itertools.pairwise(first))
+        for k, (s, oracle) in enumerate(zip(setups, oracles, strict=True)):
+            starts = [t for t, j in merged if j == k]
+            checked_starts += len(
+                await compare_conflicts(stubs, org, s, oracle, starts, rng, (context, k))
+            )
+    print(f"multi-provider oracle: {checked_first} first available ({ties} ties)")
+    print(f"multi-provider oracle: {checked_starts} starts checked")
+    assert checked_first > MULTI_CASES and ties > 0

@@ -26,11 +26,10 @@ import pytest
 from booking.v1 import availability_pb2, schedules_pb2
 
 from tests.conftest import Stubs, make_bookable, weekly
-from tests.test_availability_oracle import as_dt, reading, ts
+from tests.test_availability_oracle import HORIZON_DAYS, as_dt, check_conflicts, reading, ts
 
 MINUTE = timedelta(minutes=1)
 DURATION = 30  # every stretch below lasts a multiple of 30 minutes
-HORIZON_DAYS = 730
 OUTSIDE = availability_pb2.ConflictReason.CONFLICT_REASON_OUTSIDE_HOURS
 ZONES = {"America/New_York": 60, "Europe/London": 60, "Australia/Lord_Howe": 30}
 
@@ -121,15 +120,7 @@ async def test_every_start_and_end_of_the_next_change_days(
         return [(as_dt(s.start_time), as_dt(s.end_time)) for s in entry.slots]
 
     async def conflicts(start: datetime) -> set[int]:
-        got = await stubs.availability.CheckConflicts(
-            availability_pb2.CheckConflictsRequest(
-                organization_id=org,
-                provider_id=b.provider_id,
-                service_id=b.service_id,
-                start_time=ts(start),
-                booking_horizon_days=HORIZON_DAYS,
-            )
-        )
+        got = await check_conflicts(stubs, org, b.provider_id, b.service_id, start)
         assert got.bookable == (not got.conflicts)
         return {c.reason for c in got.conflicts}
 
