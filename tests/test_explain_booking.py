@@ -351,7 +351,7 @@ async def test_occupying_statement_plans(big: Big) -> None:
     assert excluded is not None
     for exclude in (None, excluded):
         args = [big.org, provider, start - SLOT, end + SLOT, start, end, exclude]
-        for nodes in await _plans(big.conn, aq._OCCUPYING_SQL, args):
+        for nodes in await _plans(big.conn, aq.OCCUPYING_SQL, args):
             scans = _scans(nodes, "appointments")
             assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
             assert any(n.get("Index Name") == "ex_appointments_no_overlap" for n in scans), scans

@@ -28,6 +28,7 @@ from server.queries._crud import Audit, Entity, audit_cte, audit_params
 __all__ = [
     "APPOINTMENT",
     "BLOCKING",
+    "OCCUPYING_SQL",
     "Slot",
     "client_exists",
     "insert_appointment",
@@ -130,7 +131,7 @@ async def client_exists(conn: Conn, org_id: str, client_id: str) -> bool:
     )
 
 
-_OCCUPYING_SQL = (
+OCCUPYING_SQL = (
     "SELECT id::text AS id, lower(during) AS start_at, upper(during) AS end_at, "
     "during && tstzrange($5, $6) AS overlap FROM appointments "
     "WHERE organization_id = $1 AND provider_id = $2 AND occupied && tstzrange($3, $4) "
@@ -148,7 +149,7 @@ async def occupying(
     appointments themselves overlap, else BUFFER; by reason, then start. Served
     by the exclusion constraint's GiST index."""
     rows = await conn.fetch(
-        _OCCUPYING_SQL,
+        OCCUPYING_SQL,
         org_id,
         slot.provider_id,
         slot.occupied_start,
