@@ -30,7 +30,6 @@ __all__ = [
     "BLOCKING",
     "OCCUPYING_SQL",
     "Slot",
-    "client_exists",
     "insert_appointment",
     "interval_values",
     "occupying",
@@ -121,14 +120,6 @@ async def insert_appointment(
     row = await conn.fetchrow(_insert_sql(columns), org_id, row_id, *args, *params)
     assert row is not None
     return row
-
-
-async def client_exists(conn: Conn, org_id: str, client_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT true FROM clients WHERE organization_id = $1 AND id = $2", org_id, client_id
-        )
-    )
 
 
 OCCUPYING_SQL = (
