@@ -65,6 +65,13 @@ WRITES = "tests/test_writes.py"
 FAULTS = "tests/test_faults.py"
 LISTS = "tests/test_list_clients.py"
 INTERCEPTOR = "tests/test_interceptor.py"
+SCHED = "tests/test_scheduling.py"
+AVAIL = "tests/test_availability.py"
+ORACLE = "tests/test_availability_oracle.py"
+APPTS = "tests/test_appointments.py"
+LOCKS = "tests/test_booking_locks.py"
+CONCURRENCY = "tests/test_booking_concurrency.py"
+MUTANT_TESTS = "tests/test_booking_mutants.py"
 
 MUTANTS: list[Mutant] = [
     # -- tenant isolation (server/queries/_crud.py, list builders) -----------------
@@ -570,6 +577,188 @@ MUTANTS: list[Mutant] = [
         ),
         [HOSTILE],
         select="actor",
+    ),
+    # -- booking guarantees (docs/architecture.md "Scheduling and booking") ------------
+    Mutant(
+        "booking-sched-wall-fold1",
+        "wall_instant: fold=1 (a repeated wall time read as its second occurrence)",
+        one(
+            "server/scheduling.py",
+            "hour, minute, tzinfo=zone)  # fold=0",
+            "hour, minute, tzinfo=zone, fold=1)  # fold=0",
+        ),
+        [SCHED],
+        select="wall_clock or documented or lengths",
+    ),
+    Mutant(
+        "booking-sched-merge-touching",
+        "merge: touching intervals no longer join into one stretch",
+        one(
+            "server/scheduling.py",
+            "if out and start <= out[-1][1]:",
+            "if out and start < out[-1][1]:",
+        ),
+        [SCHED],
+        select="stretches",
+    ),
+    Mutant(
+        "booking-sched-busy-touching",
+        "slot_starts: a busy interval that only touches the occupied time blocks it",
+        one(
+            "server/scheduling.py",
+            "if b < nbusy and busy[b][0] < occ_end:",
+            "if b < nbusy and busy[b][0] <= occ_end:",
+        ),
+        [SCHED],
+        select="brute_force",
+    ),
+    Mutant(
+        "booking-sched-grid-jump",
+        "slot_starts: the jump past a busy interval skips one grid point",
+        one("server/scheduling.py", "s += max(k, 1) * step", "s += (k + 1) * step"),
+        [SCHED],
+        select="brute_force",
+    ),
+    Mutant(
+        "booking-no-provider-lock",
+        "evaluate_booking: the provider row not locked FOR SHARE (writes)",
+        one(
+            "server/booking.py",
+            "    if lock_provider and not await q.lock_provider(conn, org_id, provider_id):\n"
+            '        raise NotFound.of("provider", provider_id)\n',
+            "",
+        ),
+        [LOCKS, AVAIL],
+        select="waits or booking_lock",
+    ),
+    Mutant(
+        "booking-overlap-buffer-swapped",
+        "find_conflicts: OVERLAP and BUFFER classification swapped",
+        one(
+            "server/booking.py",
+            "reason = Reason.OVERLAP if _overlaps(b.start, b.end, start, end) else Reason.BUFFER",
+            "reason = Reason.BUFFER if _overlaps(b.start, b.end, start, end) else Reason.OVERLAP",
+        ),
+        [AVAIL],
+        select="every_reason",
+    ),
+    Mutant(
+        "booking-min-notice-inclusive",
+        "find_conflicts: a start exactly at now + notice refused (MIN_NOTICE <=)",
+        one("server/booking.py", "if start < earliest:", "if start <= earliest:"),
+        [AVAIL, MUTANT_TESTS],
+        select="policy or notice",
+    ),
+    Mutant(
+        "booking-horizon-day-late",
+        "policy_of: the horizon one day longer than the policy says",
+        one(
+            "server/booking.py",
+            'timedelta(days=head["booking_horizon_days"] if horizon is None else horizon),',
+            'timedelta(days=(head["booking_horizon_days"] if horizon is None else horizon) + 1),',
+        ),
+        [AVAIL, MUTANT_TESTS],
+        select="policy or horizon",
+    ),
+    Mutant(
+        "booking-horizon-inclusive",
+        "find_conflicts: a start exactly at now + horizon refused (BEYOND_HORIZON >=)",
+        one("server/booking.py", "if start > latest:", "if start >= latest:"),
+        [AVAIL, MUTANT_TESTS],
+        select="policy or horizon",
+    ),
+    Mutant(
+        "booking-calendar-cancelled-block",
+        "calendar statement: the blocking-status predicate dropped (cancelled appointments block)",
+        one(
+            "server/queries/calendar.py",
+            "  AND {BLOCKING_SQL} AND occupied && $5::tstzrange",
+            "  AND occupied && $5::tstzrange",
+        ),
+        [APPTS],
+        select="cancel_frees or no_show_frees",
+    ),
+    Mutant(
+        "booking-calendar-during-not-occupied",
+        "calendar statement: appointments found by during, not occupied (others' buffers ignored)",
+        one(
+            "server/queries/calendar.py",
+            "  AND {BLOCKING_SQL} AND occupied && $5::tstzrange",
+            "  AND {BLOCKING_SQL} AND during && $5::tstzrange",
+        ),
+        [APPTS, AVAIL],
+        select="buffers or every_reason",
+    ),
+    Mutant(
+        "booking-write-occupied-as-during",
+        "interval_values: occupied written as during (buffers not occupied)",
+        one(
+            "server/queries/appointments.py",
+            '"occupied": asyncpg.Range(slot.occupied_start, slot.occupied_end),',
+            '"occupied": asyncpg.Range(slot.start, slot.end),',
+        ),
+        [APPTS],
+        select="buffers",
+    ),
+    Mutant(
+        "booking-race-exclusion-unmapped",
+        "_taking_time: the exclusion violation not caught (the lost race is a generic error)",
+        one(
+            "server/handlers/appointments.py",
+            "except (asyncpg.ExclusionViolationError, asyncpg.DeadlockDetectedError):",
+            "except (asyncpg.DeadlockDetectedError,):",
+        ),
+        [CONCURRENCY],
+        select="loses_the_race",
+    ),
+    Mutant(
+        "booking-complete-from-pending",
+        "TRANSITIONS: complete allowed from pending",
+        one(
+            "server/handlers/appointments.py",
+            'Transition("complete", "completed", frozenset({"confirmed"}), "completed")',
+            'Transition("complete", "completed", frozenset({"confirmed", "pending"}), "completed")',
+        ),
+        [APPTS],
+        select="illegal_transition",
+    ),
+    Mutant(
+        "booking-override-ignores-taken",
+        "_refuse: override_rules also lets taken time through (the constraint then refuses generically)",
+        one(
+            "server/handlers/appointments.py",
+            "    if any(c.reason.taken for c in conflicts):\n        raise taken(",
+            "    if False:\n        raise taken(",
+        ),
+        [APPTS],
+        select="rules_decide or reschedule_respects or taken",
+    ),
+    Mutant(
+        "booking-first-available-ties-reversed",
+        "first_available: ties in reverse provider order",
+        [
+            [
+                (
+                    "server/handlers/availability.py",
+                    "[(s, n, i) for i, s in enumerate(starts)]",
+                    "[(s, -n, i) for i, s in enumerate(starts)]",
+                ),
+                ("server/handlers/availability.py", "p = valid[n]", "p = valid[-n]"),
+            ]
+        ],
+        [ORACLE],
+        select="multi_provider",
+    ),
+    Mutant(
+        "booking-truncation-share-plus-one",
+        "GetAvailability: each provider's share of the slots one too many",
+        one(
+            "server/handlers/availability.py",
+            "share = MAX_SLOTS // len(ids)",
+            "share = MAX_SLOTS // len(ids) + 1",
+        ),
+        [AVAIL],
+        select="truncated or limits",
     ),
 ]
 
