@@ -722,13 +722,19 @@ MUTANTS: list[Mutant] = [
         [APPTS],
         select="illegal_transition",
     ),
+    # Not listed: _refuse with override also letting OVERLAP / BUFFER through
+    # ("if any(c.reason.taken ...)" -> "if False") is an equivalent mutant: the
+    # INSERT/UPDATE then fails on ex_appointments_no_overlap (same columns, same
+    # blocking statuses, the same occupied interval), _taking_time reads the
+    # same holders with OCCUPYING_SQL and answers the same TIME_SLOT_TAKEN; only
+    # a failed statement and a round trip more (bench/, not tests).
     Mutant(
-        "booking-override-ignores-taken",
-        "_refuse: override_rules also lets taken time through (the constraint then refuses generically)",
+        "booking-override-reports-rules",
+        "_refuse: with override, a taken time refused with every rule conflict in the details",
         one(
             "server/handlers/appointments.py",
-            "    if any(c.reason.taken for c in conflicts):\n        raise taken(",
-            "    if False:\n        raise taken(",
+            "raise taken(conflicts, field_prefix=field_prefix)",
+            "raise refusal(evaluation, field_prefix=field_prefix)",
         ),
         [APPTS],
         select="rules_decide or reschedule_respects or taken",
