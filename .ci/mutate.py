@@ -736,7 +736,7 @@ MUTANTS: list[Mutant] = [
             "raise taken(conflicts, field_prefix=field_prefix)",
             "raise refusal(evaluation, field_prefix=field_prefix)",
         ),
-        [APPTS],
+        [APPTS, MUTANT_TESTS],
         select="rules_decide or reschedule_respects or taken",
     ),
     Mutant(
