@@ -621,7 +621,7 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "booking-no-provider-lock",
-        "evaluate_booking: the provider row not locked FOR SHARE (writes)",
+        "evaluate_booking: the provider row not locked (writes)",
         one(
             "server/booking.py",
             "    if lock_provider and not await q.lock_provider(conn, org_id, provider_id):\n"

@@ -131,10 +131,11 @@ async def evaluate_booking(
     for writes). Raises NotFound (PROVIDER_NOT_FOUND, SERVICE_NOT_FOUND,
     APPOINTMENT_NOT_FOUND for ``exclude_appointment_id``) for ids that do not
     exist in the tenant, and CLIENT_NOT_FOUND for ``client_id`` when given.
-    ``lock_provider`` (writes) first takes the provider's row FOR SHARE, in a
-    statement of its own: schedule and offering writes take it FOR NO KEY
-    UPDATE, so a booking waits for such a write and then reads what it
-    committed, whole; bookings do not wait for each other.
+    ``lock_provider`` (writes) first takes the provider's row FOR NO KEY
+    UPDATE, in a statement of its own, as schedule and offering writes do: a
+    booking waits for such a write and then reads what it committed, whole,
+    and bookings of one provider take turns (no exclusion-constraint
+    deadlocks between them); bookings of other providers never wait.
 
     Two statements (three with the lock): the header (provider, service,
     policy, offering, client), then the provider's calendar around ``start``."""

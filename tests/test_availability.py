@@ -801,7 +801,7 @@ async def test_instants_out_of_range(stubs: Stubs, db: asyncpg.Connection, org: 
 async def test_the_booking_lock_holds_the_provider_row(
     stubs: Stubs, db: asyncpg.Connection, database_url: str, org: str
 ) -> None:
-    """A booking's lock takes the provider FOR SHARE: a schedule write's FOR NO
+    """A booking's lock takes the provider FOR NO KEY UPDATE: a schedule write's FOR NO
     KEY UPDATE waits for the booking's transaction; the header takes nothing
     (it reads after the lock, in a statement of its own)."""
     s = await make_setup(stubs, org)

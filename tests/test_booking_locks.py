@@ -147,3 +147,30 @@ async def test_a_booking_waits_for_hours_or_provider_changed_meanwhile(
         "provider": "CONFLICT_REASON_PROVIDER_INACTIVE",
     }
     _refused_for(await _during_change(stubs, database_url, db, b, change), reason[what])
+
+
+async def test_bookings_of_one_provider_take_turns(
+    stubs: Stubs, org: str, database_url: str, db: asyncpg.Connection
+) -> None:
+    """A booking holds its provider's lock until it commits, so another booking
+    of that provider waits for it (two overlapping inserts never deadlock on
+    the exclusion constraint); a booking of another provider does not wait."""
+    from server.queries.calendar import LOCK_PROVIDER_SQL
+
+    b = await make_bookable(stubs, org)
+    other = await make_bookable(stubs, org)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=3)
+    first = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        await first.execute("BEGIN")
+        assert await first.fetchval(LOCK_PROVIDER_SQL, b.org, b.provider_id) == 1
+        # Another provider's booking goes through meanwhile.
+        await stubs.appointments.CreateAppointment(_booking(other, start))
+        second = asyncio.ensure_future(stubs.appointments.CreateAppointment(_booking(b, start)))
+        await _wait_until_blocked(db)
+        assert not second.done()
+        await first.execute("COMMIT")
+        booked = await second
+        assert booked.appointment.provider_id == b.provider_id
+    finally:
+        await first.close()

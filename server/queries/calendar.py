@@ -31,12 +31,19 @@ __all__ = [
 ]
 
 
-# A booking write takes its provider's row FOR SHARE in a statement of its own,
-# BEFORE it reads anything: a statement that waits for a row lock keeps the
-# snapshot it started with (READ COMMITTED), so a header that locked and read
-# in one statement would read the offering, service and schedule as they were
-# before the write it waited for.
-LOCK_PROVIDER_SQL = "SELECT 1 FROM providers WHERE organization_id = $1 AND id = $2 FOR SHARE"
+# A booking write takes its provider's row FOR NO KEY UPDATE in a statement of
+# its own, BEFORE it reads anything. Bookings of one provider take turns (two
+# concurrent inserts of overlapping times would otherwise wait for each other
+# on the exclusion constraint until PostgreSQL's deadlock detector, a second
+# later, failed one), and a schedule or offering write (same lock) is seen
+# whole. Bookings of other providers never wait. A statement of its own: a
+# statement that waits for a row lock keeps the snapshot it started with
+# (READ COMMITTED), so a header that locked and read in one statement would
+# read the offering, service and schedule as they were before the write it
+# waited for.
+LOCK_PROVIDER_SQL = (
+    "SELECT 1 FROM providers WHERE organization_id = $1 AND id = $2 FOR NO KEY UPDATE"
+)
 
 # The service with its policy, one provider with its offering, whether an
 # excluded appointment ($4) and a client ($5) exist. Always one row (an
@@ -144,7 +151,7 @@ WHERE organization_id = $1 AND provider_id = ANY($2::uuid[])
 
 
 async def lock_provider(conn: Conn, org_id: str, provider_id: str) -> bool:
-    """Take the provider's row FOR SHARE (see LOCK_PROVIDER_SQL); False when
+    """Take the provider's row FOR NO KEY UPDATE (see LOCK_PROVIDER_SQL); False when
     the tenant has no such provider."""
     return await conn.fetchval(LOCK_PROVIDER_SQL, org_id, provider_id) is not None
 

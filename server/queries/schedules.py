@@ -1,9 +1,9 @@
 """A provider's schedule: weekly working hours, date overrides and time off.
 
 Every schedule write first takes the provider's row with ``FOR NO KEY
-UPDATE`` (:func:`lock_provider`); bookings take it ``FOR SHARE``
-(server.booking), so a booking sees a schedule change whole or not at all, and
-two schedule writes of one provider take turns. Replaces are set-based: one
+UPDATE`` (:func:`lock_provider`), as bookings do (server.booking), so a
+booking sees a schedule change whole or not at all, and two writes of one
+provider take turns. Replaces are set-based: one
 DELETE and one INSERT over ``unnest`` of column arrays, whatever the number of
 rows. Reads of a schedule are one statement that also answers whether the
 provider exists (and gives its zone).

@@ -31,7 +31,7 @@ class ScheduleServiceStub:
     all in the provider's IANA time zone (Provider.time_zone; see WorkingHours
     for what a wall-clock time means on DST change days).
 
-    Schedule writes take the provider's row lock, and bookings share it, so a
+    Schedule writes and bookings take the provider's row lock in turn, so a
     booking never interleaves with a schedule change of its provider: it sees
     the schedule before or after it, whole. Every write is audited and takes an
     optional AIP-155 request_id (see CreateClientRequest).
@@ -73,7 +73,7 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     all in the provider's IANA time zone (Provider.time_zone; see WorkingHours
     for what a wall-clock time means on DST change days).
 
-    Schedule writes take the provider's row lock, and bookings share it, so a
+    Schedule writes and bookings take the provider's row lock in turn, so a
     booking never interleaves with a schedule change of its provider: it sees
     the schedule before or after it, whole. Every write is audited and takes an
     optional AIP-155 request_id (see CreateClientRequest).
@@ -111,7 +111,7 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     all in the provider's IANA time zone (Provider.time_zone; see WorkingHours
     for what a wall-clock time means on DST change days).
 
-    Schedule writes take the provider's row lock, and bookings share it, so a
+    Schedule writes and bookings take the provider's row lock in turn, so a
     booking never interleaves with a schedule change of its provider: it sees
     the schedule before or after it, whole. Every write is audited and takes an
     optional AIP-155 request_id (see CreateClientRequest).
