@@ -7,8 +7,9 @@ rules were skipped, so the refusal names only the appointments in the way
 
 The policy bounds are inclusive: a start exactly at now + min notice, or
 exactly at now + horizon, is bookable (availability.proto: "at least
-min_notice_minutes from now and at most booking_horizon_days days from now"). Through the channel ``now`` is the server's
-clock at the call, so the exact instant cannot be named; the rule function
+min_notice_minutes from now and at most booking_horizon_days days from
+now"). Through the channel ``now`` is the server's clock at the call, so the
+exact instant cannot be named; the rule function
 (server.booking.find_conflicts, shared by CheckConflicts and the writes) is
 checked at the boundary itself.
 """
