@@ -54,6 +54,10 @@ class HealthMonitor:
         self._head = head
         self._interval = interval
         self._conn: asyncpg.Connection | None = None
+        # One probe at a time on the one connection: the periodic one and an
+        # explicit one (start-up, tests) would otherwise collide ("another
+        # operation is in progress") and read as NOT_SERVING.
+        self._probing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.status = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -71,6 +75,10 @@ class HealthMonitor:
             await self._servicer.set(name, status)
 
     async def probe(self) -> int:
+        async with self._probing:
+            return await self._probe()
+
+    async def _probe(self) -> int:
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(
