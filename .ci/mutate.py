@@ -632,6 +632,17 @@ MUTANTS: list[Mutant] = [
         select="waits or booking_lock",
     ),
     Mutant(
+        "booking-provider-lock-shared",
+        "the booking's provider lock FOR SHARE: bookings of one provider no longer take turns",
+        one(
+            "server/queries/calendar.py",
+            'AND id = $2 FOR NO KEY UPDATE"',
+            'AND id = $2 FOR SHARE"',
+        ),
+        [LOCKS],
+        select="take_turns",
+    ),
+    Mutant(
         "booking-overlap-buffer-swapped",
         "find_conflicts: OVERLAP and BUFFER classification swapped",
         one(
