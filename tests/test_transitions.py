@@ -40,9 +40,7 @@ async def deactivate_client(
 ) -> clients_pb2.UpdateClientResponse:
     org, client_id = request.organization_id, request.client.id
     response = clients_pb2.UpdateClientResponse
-    async with writing(
-        deps, context, request, scope=org, response=response, request_id=request.request_id
-    ) as w:
+    async with writing(deps, context, request, response=response) as w:
         if w.replay is not None:
             return w.replay
         row = await lock_row(w.conn, CLIENT, org, client_id)

@@ -54,9 +54,7 @@ class TenantResource:
         values = self.values(getattr(request, self.field), list(self.updatable), v, True)
         v.raise_if_any()
         org = request.organization_id
-        async with writing(
-            deps, context, request, scope=org, response=response, request_id=request.request_id
-        ) as w:
+        async with writing(deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
             row = await insert_row(
@@ -88,9 +86,7 @@ class TenantResource:
         v.raise_if_any()
         require_fields(values)
         org = request.organization_id
-        async with writing(
-            deps, context, request, scope=org, response=response, request_id=request.request_id
-        ) as w:
+        async with writing(deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
             row = await update_row(

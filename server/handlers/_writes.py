@@ -1,7 +1,7 @@
 """The write path every write RPC takes: one transaction, the audit event, and
 the AIP-155 ``request_id`` (the first result is stored and returned to retries).
 
-    async with writing(deps, context, request, scope=org, response=pb.XResponse) as w:
+    async with writing(deps, context, request, response=pb.XResponse) as w:
         if w.replay is not None:
             return w.replay                      # a retry: the stored first answer
         row = await lock_row(w.conn, ENTITY, org, id)  # load under FOR UPDATE
@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
@@ -71,18 +71,25 @@ def fingerprint(method: str, request: Message) -> bytes:
 async def writing(
     deps: Deps,
     context: Context,
-    request: Message,
+    request: Any,
     *,
-    scope: str,
     response: type[R],
-    request_id: str = "",
+    scope: str | None = None,
+    request_id: str | None = None,
 ) -> AsyncIterator[Write[R]]:
     """Open the write's transaction; claim its request_id (a retry gets ``replay``).
 
-    ``request`` must already be validated; its ids are made canonical here, before
-    they enter the fingerprint, so that an id's letter case does not matter.
+    ``scope`` (the tenant a request_id belongs to) is the request's
+    ``organization_id`` and ``request_id`` its ``request_id`` field unless
+    given (a request without a tenant names its scope). ``request`` must
+    already be validated; its ids are made canonical here, before they enter
+    the fingerprint, so that an id's letter case does not matter.
     """
     canonical_ids(request)
+    if scope is None:
+        scope = str(request.organization_id)
+    if request_id is None:
+        request_id = str(getattr(request, "request_id", ""))
     call = current_call()
     audit = Audit(
         actor=call.actor, correlation_id=call.correlation_id, request_id=request_id or None

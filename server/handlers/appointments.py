@@ -174,9 +174,7 @@ async def _taking_time(
     for _ in range(RACE_ATTEMPTS):
         taking = _Taking()
         try:
-            async with writing(
-                deps, context, request, scope=org, response=response, request_id=request.request_id
-            ) as w:
+            async with writing(deps, context, request, response=response) as w:
                 if w.replay is not None:
                     return w.replay
                 return await write(w, taking)
@@ -267,9 +265,7 @@ async def _transition(
     v.raise_if_any()
     org, appointment_id = request.organization_id, request.appointment_id
     values = {"status": transition.to, **(extra or {})}
-    async with writing(
-        deps, context, request, scope=org, response=response, request_id=request.request_id
-    ) as w:
+    async with writing(deps, context, request, response=response) as w:
         if w.replay is not None:
             return w.replay
         row = await lock_row(w.conn, q.APPOINTMENT, org, appointment_id)

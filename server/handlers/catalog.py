@@ -195,14 +195,7 @@ class CatalogService(pb_grpc.CatalogServiceServicer):
         v.raise_if_any()
         org, provider, service = request.organization_id, o.provider_id, o.service_id
         response = pb.SetOfferingResponse
-        async with writing(
-            self._deps,
-            context,
-            request,
-            scope=org,
-            response=response,
-            request_id=request.request_id,
-        ) as w:
+        async with writing(self._deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
             await lock_provider(w.conn, org, provider)
@@ -230,14 +223,7 @@ class CatalogService(pb_grpc.CatalogServiceServicer):
         v.raise_if_any()
         org, provider, service = request.organization_id, request.provider_id, request.service_id
         response = pb.DeleteOfferingResponse
-        async with writing(
-            self._deps,
-            context,
-            request,
-            scope=org,
-            response=response,
-            request_id=request.request_id,
-        ) as w:
+        async with writing(self._deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
             await lock_provider(w.conn, org, provider)

@@ -96,12 +96,7 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         v.raise_if_any()
         response = pb.CreateOrganizationResponse
         async with writing(
-            self._deps,
-            context,
-            request,
-            scope=GLOBAL_SCOPE,
-            response=response,
-            request_id=request.request_id,
+            self._deps, context, request, response=response, scope=GLOBAL_SCOPE
         ) as w:
             if w.replay is not None:
                 return w.replay
@@ -131,14 +126,7 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         v.raise_if_any()
         require_fields(values)
         response = pb.UpdateOrganizationResponse
-        async with writing(
-            self._deps,
-            context,
-            request,
-            scope=org.id,
-            response=response,
-            request_id=request.request_id,
-        ) as w:
+        async with writing(self._deps, context, request, response=response, scope=org.id) as w:
             if w.replay is not None:
                 return w.replay
             row = await q.update_organization(w.conn, org.id, values, fields, version, w.audit)

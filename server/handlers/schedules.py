@@ -12,7 +12,6 @@ of every string field (request_violations) sees them first.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, date, datetime
 from itertools import groupby
 from typing import Any, TypeVar
@@ -36,7 +35,7 @@ from server.handlers._calendar_fields import (
 )
 from server.handlers._encoding import nullable, set_time, to_datetime
 from server.handlers._lists import ListSpec
-from server.handlers._writes import Write, writing
+from server.handlers._writes import writing
 from server.ids import uuid7
 from server.queries import schedules as q
 from server.queries._crud import delete_row, insert_audit_event, insert_row
@@ -275,18 +274,6 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    def _writing(
-        self, context: Context, request: Any, response: type[R]
-    ) -> AbstractAsyncContextManager[Write[R]]:
-        return writing(
-            self._deps,
-            context,
-            request,
-            scope=request.organization_id,
-            response=response,
-            request_id=request.request_id,
-        )
-
     async def _replace(
         self,
         context: Context,
@@ -299,7 +286,7 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
     ) -> R:
         """A replace RPC's write: lock the provider, replace, audit once, answer."""
         org, provider = request.organization_id, request.provider_id
-        async with self._writing(context, request, response) as w:
+        async with writing(self._deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
             await q.lock_provider(w.conn, org, provider)
@@ -400,7 +387,7 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
         v.raise_if_any()
         org, provider = request.organization_id, request.time_off.provider_id
         response = pb.CreateTimeOffResponse
-        async with self._writing(context, request, response) as w:
+        async with writing(self._deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
             await q.lock_provider(w.conn, org, provider)
@@ -419,7 +406,7 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
         v.raise_if_any()
         org, time_off_id = request.organization_id, request.time_off_id
         response = pb.DeleteTimeOffResponse
-        async with self._writing(context, request, response) as w:
+        async with writing(self._deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
             await q.lock_provider_of_time_off(w.conn, org, time_off_id)
