@@ -6,7 +6,6 @@ with an ErrorInfo; nothing is half-written."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -28,10 +27,9 @@ from booking.v1 import (
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from sqlalchemy.engine import make_url
 
-from server.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from server.db.embedded import EmbeddedPostgresError
 from server.db.engine import to_asyncpg_dsn
-from server.db.migrate import upgrade
-from server.testing import assert_eventually, running_server, test_settings
+from server.testing import assert_eventually, running_server
 from tests.conftest import Bookable, Stubs, details, make_bookable, new_org, violated_fields
 from tests.test_appointments import (
     CANCELLED,
@@ -47,7 +45,7 @@ from tests.test_appointments import (
     ts,
 )
 from tests.test_availability import add_override
-from tests.test_faults import TcpProxy
+from tests.test_faults import TcpProxy, busy_server, own_postgres
 from tests.test_faults import _assert_unavailable as assert_unavailable
 from tests.test_faults import _crash as crash
 
@@ -694,41 +692,35 @@ async def test_database_killed_under_booking_load(tmp_path: Path) -> None:
     made up from a broken connection); after crash recovery every appointment
     that exists has its one audit event, and every booking a caller was told
     about exists."""
-    pg = EmbeddedPostgres(tmp_path / "pgdata")
-    url = await asyncio.to_thread(pg.start)
-    try:
-        await upgrade(url, test_settings().migrations_dir)
-        pool = dataclasses.replace(test_settings().pool, size=20, max_overflow=20)
-        async with running_server(url, test_settings(pool=pool)) as srv:
-            async with grpc.aio.insecure_channel(srv.target) as channel:
-                stubs = Stubs(channel)
-                org = await new_org(stubs)
-                bookables = [await make_bookable(stubs, org, duration_minutes=5) for _ in range(20)]
-                booked: list[str] = []
-                failures: list[grpc.aio.AioRpcError] = []
-                stop = asyncio.Event()
+    async with own_postgres(tmp_path) as (pg, url):
+        async with busy_server(url) as stubs:
+            org = await new_org(stubs)
+            bookables = [await make_bookable(stubs, org, duration_minutes=5) for _ in range(20)]
+            booked: list[str] = []
+            failures: list[grpc.aio.AioRpcError] = []
+            stop = asyncio.Event()
 
-                async def writer(b: Bookable) -> None:
-                    seen = n = 0
-                    while seen < 3 and not stop.is_set():
-                        n += 1
-                        request = booking(b, at(5 * n), override=False, request_id=uuid.uuid4().hex)
-                        try:
-                            answer = await stubs.appointments.CreateAppointment(request, timeout=10)
-                            booked.append(answer.appointment.id)
-                        except grpc.aio.AioRpcError as exc:
-                            failures.append(exc)
-                            seen += 1
+            async def writer(b: Bookable) -> None:
+                seen = n = 0
+                while seen < 3 and not stop.is_set():
+                    n += 1
+                    request = booking(b, at(5 * n), override=False, request_id=uuid.uuid4().hex)
+                    try:
+                        answer = await stubs.appointments.CreateAppointment(request, timeout=10)
+                        booked.append(answer.appointment.id)
+                    except grpc.aio.AioRpcError as exc:
+                        failures.append(exc)
+                        seen += 1
 
-                writers = [asyncio.ensure_future(writer(b)) for b in bookables]
-                try:
-                    await assert_eventually(lambda: _true(len(booked) >= 200 or bool(failures)))
-                    assert not failures, failures[0]  # all well before the crash
-                    crash(pg)
-                    await asyncio.wait_for(asyncio.gather(*writers), timeout=60)
-                finally:
-                    stop.set()
-                    await asyncio.gather(*writers, return_exceptions=True)
+            writers = [asyncio.ensure_future(writer(b)) for b in bookables]
+            try:
+                await assert_eventually(lambda: _true(len(booked) >= 200 or bool(failures)))
+                assert not failures, failures[0]  # all well before the crash
+                crash(pg)
+                await asyncio.wait_for(asyncio.gather(*writers), timeout=60)
+            finally:
+                stop.set()
+                await asyncio.gather(*writers, return_exceptions=True)
         assert failures
         for failure in failures:
             assert failure.code() == grpc.StatusCode.UNAVAILABLE, failure
@@ -753,8 +745,6 @@ async def test_database_killed_under_booking_load(tmp_path: Path) -> None:
             assert set(booked) <= rows
         finally:
             await conn.close()
-    finally:
-        await asyncio.to_thread(pg.stop, "immediate")
 
 
 async def _true(value: bool) -> bool:

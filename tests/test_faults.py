@@ -8,7 +8,7 @@ import dataclasses
 import os
 import signal
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -36,6 +36,29 @@ def _assert_unavailable(error: grpc.aio.AioRpcError, reason: str) -> int:
     delay = int(found["RetryInfo"].retry_delay.ToMilliseconds())
     assert delay > 0
     return delay
+
+
+@contextlib.asynccontextmanager
+async def own_postgres(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
+    """An embedded PostgreSQL of the test's own, migrated (stopping or killing
+    it harms no other test): the server and its URL; stopped at the end."""
+    pg = EmbeddedPostgres(tmp_path / "pgdata")
+    url = await asyncio.to_thread(pg.start)
+    try:
+        await upgrade(url, test_settings().migrations_dir)
+        yield pg, url
+    finally:
+        await asyncio.to_thread(pg.stop, "immediate")
+
+
+@contextlib.asynccontextmanager
+async def busy_server(url: str) -> AsyncIterator[Stubs]:
+    """A booking server on ``url`` with a pool for ~40 concurrent callers, and
+    stubs on a channel to it."""
+    pool = dataclasses.replace(test_settings().pool, size=20, max_overflow=20)
+    async with running_server(url, test_settings(pool=pool)) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            yield Stubs(channel)
 
 
 async def test_health_follows_the_database(tmp_path: Path) -> None:
@@ -320,61 +343,53 @@ async def test_database_lost_under_write_load_is_unavailable(tmp_path: Path) -> 
     request_ids: every failed call is UNAVAILABLE with
     RetryInfo, whatever the statement it was in (the request claim, the write,
     COMMIT, the checkout): never INTERNAL or UNKNOWN."""
-    pg = EmbeddedPostgres(tmp_path / "pgdata")
-    url = await asyncio.to_thread(pg.start)
-    try:
-        await upgrade(url, test_settings().migrations_dir)
-        pool = dataclasses.replace(test_settings().pool, size=20, max_overflow=20)
-        async with running_server(url, test_settings(pool=pool)) as srv:
-            async with grpc.aio.insecure_channel(srv.target) as channel:
-                stubs = Stubs(channel)
-                org = await new_org(stubs)
-                written = 0
-                failures: list[grpc.aio.AioRpcError] = []
-                stop = asyncio.Event()
+    async with own_postgres(tmp_path) as (pg, url):
+        async with busy_server(url) as stubs:
+            org = await new_org(stubs)
+            written = 0
+            failures: list[grpc.aio.AioRpcError] = []
+            stop = asyncio.Event()
 
-                async def writer(n: int) -> None:
-                    nonlocal written
-                    seen = 0
-                    while seen < 3 and not stop.is_set():
-                        try:
-                            await stubs.clients.CreateClient(
-                                clients_pb2.CreateClientRequest(
-                                    organization_id=org,
-                                    client=resources_pb2.Client(family_name=f"W{n}"),
-                                    request_id=uuid.uuid4().hex,
-                                ),
-                                timeout=10,
-                            )
-                            written += 1
-                        except grpc.aio.AioRpcError as exc:
-                            failures.append(exc)
-                            seen += 1
+            async def writer(n: int) -> None:
+                nonlocal written
+                seen = 0
+                while seen < 3 and not stop.is_set():
+                    try:
+                        await stubs.clients.CreateClient(
+                            clients_pb2.CreateClientRequest(
+                                organization_id=org,
+                                client=resources_pb2.Client(family_name=f"W{n}"),
+                                request_id=uuid.uuid4().hex,
+                            ),
+                            timeout=10,
+                        )
+                        written += 1
+                    except grpc.aio.AioRpcError as exc:
+                        failures.append(exc)
+                        seen += 1
 
-                writers = [asyncio.ensure_future(writer(n)) for n in range(40)]
-                try:
-                    await assert_eventually(lambda: _true(written >= 200 or bool(failures)))
-                    assert not failures, failures[0]  # all well before the crash
-                    _crash(pg)
-                    await asyncio.wait_for(asyncio.gather(*writers), timeout=60)
-                finally:
-                    stop.set()
-                    await asyncio.gather(*writers, return_exceptions=True)
-                assert len(failures) >= 40
-                bad = {
-                    (f.code().name, details(f)["ErrorInfo"].reason if f.code() else "")
-                    for f in failures
-                    if f.code() != grpc.StatusCode.UNAVAILABLE
-                }
-                assert not bad, f"failures other than UNAVAILABLE: {bad}"
-                reasons = set()
-                for failure in failures:
-                    found = details(failure)
-                    assert found["RetryInfo"].retry_delay.ToMilliseconds() > 0
-                    reasons.add(found["ErrorInfo"].reason)
-                assert reasons <= {"DATABASE_UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN"}, reasons
-    finally:
-        await asyncio.to_thread(pg.stop, "immediate")
+            writers = [asyncio.ensure_future(writer(n)) for n in range(40)]
+            try:
+                await assert_eventually(lambda: _true(written >= 200 or bool(failures)))
+                assert not failures, failures[0]  # all well before the crash
+                _crash(pg)
+                await asyncio.wait_for(asyncio.gather(*writers), timeout=60)
+            finally:
+                stop.set()
+                await asyncio.gather(*writers, return_exceptions=True)
+            assert len(failures) >= 40
+            bad = {
+                (f.code().name, details(f)["ErrorInfo"].reason if f.code() else "")
+                for f in failures
+                if f.code() != grpc.StatusCode.UNAVAILABLE
+            }
+            assert not bad, f"failures other than UNAVAILABLE: {bad}"
+            reasons = set()
+            for failure in failures:
+                found = details(failure)
+                assert found["RetryInfo"].retry_delay.ToMilliseconds() > 0
+                reasons.add(found["ErrorInfo"].reason)
+            assert reasons <= {"DATABASE_UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN"}, reasons
 
 
 def _crash(pg: EmbeddedPostgres) -> None:
