@@ -209,8 +209,8 @@ MUTANTS: list[Mutant] = [
         "ListSpec.serve: NUL characters not checked",
         one(
             "server/handlers/_lists.py",
-            '        check_text(request, v)\n        v.uuid("organization_id"',
-            '        v.uuid("organization_id"',
+            "        v = request_violations(request)\n",
+            "        v = request_violations(request)\n        v.items.clear()\n",
         ),
         [HOSTILE],
         select="nul",
@@ -395,11 +395,12 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "no-check-text",
         "check_text reports nothing",
-        one(
-            "server/handlers/_base.py",
-            'if any("\\x00" in item for item in values):',
-            "if False:",
-        ),
+        [
+            [
+                ("server/handlers/_base.py", 'if "\\x00" in value:', "if False:"),
+                ("server/handlers/_base.py", 'if "\\x00" in item:', "if False:"),
+            ]
+        ],
         [HOSTILE],
         select="nul",
     ),
@@ -572,8 +573,8 @@ MUTANTS: list[Mutant] = [
         "x-actor not validated",
         one(
             "server/interceptors.py",
-            "valid_actor = actor is None or _ACTOR.match(actor) is not None",
-            "valid_actor = True",
+            "self.bad_actor = actor is not None and _ACTOR.match(actor) is None",
+            "self.bad_actor = False",
         ),
         [HOSTILE],
         select="actor",
