@@ -90,7 +90,7 @@ BENCH_SLUG = "bench"
 # What each COPY writes, by table (tests/test_bench_schema.py checks them
 # against server.db.schema: real columns, none computed, every required one).
 COPY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "providers": ("organization_id", "id", "display_name", "time_zone"),
+    "providers": ("organization_id", "id", "display_name", "time_zone", "display_key"),
     "services": (
         "organization_id",
         "id",
@@ -100,6 +100,7 @@ COPY_COLUMNS: dict[str, tuple[str, ...]] = {
         "currency",
         "buffer_before_minutes",
         "buffer_after_minutes",
+        "name_key",
     ),
     "offerings": (
         "organization_id",
@@ -286,7 +287,8 @@ async def generate(
                 "UTC",
             )
         providers = [
-            (org, _uuid7(base_ms + i, rng), f"Provider {i}", "Europe/Berlin") for i in range(50)
+            (org, _uuid7(base_ms + i, rng), f"Provider {i}", "Europe/Berlin", f"provider {i}")
+            for i in range(50)
         ]
         await _copy(conn, "providers", providers)
         services = [
@@ -299,6 +301,7 @@ async def generate(
                 "EUR",
                 0,
                 0,
+                f"service {i}",
             )
             for i in range(20)
         ]
@@ -688,7 +691,7 @@ async def generate_booking(
             conn,
             "services",
             [
-                (org, s.service_id, name, s.duration, s.price, "EUR", s.before, s.after)
+                (org, s.service_id, name, s.duration, s.price, "EUR", s.before, s.after, fold(name))
                 for s, (name, *_) in zip(services, BOOKING_SERVICES, strict=True)
             ],
         )
@@ -703,7 +706,10 @@ async def generate_booking(
         await _copy(
             conn,
             "providers",
-            [(org, p.id, f"Provider {i}", p.zone.key) for i, p in enumerate(people)],
+            [
+                (org, p.id, f"Provider {i}", p.zone.key, f"provider {i}")
+                for i, p in enumerate(people)
+            ],
         )
         await _copy(
             conn,

@@ -24,6 +24,7 @@ from booking.v1 import (
     common_pb2,
     organizations_pb2,
     organizations_pb2_grpc,
+    payments_pb2_grpc,
     providers_pb2,
     providers_pb2_grpc,
     resources_pb2,
@@ -72,6 +73,7 @@ class Stubs:
         self.schedules = schedules_pb2_grpc.ScheduleServiceStub(channel)
         self.availability = availability_pb2_grpc.AvailabilityServiceStub(channel)
         self.appointments = appointments_pb2_grpc.AppointmentServiceStub(channel)
+        self.payments = payments_pb2_grpc.PaymentServiceStub(channel)
 
 
 @pytest.fixture

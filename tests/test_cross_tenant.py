@@ -37,6 +37,7 @@ from booking.v1 import (
     clients_pb2,
     common_pb2,
     organizations_pb2,
+    payments_pb2,
     providers_pb2,
     resources_pb2,
     schedules_pb2,
@@ -60,6 +61,9 @@ class Tenant:
     # appointment.
     time_off: resources_pb2.TimeOff
     appointment: resources_pb2.Appointment
+    # A completed payment of the appointment (no payment write RPC yet: made
+    # with SQL by add_payment).
+    payment_id: str = ""
 
     @property
     def id(self) -> str:
@@ -81,7 +85,20 @@ class Tenant:
             self.time_off.id,
             self.appointment.id,
             f"{self.provider.id}/{self.service.id}",
+            *([self.payment_id] if self.payment_id else []),
         ]
+
+
+async def add_payment(db: asyncpg.Connection, t: Tenant) -> None:
+    t.payment_id = str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO payments (organization_id, id, client_id, appointment_id, amount_minor, "
+        "currency, status, method) VALUES ($1, $2, $3, $4, 2500, 'EUR', 'completed', 'card')",
+        t.id,
+        t.payment_id,
+        t.client.id,
+        t.appointment.id,
+    )
 
 
 # The request_ids tenant A used; B sends the same strings (they are scoped by tenant).
@@ -236,6 +253,7 @@ async def snapshot(db: asyncpg.Connection, t: Tenant) -> dict[str, list[dict[str
         "date_overrides",
         "time_off",
         "appointments",
+        "payments",
     ):
         out[table] = await rows(
             f"SELECT * FROM {table} AS t WHERE organization_id = $1 ORDER BY t::text", t.id
@@ -438,6 +456,142 @@ async def list_audit_events(w: World) -> None:
             )
         )
     assert details(err.value)["ErrorInfo"].reason == "PAGE_TOKEN_MISMATCH"
+
+
+async def _token_refused(
+    call: Callable[..., Awaitable[Any]], make: Callable[..., Any], w: World
+) -> None:
+    """A page token of one tenant's list is refused to the other (both ways)."""
+    for owner, caller in ((w.a, w.b), (w.b, w.a)):
+        first = await call(make(organization_id=owner.id, page_size=1))
+        assert first.next_page_token or not first.page_info.has_next
+        if not first.next_page_token:
+            continue
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(
+                make(organization_id=caller.id, page_size=1, page_token=first.next_page_token)
+            )
+        assert details(err.value)["ErrorInfo"].reason == "PAGE_TOKEN_MISMATCH"
+
+
+async def list_providers(w: World) -> None:
+    rpc, make = w.stubs.providers.ListProviders, providers_pb2.ListProvidersRequest
+    for org, _pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for request in (
+            make(organization_id=org, service_id=owner.service.id),
+            make(organization_id=org, query=owner.provider.display_name),
+            make(organization_id=org, query=owner.provider.display_name.lower()[:1]),
+        ):
+            assert list((await rpc(request)).providers) == []
+        everything = await rpc(make(organization_id=org, count_mode=common_pb2.COUNT_MODE_EXACT))
+        assert [p.id for p in everything.providers] == [mine.provider.id]
+        assert everything.page_info.total_size == 1
+    await _token_refused(rpc, make, w)
+
+
+async def list_services(w: World) -> None:
+    rpc, make = w.stubs.catalog.ListServices, catalog_pb2.ListServicesRequest
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for request in (
+            make(organization_id=org, provider_id=pid),
+            make(organization_id=org, query=owner.service.name),
+        ):
+            assert list((await rpc(request)).services) == []
+        everything = await rpc(make(organization_id=org, count_mode=common_pb2.COUNT_MODE_EXACT))
+        assert [s.id for s in everything.services] == [mine.service.id]
+    await _token_refused(rpc, make, w)
+
+
+async def list_appointments(w: World) -> None:
+    rpc, make = w.stubs.appointments.ListAppointments, appointments_pb2.ListAppointmentsRequest
+    full = common_pb2.VIEW_FULL
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for request in (
+            make(organization_id=org, provider_ids=[pid], view=full),
+            make(organization_id=org, client_id=owner.client.id, view=full),
+            make(organization_id=org, service_id=owner.service.id, view=full),
+            make(
+                organization_id=org, provider_ids=[pid, mine.provider.id], client_id=owner.client.id
+            ),
+        ):
+            listed = await rpc(request)
+            assert list(listed.appointments) == [] and not listed.clients and not listed.payments
+        everything = await rpc(make(organization_id=org, view=full))
+        assert [x.id for x in everything.appointments] == [mine.appointment.id]
+        assert set(everything.clients) == {mine.client.id}
+        assert set(everything.services) == {mine.service.id}
+        assert set(everything.providers) == {mine.provider.id}
+        assert [p.id for p in everything.payments] == [mine.payment_id]
+    await _token_refused(rpc, make, w)
+
+
+async def list_payments(w: World) -> None:
+    rpc, make = w.stubs.payments.ListPayments, payments_pb2.ListPaymentsRequest
+    full = common_pb2.VIEW_FULL
+    for org, _pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for request in (
+            make(organization_id=org, client_id=owner.client.id, view=full),
+            make(organization_id=org, appointment_id=owner.appointment.id, view=full),
+        ):
+            listed = await rpc(request)
+            assert list(listed.payments) == [] and not listed.appointments and not listed.clients
+        everything = await rpc(make(organization_id=org, view=full))
+        assert [p.id for p in everything.payments] == [mine.payment_id]
+        assert set(everything.appointments) == {mine.appointment.id}
+        assert set(everything.clients) == {mine.client.id}
+    await _token_refused(rpc, make, w)
+
+
+async def list_client_history(w: World) -> None:
+    rpc, make = w.stubs.clients.ListClientHistory, clients_pb2.ListClientHistoryRequest
+    for org, _pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for client_id in (owner.client.id, owner.client.id.upper()):
+            listed = await rpc(make(organization_id=org, client_id=client_id))
+            assert list(listed.entries) == []
+        own = await rpc(make(organization_id=org, client_id=mine.client.id))
+        assert {e.appointment.id or e.payment.id for e in own.entries} == {
+            mine.appointment.id,
+            mine.payment_id,
+        }
+    for owner, caller in ((w.a, w.b), (w.b, w.a)):
+        first = await rpc(make(organization_id=owner.id, client_id=owner.client.id, page_size=1))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rpc(
+                make(
+                    organization_id=caller.id,
+                    client_id=owner.client.id,
+                    page_size=1,
+                    page_token=first.next_page_token,
+                )
+            )
+        assert details(err.value)["ErrorInfo"].reason == "PAGE_TOKEN_MISMATCH"
+
+
+async def get_provider_schedule(w: World) -> None:
+    day = datetime.fromtimestamp(_at(2).seconds, UTC).date()  # the appointments' date (UTC zone)
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        got = await w.stubs.schedules.GetProviderSchedule(
+            schedules_pb2.GetProviderScheduleRequest(
+                organization_id=org,
+                provider_ids=[pid, mine.provider.id],
+                date=date_pb2.Date(year=day.year, month=day.month, day=day.day),
+            )
+        )
+        foreign, own = got.providers
+        assert foreign.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert not foreign.appointments and not foreign.time_off and not foreign.working_intervals
+        assert not foreign.display_name and not foreign.time_zone
+        raw = foreign.SerializeToString()
+        for secret in (owner.id, owner.org.name, owner.provider.display_name):
+            assert secret.encode() not in raw
+        assert not own.HasField("error")
+        assert {x.appointment.id for x in own.appointments} <= {mine.appointment.id}
 
 
 async def get_organization(w: World) -> None:
@@ -867,6 +1021,12 @@ ATTACKS: dict[str, Attack] = {
     "booking.v1.ClientService/GetClient": Attack(_get("client")),
     "booking.v1.ClientService/UpdateClient": Attack(_update("client")),
     "booking.v1.ClientService/ListClients": Attack(list_clients),
+    "booking.v1.ClientService/ListClientHistory": Attack(list_client_history),
+    "booking.v1.ProviderService/ListProviders": Attack(list_providers),
+    "booking.v1.CatalogService/ListServices": Attack(list_services),
+    "booking.v1.AppointmentService/ListAppointments": Attack(list_appointments),
+    "booking.v1.PaymentService/ListPayments": Attack(list_payments),
+    "booking.v1.ScheduleService/GetProviderSchedule": Attack(get_provider_schedule),
     "booking.v1.AuditService/ListAuditEvents": Attack(list_audit_events),
     "booking.v1.CatalogService/SetOffering": Attack(set_offering),
     "booking.v1.CatalogService/DeleteOffering": Attack(delete_offering),
@@ -924,6 +1084,8 @@ async def test_other_tenants_rows_are_out_of_reach(
 ) -> None:
     a = await make_tenant(stubs, "A", with_request_ids=True)
     b = await make_tenant(stubs, "B", with_request_ids=False)
+    for t in (a, b):
+        await add_payment(db, t)
     before_a, before_b = await snapshot(db, a), await snapshot(db, b)
     attack = ATTACKS[rpc]
     await attack.run(World(stubs, a, b))

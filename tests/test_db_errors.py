@@ -175,8 +175,8 @@ async def test_check_violation_names_declared_fields_only(conn: asyncpg.Connecti
 async def test_foreign_keys(conn: asyncpg.Connection) -> None:
     exc = await _raised(
         conn,
-        "INSERT INTO providers (organization_id, id, display_name, time_zone) "
-        "VALUES ($1, $2, 'P', 'UTC')",
+        "INSERT INTO providers (organization_id, id, display_name, time_zone, display_key) "
+        "VALUES ($1, $2, 'P', 'UTC', 'p')",
         uuid.uuid4(),
         uuid.uuid4(),
     )

@@ -74,7 +74,7 @@ async def _load(conn: asyncpg.Connection) -> Big:
     )
     await conn.execute(
         "INSERT INTO services (organization_id, id, name, duration_minutes, price_minor,"
-        " currency) VALUES ($1, $2, 'Cut', 30, 2500, 'EUR')",
+        " currency, name_key) VALUES ($1, $2, 'Cut', 30, 2500, 'EUR', 'cut')",
         org,
         service,
     )
@@ -85,8 +85,8 @@ async def _load(conn: asyncpg.Connection) -> Big:
         client,
     )
     await conn.execute(
-        "INSERT INTO providers (organization_id, id, display_name, time_zone)"
-        " SELECT $1, gen_random_uuid(), 'P' || g, 'Europe/Berlin'"
+        "INSERT INTO providers (organization_id, id, display_name, time_zone, display_key)"
+        " SELECT $1, gen_random_uuid(), 'P' || g, 'Europe/Berlin', 'p' || g"
         " FROM generate_series(1, $2) g",
         org,
         PROVIDERS,

@@ -39,6 +39,7 @@ from booking.v1 import (
     clients_pb2,
     common_pb2,
     organizations_pb2,
+    payments_pb2,
     providers_pb2,
     resources_pb2,
     schedules_pb2,
@@ -394,6 +395,40 @@ VALID: dict[str, Callable[[World], Message]] = {
     ),
     "DeleteTimeOff": lambda w: schedules_pb2.DeleteTimeOffRequest(
         organization_id=w.org, time_off_id=str(uuid.uuid4()), request_id=uuid.uuid4().hex
+    ),
+    "ListProviders": lambda w: providers_pb2.ListProvidersRequest(
+        organization_id=w.org, query="pat", service_id=w.bookable.service_id, active=True
+    ),
+    "ListServices": lambda w: catalog_pb2.ListServicesRequest(
+        organization_id=w.org, query="cut", provider_id=w.bookable.provider_id, order_by="name"
+    ),
+    "ListAppointments": lambda w: appointments_pb2.ListAppointmentsRequest(
+        organization_id=w.org,
+        provider_ids=[w.bookable.provider_id],
+        client_id=w.client.id,
+        service_id=w.bookable.service_id,
+        statuses=[resources_pb2.APPOINTMENT_STATUS_PENDING],
+        start_time=_at(days=0),
+        end_time=_at(days=60),
+        start_date=_date(0),
+        end_date=_date(60),
+        view=common_pb2.VIEW_FULL,
+    ),
+    "ListPayments": lambda w: payments_pb2.ListPaymentsRequest(
+        organization_id=w.org,
+        client_id=w.client.id,
+        statuses=[resources_pb2.PAYMENT_STATUS_COMPLETED],
+        methods=[resources_pb2.PAYMENT_METHOD_CARD],
+        currency_code="EUR",
+        min_amount_minor=1,
+        max_amount_minor=10_000,
+        view=common_pb2.VIEW_FULL,
+    ),
+    "ListClientHistory": lambda w: clients_pb2.ListClientHistoryRequest(
+        organization_id=w.org, client_id=w.client.id
+    ),
+    "GetProviderSchedule": lambda w: schedules_pb2.GetProviderScheduleRequest(
+        organization_id=w.org, provider_ids=[w.bookable.provider_id, w.provider.id], date=_date(1)
     ),
     "ListTimeOff": lambda w: schedules_pb2.ListTimeOffRequest(
         organization_id=w.org, provider_id=w.bookable.provider_id, order_by="start_time"

@@ -325,8 +325,8 @@ async def test_list_by_service_walks_its_own_index(
     every 20th row of the primary key; a provider's, the primary key."""
     services = [await new_service(stubs, org) for _ in range(20)]
     await db.execute(
-        "INSERT INTO providers (organization_id, id, display_name, time_zone) "
-        "SELECT $1, gen_random_uuid(), 'p' || i, 'UTC' FROM generate_series(1, 200) AS i",
+        "INSERT INTO providers (organization_id, id, display_name, time_zone, display_key) "
+        "SELECT $1, gen_random_uuid(), 'p' || i, 'UTC', 'p' || i FROM generate_series(1, 200) AS i",
         org,
     )
     await db.execute(

@@ -74,6 +74,8 @@ APPOINTMENT_STATUSES = ("pending", "confirmed", "completed", "cancelled", "no_sh
 BLOCKING_STATUSES = ("pending", "confirmed", "completed")
 PAYMENT_STATUSES = ("pending", "completed", "refunded", "failed")
 PAYMENT_METHODS = ("card", "cash", "bank_transfer", "other")
+# An appointment lasts at most this long (a service's duration is 1-1440 minutes).
+MAX_APPOINTMENT_HOURS = 24
 
 
 # Ranges of the booking policy columns (organizations, services; NULL = inherit).
@@ -106,6 +108,31 @@ BLOCKING_SQL = _in("status", BLOCKING_STATUSES)
 
 def _ts(name: str) -> Column[object]:
     return Column(name, DateTime(timezone=True), nullable=False, server_default=text("now()"))
+
+
+def _folded_key(name: str) -> Column[object]:
+    """A folded twin of a name (server.text.fold, written by the query layer
+    with its source, as clients' keys are), in the "C" collation so that the
+    keyset and prefix ranges are exact byte comparisons the btree serves."""
+    return Column(name, Text().with_variant(Text(collation="C"), "postgresql"), nullable=False)
+
+
+def _name_indexes(table: str, key: str) -> tuple[Index, Index, Index]:
+    """The indexes of a list ordered by a folded name or by create time, with
+    a name search: (tenant, key, id) for the name order and 1-2 character
+    prefix searches; (tenant, created_at, id) for the create_time order and
+    the created range; a trigram GIN over (tenant, key) for substring searches."""
+    return (
+        Index(f"ix_{table}_org_{key}_id", "organization_id", key, "id"),
+        Index(f"ix_{table}_org_created_at_id", "organization_id", "created_at", "id"),
+        Index(
+            f"ix_{table}_org_{key}_trgm",
+            "organization_id",
+            key,
+            postgresql_using="gin",
+            postgresql_ops={key: "gin_trgm_ops"},
+        ),
+    )
 
 
 def _tenant_fk(columns: list[str], table: str, ondelete: str | None = None) -> ForeignKeyConstraint:
@@ -161,9 +188,12 @@ providers = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     _ts("created_at"),
     _ts("updated_at"),
+    # ListProviders: order_by display_name and the name search (migration 0004).
+    _folded_key("display_key"),
     PrimaryKeyConstraint("organization_id", "id"),
     ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
     CheckConstraint("char_length(display_name) BETWEEN 1 AND 200", name="display_name_length"),
+    *_name_indexes("providers", "display_key"),
     info={
         "constraint_fields": {
             "ck_providers_display_name_length": ("CONSTRAINT_VIOLATED", "provider.display_name"),
@@ -190,9 +220,12 @@ services = Table(
     # Booking policy of this service; NULL = the organization's.
     Column("min_notice_minutes", Integer),
     Column("booking_horizon_days", Integer),
+    # ListServices: order_by name and the name search (migration 0004).
+    _folded_key("name_key"),
     PrimaryKeyConstraint("organization_id", "id"),
     ForeignKeyConstraint(["organization_id"], ["organizations.id"]),
     CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+    *_name_indexes("services", "name_key"),
     CheckConstraint(_POLICY_CHECK, name="booking_policy_range"),
     CheckConstraint("duration_minutes BETWEEN 1 AND 1440", name="duration_range"),
     CheckConstraint("price_minor >= 0", name="price_non_negative"),
@@ -486,6 +519,16 @@ appointments = Table(
     Column("buffer_before_minutes", Integer, nullable=False, server_default=text("0")),
     Column("buffer_after_minutes", Integer, nullable=False, server_default=text("0")),
     Column("occupied", TSTZRANGE, nullable=False),
+    # The bounds of during, for the lists' order, keyset and range filters.
+    Column(
+        "start_at",
+        DateTime(timezone=True),
+        Computed("lower(during)", persisted=True),
+        nullable=False,
+    ),
+    Column(
+        "end_at", DateTime(timezone=True), Computed("upper(during)", persisted=True), nullable=False
+    ),
     PrimaryKeyConstraint("organization_id", "id"),
     _tenant_fk(["provider_id"], "providers"),
     _tenant_fk(["client_id"], "clients"),
@@ -500,6 +543,12 @@ appointments = Table(
         name="during_half_open",
     ),
     CheckConstraint(_OCCUPIED_CHECK, name="occupied_covers"),
+    # At most a day (a service lasts 1-1440 minutes): a range filter on
+    # start_at can then bound the overlap search (ListAppointments).
+    CheckConstraint(
+        f"upper(during) - lower(during) <= interval '{MAX_APPOINTMENT_HOURS} hours'",
+        name="during_bounded",
+    ),
     CheckConstraint(
         "cancel_reason IS NULL OR char_length(cancel_reason) <= 500", name="cancel_reason_length"
     ),
@@ -514,8 +563,22 @@ appointments = Table(
         using="gist",
         where=text(BLOCKING_SQL),
     ),
-    Index("ix_appointments_org_client_id", "organization_id", "client_id"),
-    Index("ix_appointments_org_service_id", "organization_id", "service_id"),
+    # The lists' indexes (migration 0004 says which query each serves): by
+    # start time within the tenant, a provider, a client, a service.
+    Index("ix_appointments_org_start_at_id", "organization_id", "start_at", "id"),
+    Index(
+        "ix_appointments_org_provider_start_at_id",
+        "organization_id",
+        "provider_id",
+        "start_at",
+        "id",
+    ),
+    Index(
+        "ix_appointments_org_client_start_at_id", "organization_id", "client_id", "start_at", "id"
+    ),
+    Index(
+        "ix_appointments_org_service_start_at_id", "organization_id", "service_id", "start_at", "id"
+    ),
     info={
         "constraint_fields": {
             "uq_appointments_organization_id_external_id": (
@@ -525,6 +588,7 @@ appointments = Table(
             "ex_appointments_no_overlap": ("TIME_SLOT_TAKEN", "appointment.start_time"),
             "ck_appointments_occupied_covers": ("CONSTRAINT_VIOLATED",),
             "ck_appointments_cancel_reason_length": ("CONSTRAINT_VIOLATED",),
+            "ck_appointments_during_bounded": ("CONSTRAINT_VIOLATED",),
             "ck_appointments_status_values": ("CONSTRAINT_VIOLATED", "appointment.status"),
             "ck_appointments_price_non_negative": (
                 "CONSTRAINT_VIOLATED",
@@ -576,7 +640,12 @@ payments = Table(
     CheckConstraint(_in("status", PAYMENT_STATUSES), name="status_values"),
     CheckConstraint(_in("method", PAYMENT_METHODS), name="method_values"),
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
-    Index("ix_payments_org_client_id_created_at", "organization_id", "client_id", "created_at"),
+    # ListPayments (migration 0004 says which query each serves).
+    Index("ix_payments_org_created_at_id", "organization_id", "created_at", "id"),
+    Index(
+        "ix_payments_org_client_created_at_id", "organization_id", "client_id", "created_at", "id"
+    ),
+    Index("ix_payments_org_status_created_at_id", "organization_id", "status", "created_at", "id"),
     Index("ix_payments_org_appointment_id", "organization_id", "appointment_id"),
     info={
         "constraint_fields": {

@@ -15,6 +15,7 @@ booking.v1.AuditService         audit.proto              handlers.audit
 booking.v1.ScheduleService      schedules.proto          handlers.schedules
 booking.v1.AvailabilityService  availability.proto       handlers.availability
 booking.v1.AppointmentService   appointments.proto       handlers.appointments
+booking.v1.PaymentService       payments.proto           handlers.payments
 =========================  ============================  ===================
 
 Shared machinery (private modules): ``_base`` (Deps, deadlines, canonical ids,
@@ -49,6 +50,8 @@ from booking.v1 import (
     clients_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
+    payments_pb2,
+    payments_pb2_grpc,
     providers_pb2,
     providers_pb2_grpc,
     schedules_pb2,
@@ -63,6 +66,7 @@ from server.handlers.availability import AvailabilityService
 from server.handlers.catalog import CatalogService
 from server.handlers.clients import ClientService
 from server.handlers.organizations import OrganizationService
+from server.handlers.payments import PaymentService
 from server.handlers.providers import ProviderService
 from server.handlers.schedules import ScheduleService
 
@@ -104,6 +108,7 @@ SERVICES: tuple[Service, ...] = (
     Service(schedules_pb2, schedules_pb2_grpc, "ScheduleService", ScheduleService),
     Service(availability_pb2, availability_pb2_grpc, "AvailabilityService", AvailabilityService),
     Service(appointments_pb2, appointments_pb2_grpc, "AppointmentService", AppointmentService),
+    Service(payments_pb2, payments_pb2_grpc, "PaymentService", PaymentService),
 )
 
 

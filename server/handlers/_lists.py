@@ -14,28 +14,46 @@ does the rest the same way for every list:
 - the token's keyset decoded by column type (untrusted even when signed);
 - one connection, one page statement (plus one when a count is asked);
 - items encoded straight into the repeated field, ``next_page_token`` (empty
-  only on the last page) and ``PageInfo``.
+  only on the last page) and ``PageInfo``;
+- with ``view = VIEW_FULL``, each :class:`Related` kind of the list read for
+  the whole page in ONE statement on the same connection (ids gathered from
+  the page's rows, ``= ANY($2)``): the statements per call are fixed whatever
+  the page size, never one per row.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
 from booking.v1 import common_pb2
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from server.errors import FieldViolation, InvalidArgument
 from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.paging import PageRequest, check_paging, request_scope, resolve_page
 from server.queries._listing import Count, CountMode, Listing, Order, Page, fetch_page
+from server.text import fold
 from server.validation import Violations
 
-__all__ = ["ListSpec", "count_mode_of", "page_info"]
+__all__ = [
+    "MAX_QUERY_LEN",
+    "ListSpec",
+    "Related",
+    "count_mode_of",
+    "enum_values",
+    "page_info",
+    "search_term",
+    "view_of",
+]
+
+# A list's free-text search, in characters.
+MAX_QUERY_LEN = 100
 
 F = TypeVar("F")
 R = TypeVar("R", bound=Message)
@@ -60,6 +78,74 @@ def count_mode_of(value: int, violations: Violations) -> CountMode:
         violations.add("count_mode", "is not a known CountMode", "INVALID_ENUM")
         return CountMode.NONE
     return cast(CountMode, mode)
+
+
+def search_term(value: str, v: Violations, field: str = "query") -> str:
+    """A search as the stored keys are folded (server.text.fold). The length
+    asked of the caller is of what they sent (white space runs collapsed)."""
+    if len(" ".join(value.split())) > MAX_QUERY_LEN:
+        v.add(field, f"must be at most {MAX_QUERY_LEN} characters", "TOO_LONG")
+    return fold(value)
+
+
+def enum_values(
+    values: Sequence[int], names: Mapping[Any, str], field: str, v: Violations
+) -> tuple[str, ...]:
+    """A repeated enum filter as the stored values, sorted and distinct (the
+    token scope is derived from them); UNSPECIFIED or unknown numbers are
+    violations on ``field[i]``."""
+    out = set()
+    for i, value in enumerate(values):
+        name = names.get(value)
+        if name is None:
+            v.add(f"{field}[{i}]", "is not a known value (UNSPECIFIED is not one)", "INVALID_ENUM")
+        else:
+            out.add(name)
+    return tuple(sorted(out))
+
+
+def view_of(value: int, violations: Violations) -> bool:
+    """Whether the request's ``view`` asks for related rows (VIEW_FULL)."""
+    if value not in (common_pb2.VIEW_UNSPECIFIED, common_pb2.VIEW_BASIC, common_pb2.VIEW_FULL):
+        violations.add("view", "is not a known View", "INVALID_ENUM")
+    return value == common_pb2.VIEW_FULL
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Related:
+    """One kind of row related to a list's items (VIEW_FULL), read for a whole
+    page in one statement.
+
+    ``sql`` takes the tenant as $1 and the distinct non-null values of the
+    page rows' ``key`` column as $2 (a uuid[]), e.g. ``SELECT ... FROM clients
+    WHERE organization_id = $1 AND id = ANY($2::uuid[])``. Each row found is
+    encoded into the response's ``field``: a map keyed by the row's ``id``, or
+    (``repeated=True``) a repeated field in the statement's order.
+    """
+
+    field: str
+    key: str
+    sql: str
+    encode: Callable[[asyncpg.Record, Callable[..., Any]], Any]
+    repeated: bool = False
+
+    def ids(self, rows: Sequence[asyncpg.Record]) -> list[str]:
+        key = self.key
+        return list(dict.fromkeys(str(r[key]) for r in rows if r[key] is not None))
+
+    def fill(self, response: Message, found: Sequence[asyncpg.Record]) -> None:
+        target = getattr(response, self.field)
+        if self.repeated:
+            for row in found:
+                self.encode(row, target.add)
+            return
+        entry = response.DESCRIPTOR.fields_by_name[self.field].message_type
+        assert entry is not None  # a map field's entry message
+        value = entry.fields_by_name["value"].message_type
+        assert value is not None  # maps of messages only
+        new = GetMessageClass(value)  # type: ignore[arg-type]
+        for row in found:
+            target[str(row["id"])].CopyFrom(self.encode(row, new))
 
 
 def page_info(page: Page, number: int, size: int) -> common_pb2.PageInfo:
@@ -104,6 +190,8 @@ class ListSpec(Generic[F, R]):
     filters: Callable[[Any, Violations], F]
     # (row, message constructor) -> message; the constructor is the repeated field's add.
     encode: Callable[[asyncpg.Record, Callable[..., Any]], Any]
+    # What VIEW_FULL attaches (the request then has a ``view`` field).
+    related: tuple[Related, ...] = ()
 
     @property
     def method(self) -> str:
@@ -156,6 +244,7 @@ class ListSpec(Generic[F, R]):
         order = self._order(request, v)
         flt = self.filters(request, v)
         count_mode = count_mode_of(request.count_mode, v)
+        full = view_of(request.view, v) if self.related else False
         check_paging(request.page_size, request.page, request.page_token, v)
         v.raise_if_any()
         org = request.organization_id
@@ -164,6 +253,11 @@ class ListSpec(Generic[F, R]):
         query = self.listing.build(org, flt, order)
         async with deps.db.connection(timeout_of(context)) as conn:
             result = await fetch_page(conn, query, page, count_mode, deps.settings.exact_count_cap)
+            found = []
+            if full and result.rows:
+                for related in self.related:
+                    ids = related.ids(result.rows)
+                    found.append(await conn.fetch(related.sql, org, ids) if ids else [])
         next_token = ""
         if result.has_next and result.rows:
             next_token = deps.tokens.encode(
@@ -176,4 +270,6 @@ class ListSpec(Generic[F, R]):
         encode = self.encode
         for row in result.rows:
             encode(row, add)
+        for related, rows in zip(self.related, found, strict=False):
+            related.fill(response, rows)
         return response

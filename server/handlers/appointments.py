@@ -27,7 +27,9 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from server.booking import Evaluation, evaluate_booking
+from server.db import schema
 from server.errors import Aborted, FailedPrecondition
+from server.handlers import catalog, clients, payments, providers
 from server.handlers._base import (
     Context,
     Deps,
@@ -35,13 +37,19 @@ from server.handlers._base import (
     request_violations,
     timeout_of,
 )
+from server.handlers._calendar_fields import date_of
 from server.handlers._conflicts import booking_instant, refusal, request_policy, taken
-from server.handlers._encoding import etag, nullable, parse_etag, set_time
+from server.handlers._encoding import etag, nullable, parse_etag, set_time, to_datetime
+from server.handlers._lists import ListSpec, Related, enum_values
 from server.handlers._resource import TenantResource
 from server.handlers._writes import Write, writing
 from server.ids import uuid7
 from server.queries import appointments as q
 from server.queries._crud import lock_row, update_row
+from server.queries.catalog import SERVICE
+from server.queries.clients import CLIENT
+from server.queries.payments import PAYMENT
+from server.queries.providers import PROVIDER
 from server.validation import Violations
 
 __all__ = ["TRANSITIONS", "AppointmentService", "Transition", "encode", "status_name"]
@@ -83,7 +91,7 @@ def status_name(status: str) -> str:
 
 
 def encode(
-    row: asyncpg.Record, new: Callable[..., resources_pb2.Appointment] = resources_pb2.Appointment
+    row: Any, new: Callable[..., resources_pb2.Appointment] = resources_pb2.Appointment
 ) -> resources_pb2.Appointment:
     msg = new(
         id=str(row["id"]),
@@ -294,6 +302,65 @@ def _no_writes(*_: Any) -> dict[str, Any]:
 RESOURCE = TenantResource("appointment", q.APPOINTMENT, (), _no_writes, encode)
 
 
+# -- ListAppointments ----------------------------------------------------------------
+
+MAX_LIST_PROVIDERS = 100
+# Enum number -> stored status.
+STATUSES = {Status.Value(status_name(s)): s for s in schema.APPOINTMENT_STATUSES}
+
+
+def _list_filters(request: pb.ListAppointmentsRequest, v: Violations) -> q.AppointmentFilter:
+    providers = request.provider_ids
+    if len(providers) > MAX_LIST_PROVIDERS:
+        v.add("provider_ids", f"must hold at most {MAX_LIST_PROVIDERS} ids", "TOO_MANY")
+    for i, provider_id in enumerate(providers[:MAX_LIST_PROVIDERS]):
+        v.uuid(f"provider_ids[{i}]", provider_id)
+    v.uuid("client_id", request.client_id, required=False)
+    v.uuid("service_id", request.service_id, required=False)
+    start = to_datetime(request.start_time, "start_time", v)
+    end = to_datetime(request.end_time, "end_time", v)
+    if start is not None and end is not None and end <= start:
+        v.add("end_time", "must be after start_time", "INVALID_RANGE")
+    first = date_of(request.start_date, "start_date", v)
+    last = date_of(request.end_date, "end_date", v)
+    if first is not None and last is not None and last < first:
+        v.add("end_date", "must not be before start_date", "INVALID_RANGE")
+    return q.AppointmentFilter(
+        provider_ids=tuple(sorted(set(providers))),
+        client_id=request.client_id,
+        service_id=request.service_id,
+        statuses=enum_values(request.statuses, STATUSES, "statuses", v),
+        start=start,
+        end=end,
+        start_date=first,
+        end_date=last,
+    )
+
+
+LIST = ListSpec(
+    q.APPOINTMENTS,
+    pb.ListAppointmentsResponse,
+    "appointments",
+    _list_filters,
+    encode,
+    related=(
+        Related("clients", "client_id", CLIENT.by_ids_sql(), clients.encode),
+        Related("services", "service_id", SERVICE.by_ids_sql(), catalog.encode),
+        Related("providers", "provider_id", PROVIDER.by_ids_sql(), providers.encode),
+        # In the order of the page's appointments ($2 is their ids, in order).
+        Related(
+            "payments",
+            "id",
+            PAYMENT.by_ids_sql(
+                "appointment_id", "array_position($2::uuid[], appointment_id), created_at, id"
+            ),
+            payments.encode,
+            repeated=True,
+        ),
+    ),
+)
+
+
 class AppointmentService(pb_grpc.AppointmentServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
@@ -469,3 +536,8 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
             TRANSITIONS["no_show"],
             pb.MarkAppointmentNoShowResponse,
         )
+
+    async def ListAppointments(
+        self, request: pb.ListAppointmentsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListAppointmentsResponse:
+        return await LIST.serve(self._deps, request, context)

@@ -14,8 +14,8 @@ from grpc import aio
 from server.booking import POLICY_RANGES
 from server.errors import Aborted, FieldViolation, InvalidArgument
 from server.handlers._base import Deps, ignore_output_only, request_violations
-from server.handlers._encoding import etag, parse_etag, set_time
-from server.handlers._lists import ListSpec
+from server.handlers._encoding import etag, parse_etag, set_time, to_datetime
+from server.handlers._lists import ListSpec, search_term
 from server.handlers._resource import TenantResource
 from server.handlers._writes import writing
 from server.handlers.organizations import policy_value
@@ -152,6 +152,20 @@ def _check_offering(
         )
 
 
+def _service_filters(request: pb.ListServicesRequest, v: Violations) -> q.ServiceFilter:
+    v.uuid("provider_id", request.provider_id, required=False)
+    return q.ServiceFilter(
+        active=request.active if request.HasField("active") else None,
+        created_after=to_datetime(request.created_after, "created_after", v),
+        created_before=to_datetime(request.created_before, "created_before", v),
+        query=search_term(request.query, v),
+        provider_id=request.provider_id,
+    )
+
+
+LIST_SERVICES = ListSpec(q.SERVICES, pb.ListServicesResponse, "services", _service_filters, encode)
+
+
 def _offering_filters(request: pb.ListOfferingsRequest, v: Violations) -> q.OfferingFilter:
     v.uuid("provider_id", request.provider_id, required=False)
     v.uuid("service_id", request.service_id, required=False)
@@ -234,3 +248,8 @@ class CatalogService(pb_grpc.CatalogServiceServicer):
         self, request: pb.ListOfferingsRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListOfferingsResponse:
         return await LIST_OFFERINGS.serve(self._deps, request, context)
+
+    async def ListServices(
+        self, request: pb.ListServicesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListServicesResponse:
+        return await LIST_SERVICES.serve(self._deps, request, context)

@@ -12,7 +12,8 @@ from booking.v1 import resources_pb2
 from grpc import aio
 
 from server.handlers._base import Deps
-from server.handlers._encoding import etag, nullable, set_time
+from server.handlers._encoding import etag, nullable, set_time, to_datetime
+from server.handlers._lists import ListSpec, search_term
 from server.handlers._resource import TenantResource
 from server.queries import providers as q
 from server.validation import Violations
@@ -60,6 +61,20 @@ def _values(
 RESOURCE = TenantResource("provider", q.PROVIDER, UPDATABLE, _values, encode, has_time_zone=True)
 
 
+def _filters(request: pb.ListProvidersRequest, v: Violations) -> q.ProviderFilter:
+    v.uuid("service_id", request.service_id, required=False)
+    return q.ProviderFilter(
+        active=request.active if request.HasField("active") else None,
+        created_after=to_datetime(request.created_after, "created_after", v),
+        created_before=to_datetime(request.created_before, "created_before", v),
+        query=search_term(request.query, v),
+        service_id=request.service_id,
+    )
+
+
+LIST = ListSpec(q.PROVIDERS, pb.ListProvidersResponse, "providers", _filters, encode)
+
+
 class ProviderService(pb_grpc.ProviderServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
@@ -78,3 +93,8 @@ class ProviderService(pb_grpc.ProviderServiceServicer):
         self, request: pb.UpdateProviderRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.UpdateProviderResponse:
         return await RESOURCE.update(self._deps, request, context, pb.UpdateProviderResponse)
+
+    async def ListProviders(
+        self, request: pb.ListProvidersRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListProvidersResponse:
+        return await LIST.serve(self._deps, request, context)

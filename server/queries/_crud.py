@@ -65,6 +65,15 @@ class Entity:
         args += [d.compute(values[d.source]) for d in self.derived if d.source in values]
         return columns + extra, args
 
+    def by_ids_sql(self, column: str = "id", order_by: str = "") -> str:
+        """This entity's rows of tenant $1 whose ``column`` is in $2 (a uuid[]):
+        the related rows of a page, read in one statement (VIEW_FULL)."""
+        sql = (
+            f"SELECT {', '.join(self.columns)} FROM {self.table} "
+            f"WHERE organization_id = $1 AND {column} = ANY($2::uuid[])"
+        )
+        return f"{sql} ORDER BY {order_by}" if order_by else sql
+
     @classmethod
     def of(
         cls,

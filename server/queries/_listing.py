@@ -41,6 +41,7 @@ import asyncpg
 
 from server.db.engine import Conn
 from server.paging import PageRequest
+from server.text import successor
 
 __all__ = [
     "Count",
@@ -55,7 +56,11 @@ __all__ = [
     "estimate_sql",
     "fetch_page",
     "page_sql",
+    "text_search",
 ]
+
+# Searches shorter than this match a key prefix; trigrams need 3 characters.
+TRIGRAM_MIN = 3
 
 F = TypeVar("F")
 
@@ -199,6 +204,26 @@ class ListQuery:
     def where(self, predicate: str) -> None:
         self.predicates.append(predicate)
 
+    def between(self, column: str, low: Any | None, high: Any | None) -> None:
+        """``low <= column < high``, each bound only when given."""
+        if low is not None:
+            self.where(f"{column} >= {self.param(low)}")
+        if high is not None:
+            self.where(f"{column} < {self.param(high)}")
+
+    def equals(self, column: str, value: Any | None) -> None:
+        """``column = value`` when a value is given ("" and None = no filter)."""
+        if value is not None and value != "":
+            self.where(f"{column} = {self.param(value)}")
+
+    def one_of(self, column: str, values: Sequence[Any], cast: str = "text") -> None:
+        """``column`` in ``values`` when any (a single value as ``=``, which
+        the planner treats as an index equality whatever the plan cache)."""
+        if len(values) == 1:
+            self.where(f"{column} = {self.param(values[0])}")
+        elif values:
+            self.where(f"{column} = ANY({self.param(list(values))}::{cast}[])")
+
     def match(self, predicate: str) -> None:
         self.matches.append(predicate)
 
@@ -233,6 +258,27 @@ class Page:
     has_next: bool
     total: int
     count: Count
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def text_search(query: ListQuery, term: str, *, substring: str, prefix: str) -> None:
+    """A folded search ``term`` (server.text.fold) on a list: 3+ characters match
+    any substring of the ``substring`` column (a trigram GIN index; a match,
+    whose rows may lie anywhere in the order), 1-2 characters a prefix range of
+    the "C"-collated ``prefix`` column (its btree; code point order = byte
+    order, so the range is exact)."""
+    if not term:
+        return
+    if len(term) >= TRIGRAM_MIN:
+        query.match(f"{substring} LIKE {query.param('%' + _escape_like(term) + '%')}")
+        return
+    query.where(f"{prefix} >= {query.param(term)}")
+    upper = successor(term)
+    if upper is not None:
+        query.where(f"{prefix} < {query.param(upper)}")
 
 
 def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:

@@ -8,13 +8,19 @@ are always written together, in the same statement. A write that loses a race
 for the time raises ``asyncpg.ExclusionViolationError``; :func:`occupying`
 then names the committed appointments in the way (READ COMMITTED: a fresh
 statement sees the winner).
+
+ListAppointments (indexes of migration 0004): by start time within the
+tenant ``(organization_id, start_at, id)``, a provider ``(organization_id,
+provider_id, start_at, id)``, a client or a service likewise; an instant range
+is a start_at range (an appointment lasts at most 24 hours), a business-date
+range a coarse start_at range plus the exact bound in the provider's zone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -24,11 +30,14 @@ from server.booking import Conflict, Reason
 from server.db import schema
 from server.db.engine import Conn
 from server.queries._crud import Audit, Entity, audit_cte, audit_params
+from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey, orders
 
 __all__ = [
     "APPOINTMENT",
+    "APPOINTMENTS",
     "BLOCKING",
     "OCCUPYING_SQL",
+    "AppointmentFilter",
     "Slot",
     "insert_appointment",
     "interval_values",
@@ -158,3 +167,78 @@ async def occupying(
         )
         for r in rows
     ]
+
+
+# -- ListAppointments ----------------------------------------------------------------
+
+# Local midnight of a date is within this much of the same UTC midnight in
+# every zone (offsets run from -12:00 to +14:00 today; local mean times
+# before 1900 reach +-15:57): the coarse start_at bound a date range puts on
+# the index range before the exact bound in the provider's zone filters.
+_ZONE_MARGIN = timedelta(hours=16)
+# The zone of the row's provider, for a business-date bound (a primary key probe).
+_PROVIDER_ZONE = (
+    "(SELECT p.time_zone FROM providers p "
+    "WHERE p.organization_id = appointments.organization_id AND p.id = appointments.provider_id)"
+)
+_MAX_DURATION = timedelta(hours=schema.MAX_APPOINTMENT_HOURS)
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC) + _MAX_DURATION + _ZONE_MARGIN
+_LATEST_DATE = date(9999, 12, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentFilter:
+    # Sorted and distinct (the token scope is derived from these fields).
+    provider_ids: tuple[str, ...] = ()
+    client_id: str = ""
+    service_id: str = ""
+    statuses: tuple[str, ...] = ()
+    # Overlapping [start, end) (either may be None).
+    start: datetime | None = None
+    end: datetime | None = None
+    # Starting on a business date in [start_date, end_date] in the provider's zone.
+    start_date: date | None = None
+    end_date: date | None = None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def build_list_appointments_query(org_id: str, flt: AppointmentFilter, order: Order) -> ListQuery:
+    query = ListQuery(source="appointments", columns=APPOINTMENT.columns, order=order)
+    query.where(f"organization_id = {query.param(org_id)}")
+    query.one_of("provider_id", flt.provider_ids, "uuid")
+    query.equals("client_id", flt.client_id or None)
+    query.equals("service_id", flt.service_id or None)
+    query.one_of("status", flt.statuses)
+    if flt.start is not None:
+        query.where(f"end_at > {query.param(flt.start)}")
+        # The same as a bound of the index's start_at: nothing longer than
+        # the longest appointment starts earlier and still overlaps.
+        if flt.start > _EARLIEST:
+            query.where(f"start_at > {query.param(flt.start - _MAX_DURATION)}")
+    if flt.end is not None:
+        query.where(f"start_at < {query.param(flt.end)}")
+    if flt.start_date is not None:
+        first = query.param(flt.start_date)
+        if flt.start_date.year > 1:
+            query.where(f"start_at >= {query.param(_midnight(flt.start_date) - _ZONE_MARGIN)}")
+        query.where(f"start_at >= ({first}::date::timestamp AT TIME ZONE {_PROVIDER_ZONE})")
+    if flt.end_date is not None and flt.end_date <= _LATEST_DATE:
+        after = flt.end_date + timedelta(days=1)
+        query.where(f"start_at < {query.param(_midnight(after) + _ZONE_MARGIN)}")
+        query.where(
+            f"start_at < ({query.param(after)}::date::timestamp AT TIME ZONE {_PROVIDER_ZONE})"
+        )
+    return query
+
+
+APPOINTMENTS: Listing[AppointmentFilter] = Listing(
+    name="appointments",
+    orders=orders(
+        ("start_time", (SortKey("start_at", KeyType.TIMESTAMP), SortKey("id", KeyType.UUID)))
+    ),
+    default_order="start_time",
+    build=build_list_appointments_query,
+)

@@ -36,10 +36,7 @@ def build_list_audit_events_query(org_id: str, flt: AuditFilter, order: Order) -
         query.where(f"resource_id = {query.param(flt.resource_id)}")
     if flt.actor:
         query.where(f"actor = {query.param(flt.actor)}")
-    if flt.occurred_after is not None:
-        query.where(f"occurred_at >= {query.param(flt.occurred_after)}")
-    if flt.occurred_before is not None:
-        query.where(f"occurred_at < {query.param(flt.occurred_before)}")
+    query.between("occurred_at", flt.occurred_after, flt.occurred_before)
     return query
 
 

@@ -16,6 +16,7 @@ provider_id)`` its service filter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -23,8 +24,17 @@ import asyncpg
 from server.db import schema
 from server.db.engine import Conn
 from server.errors import NotFound
-from server.queries._crud import Audit, Entity, audit_cte, audit_params
-from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey
+from server.queries._crud import Audit, Derived, Entity, audit_cte, audit_params
+from server.queries._listing import (
+    KeyType,
+    Listing,
+    ListQuery,
+    Order,
+    SortKey,
+    orders,
+    text_search,
+)
+from server.text import fold
 
 __all__ = [
     "OFFERINGS",
@@ -51,6 +61,8 @@ SERVICE = Entity.of(
         "min_notice_minutes",
         "booking_horizon_days",
     ),
+    hidden=("name_key",),
+    derived=(Derived("name_key", "name", fold),),
 )
 
 OFFERING_COLUMNS = tuple(c.name for c in schema.offerings.columns)
@@ -139,6 +151,45 @@ async def delete_offering(
     )
     if row is None:
         raise NotFound.of("offering", f"{provider_id}/{service_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFilter:
+    active: bool | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    # Already folded (server.text.fold), as name_key is.
+    query: str = ""
+    # Only services this provider offers.
+    provider_id: str = ""
+
+
+def build_list_services_query(org_id: str, flt: ServiceFilter, order: Order) -> ListQuery:
+    query = ListQuery(source="services", columns=SERVICE.columns, order=order)
+    query.where(f"organization_id = {query.param(org_id)}")
+    query.equals("active", flt.active)
+    query.between("created_at", flt.created_after, flt.created_before)
+    if flt.provider_id:
+        # The offerings primary key (organization_id, provider_id, service_id).
+        query.where(
+            "EXISTS (SELECT 1 FROM offerings o WHERE o.organization_id = services.organization_id "
+            f"AND o.provider_id = {query.param(flt.provider_id)} AND o.service_id = services.id)"
+        )
+    text_search(query, flt.query, substring="name_key", prefix="name_key")
+    return query
+
+
+_ID = SortKey("id", KeyType.UUID)
+
+SERVICES: Listing[ServiceFilter] = Listing(
+    name="services",
+    orders=orders(
+        ("name", (SortKey("name_key", KeyType.TEXT), _ID)),
+        ("create_time", (SortKey("created_at", KeyType.TIMESTAMP), _ID)),
+    ),
+    default_order="name",
+    build=build_list_services_query,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,19 @@ from datetime import datetime
 
 from server.db import schema
 from server.queries._crud import Derived, Entity
-from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey, orders
-from server.text import fold, successor
+from server.queries._listing import (
+    TRIGRAM_MIN,
+    KeyType,
+    Listing,
+    ListQuery,
+    Order,
+    SortKey,
+    orders,
+    text_search,
+)
+from server.text import fold
 
-__all__ = ["CLIENT", "CLIENTS", "SEARCH_KEYS", "ClientFilter"]
+__all__ = ["CLIENT", "CLIENTS", "SEARCH_KEYS", "TRIGRAM_MIN", "ClientFilter"]
 
 
 def _fold_nullable(value: str | None) -> str | None:
@@ -40,8 +49,6 @@ CLIENT = Entity.of(
     derived=SEARCH_KEYS,
 )
 
-# Searches shorter than this match a name prefix; trigrams need 3 characters.
-TRIGRAM_MIN = 3
 _ID = SortKey("id", KeyType.UUID)
 
 
@@ -54,29 +61,12 @@ class ClientFilter:
     query: str = ""
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def build_list_clients_query(org_id: str, flt: ClientFilter, order: Order) -> ListQuery:
     query = ListQuery(source="clients", columns=CLIENT.columns, order=order)
     query.where(f"organization_id = {query.param(org_id)}")
-    if flt.active is not None:
-        query.where(f"active = {query.param(flt.active)}")
-    if flt.created_after is not None:
-        query.where(f"created_at >= {query.param(flt.created_after)}")
-    if flt.created_before is not None:
-        query.where(f"created_at < {query.param(flt.created_before)}")
-    if flt.query:
-        if len(flt.query) >= TRIGRAM_MIN:
-            # A match, not a filter: its rows may lie anywhere in the order.
-            query.match(f"search_text LIKE {query.param('%' + _escape_like(flt.query) + '%')}")
-        else:
-            # Prefix range on the "C"-collated key: code point order = byte order.
-            query.where(f"name_key >= {query.param(flt.query)}")
-            upper = successor(flt.query)
-            if upper is not None:
-                query.where(f"name_key < {query.param(upper)}")
+    query.equals("active", flt.active)
+    query.between("created_at", flt.created_after, flt.created_before)
+    text_search(query, flt.query, substring="search_text", prefix="name_key")
     return query
 
 

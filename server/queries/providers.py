@@ -1,12 +1,74 @@
-"""Providers (the people who are booked)."""
+"""Providers (the people who are booked), and ListProviders.
+
+Indexes (migration 0004): ``(organization_id, display_key, id)`` for the name
+order and 1-2 character searches, ``(organization_id, created_at, id)`` for
+create_time, a trigram GIN on ``(organization_id, display_key)`` for 3+
+character searches; the service filter probes the offerings' service index.
+"""
 
 from __future__ import annotations
 
-from server.db import schema
-from server.queries._crud import Entity
+from dataclasses import dataclass
+from datetime import datetime
 
-__all__ = ["PROVIDER"]
+from server.db import schema
+from server.queries._crud import Derived, Entity
+from server.queries._listing import (
+    KeyType,
+    Listing,
+    ListQuery,
+    Order,
+    SortKey,
+    orders,
+    text_search,
+)
+from server.text import fold
+
+__all__ = ["PROVIDER", "PROVIDERS", "ProviderFilter"]
 
 PROVIDER = Entity.of(
-    schema.providers, "provider", writable=("display_name", "email", "time_zone", "active")
+    schema.providers,
+    "provider",
+    writable=("display_name", "email", "time_zone", "active"),
+    hidden=("display_key",),
+    derived=(Derived("display_key", "display_name", fold),),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFilter:
+    active: bool | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    # Already folded (server.text.fold), as display_key is.
+    query: str = ""
+    # Only providers offering this service.
+    service_id: str = ""
+
+
+def build_list_providers_query(org_id: str, flt: ProviderFilter, order: Order) -> ListQuery:
+    query = ListQuery(source="providers", columns=PROVIDER.columns, order=order)
+    query.where(f"organization_id = {query.param(org_id)}")
+    query.equals("active", flt.active)
+    query.between("created_at", flt.created_after, flt.created_before)
+    if flt.service_id:
+        # ix_offerings_org_service_id_provider_id, one probe per provider row.
+        query.where(
+            "EXISTS (SELECT 1 FROM offerings o WHERE o.organization_id = providers.organization_id "
+            f"AND o.service_id = {query.param(flt.service_id)} AND o.provider_id = providers.id)"
+        )
+    text_search(query, flt.query, substring="display_key", prefix="display_key")
+    return query
+
+
+_ID = SortKey("id", KeyType.UUID)
+
+PROVIDERS: Listing[ProviderFilter] = Listing(
+    name="providers",
+    orders=orders(
+        ("display_name", (SortKey("display_key", KeyType.TEXT), _ID)),
+        ("create_time", (SortKey("created_at", KeyType.TIMESTAMP), _ID)),
+    ),
+    default_order="display_name",
+    build=build_list_providers_query,
 )

@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from booking.v1 import common_pb2 as booking_dot_v1_dot_common__pb2
 from booking.v1 import resources_pb2 as booking_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62ooking/v1/appointments.proto\x12\nbooking.v1\x1a\x1a\x62ooking/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x02\n\x18\x43reateAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x0b\x61ppointment\x18\x02 \x01(\x0b\x32\x17.booking.v1.Appointment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x04 \x01(\x08\x12\x1f\n\x12min_notice_minutes\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12!\n\x14\x62ooking_horizon_days\x18\x06 \x01(\x05H\x01\x88\x01\x01\x42\x15\n\x13_min_notice_minutesB\x17\n\x15_booking_horizon_days\"I\n\x19\x43reateAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"H\n\x15GetAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\"F\n\x16GetAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"\xc2\x02\n\x1cRescheduleAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x07 \x01(\x08\x12\x1f\n\x12min_notice_minutes\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12!\n\x14\x62ooking_horizon_days\x18\t \x01(\x05H\x01\x88\x01\x01\x42\x15\n\x13_min_notice_minutesB\x17\n\x15_booking_horizon_days\"M\n\x1dRescheduleAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"}\n\x18\x43\x61ncelAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"I\n\x19\x43\x61ncelAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"n\n\x19\x43onfirmAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x1a\x43onfirmAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"o\n\x1a\x43ompleteAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"K\n\x1b\x43ompleteAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"q\n\x1cMarkAppointmentNoShowRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\x1dMarkAppointmentNoShowResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment2\xda\x05\n\x12\x41ppointmentService\x12`\n\x11\x43reateAppointment\x12$.booking.v1.CreateAppointmentRequest\x1a%.booking.v1.CreateAppointmentResponse\x12W\n\x0eGetAppointment\x12!.booking.v1.GetAppointmentRequest\x1a\".booking.v1.GetAppointmentResponse\x12l\n\x15RescheduleAppointment\x12(.booking.v1.RescheduleAppointmentRequest\x1a).booking.v1.RescheduleAppointmentResponse\x12`\n\x11\x43\x61ncelAppointment\x12$.booking.v1.CancelAppointmentRequest\x1a%.booking.v1.CancelAppointmentResponse\x12\x63\n\x12\x43onfirmAppointment\x12%.booking.v1.ConfirmAppointmentRequest\x1a&.booking.v1.ConfirmAppointmentResponse\x12\x66\n\x13\x43ompleteAppointment\x12&.booking.v1.CompleteAppointmentRequest\x1a\'.booking.v1.CompleteAppointmentResponse\x12l\n\x15MarkAppointmentNoShow\x12(.booking.v1.MarkAppointmentNoShowRequest\x1a).booking.v1.MarkAppointmentNoShowResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62ooking/v1/appointments.proto\x12\nbooking.v1\x1a\x17\x62ooking/v1/common.proto\x1a\x1a\x62ooking/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x81\x02\n\x18\x43reateAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x0b\x61ppointment\x18\x02 \x01(\x0b\x32\x17.booking.v1.Appointment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x04 \x01(\x08\x12\x1f\n\x12min_notice_minutes\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12!\n\x14\x62ooking_horizon_days\x18\x06 \x01(\x05H\x01\x88\x01\x01\x42\x15\n\x13_min_notice_minutesB\x17\n\x15_booking_horizon_days\"I\n\x19\x43reateAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"H\n\x15GetAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\"F\n\x16GetAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"\xc2\x02\n\x1cRescheduleAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x16\n\x0eoverride_rules\x18\x07 \x01(\x08\x12\x1f\n\x12min_notice_minutes\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12!\n\x14\x62ooking_horizon_days\x18\t \x01(\x05H\x01\x88\x01\x01\x42\x15\n\x13_min_notice_minutesB\x17\n\x15_booking_horizon_days\"M\n\x1dRescheduleAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"}\n\x18\x43\x61ncelAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"I\n\x19\x43\x61ncelAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"n\n\x19\x43onfirmAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x1a\x43onfirmAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"o\n\x1a\x43ompleteAppointmentRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"K\n\x1b\x43ompleteAppointmentResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"q\n\x1cMarkAppointmentNoShowRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\x1dMarkAppointmentNoShowResponse\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\"\xdc\x03\n\x17ListAppointmentsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12)\n\ncount_mode\x18\x05 \x01(\x0e\x32\x15.booking.v1.CountMode\x12\x14\n\x0cprovider_ids\x18\x06 \x03(\t\x12\x11\n\tclient_id\x18\x07 \x01(\t\x12\x12\n\nservice_id\x18\x08 \x01(\t\x12/\n\x08statuses\x18\t \x03(\x0e\x32\x1d.booking.v1.AppointmentStatus\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\nstart_date\x18\x0c \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08\x65nd_date\x18\r \x01(\x0b\x32\x11.google.type.Date\x12\x10\n\x08order_by\x18\x0e \x01(\t\x12\x1e\n\x04view\x18\x0f \x01(\x0e\x32\x10.booking.v1.View\"\xd6\x04\n\x18ListAppointmentsResponse\x12-\n\x0c\x61ppointments\x18\x01 \x03(\x0b\x32\x17.booking.v1.Appointment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo\x12\x42\n\x07\x63lients\x18\x04 \x03(\x0b\x32\x31.booking.v1.ListAppointmentsResponse.ClientsEntry\x12\x44\n\x08services\x18\x05 \x03(\x0b\x32\x32.booking.v1.ListAppointmentsResponse.ServicesEntry\x12\x46\n\tproviders\x18\x06 \x03(\x0b\x32\x33.booking.v1.ListAppointmentsResponse.ProvidersEntry\x12%\n\x08payments\x18\x07 \x03(\x0b\x32\x13.booking.v1.Payment\x1a\x42\n\x0c\x43lientsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.booking.v1.Client:\x02\x38\x01\x1a\x44\n\rServicesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service:\x02\x38\x01\x1a\x46\n\x0eProvidersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.booking.v1.Provider:\x02\x38\x01\x32\xb9\x06\n\x12\x41ppointmentService\x12`\n\x11\x43reateAppointment\x12$.booking.v1.CreateAppointmentRequest\x1a%.booking.v1.CreateAppointmentResponse\x12W\n\x0eGetAppointment\x12!.booking.v1.GetAppointmentRequest\x1a\".booking.v1.GetAppointmentResponse\x12l\n\x15RescheduleAppointment\x12(.booking.v1.RescheduleAppointmentRequest\x1a).booking.v1.RescheduleAppointmentResponse\x12`\n\x11\x43\x61ncelAppointment\x12$.booking.v1.CancelAppointmentRequest\x1a%.booking.v1.CancelAppointmentResponse\x12\x63\n\x12\x43onfirmAppointment\x12%.booking.v1.ConfirmAppointmentRequest\x1a&.booking.v1.ConfirmAppointmentResponse\x12\x66\n\x13\x43ompleteAppointment\x12&.booking.v1.CompleteAppointmentRequest\x1a\'.booking.v1.CompleteAppointmentResponse\x12l\n\x15MarkAppointmentNoShow\x12(.booking.v1.MarkAppointmentNoShowRequest\x1a).booking.v1.MarkAppointmentNoShowResponse\x12]\n\x10ListAppointments\x12#.booking.v1.ListAppointmentsRequest\x1a$.booking.v1.ListAppointmentsResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +36,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'booking.v1.appointments_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.booking.v1P\001'
-  _globals['_CREATEAPPOINTMENTREQUEST']._serialized_start=107
-  _globals['_CREATEAPPOINTMENTREQUEST']._serialized_end=364
-  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_start=366
-  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_end=439
-  _globals['_GETAPPOINTMENTREQUEST']._serialized_start=441
-  _globals['_GETAPPOINTMENTREQUEST']._serialized_end=513
-  _globals['_GETAPPOINTMENTRESPONSE']._serialized_start=515
-  _globals['_GETAPPOINTMENTRESPONSE']._serialized_end=585
-  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_start=588
-  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_end=910
-  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_start=912
-  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_end=989
-  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_start=991
-  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_end=1116
-  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_start=1118
-  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_end=1191
-  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_start=1193
-  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_end=1303
-  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_start=1305
-  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_end=1379
-  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_start=1381
-  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_end=1492
-  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_start=1494
-  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_end=1569
-  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_start=1571
-  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_end=1684
-  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_start=1686
-  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_end=1763
-  _globals['_APPOINTMENTSERVICE']._serialized_start=1766
-  _globals['_APPOINTMENTSERVICE']._serialized_end=2496
+  _globals['_LISTAPPOINTMENTSRESPONSE_CLIENTSENTRY']._loaded_options = None
+  _globals['_LISTAPPOINTMENTSRESPONSE_CLIENTSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTAPPOINTMENTSRESPONSE_SERVICESENTRY']._loaded_options = None
+  _globals['_LISTAPPOINTMENTSRESPONSE_SERVICESENTRY']._serialized_options = b'8\001'
+  _globals['_LISTAPPOINTMENTSRESPONSE_PROVIDERSENTRY']._loaded_options = None
+  _globals['_LISTAPPOINTMENTSRESPONSE_PROVIDERSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEAPPOINTMENTREQUEST']._serialized_start=156
+  _globals['_CREATEAPPOINTMENTREQUEST']._serialized_end=413
+  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_start=415
+  _globals['_CREATEAPPOINTMENTRESPONSE']._serialized_end=488
+  _globals['_GETAPPOINTMENTREQUEST']._serialized_start=490
+  _globals['_GETAPPOINTMENTREQUEST']._serialized_end=562
+  _globals['_GETAPPOINTMENTRESPONSE']._serialized_start=564
+  _globals['_GETAPPOINTMENTRESPONSE']._serialized_end=634
+  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_start=637
+  _globals['_RESCHEDULEAPPOINTMENTREQUEST']._serialized_end=959
+  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_start=961
+  _globals['_RESCHEDULEAPPOINTMENTRESPONSE']._serialized_end=1038
+  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_start=1040
+  _globals['_CANCELAPPOINTMENTREQUEST']._serialized_end=1165
+  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_start=1167
+  _globals['_CANCELAPPOINTMENTRESPONSE']._serialized_end=1240
+  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_start=1242
+  _globals['_CONFIRMAPPOINTMENTREQUEST']._serialized_end=1352
+  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_start=1354
+  _globals['_CONFIRMAPPOINTMENTRESPONSE']._serialized_end=1428
+  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_start=1430
+  _globals['_COMPLETEAPPOINTMENTREQUEST']._serialized_end=1541
+  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_start=1543
+  _globals['_COMPLETEAPPOINTMENTRESPONSE']._serialized_end=1618
+  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_start=1620
+  _globals['_MARKAPPOINTMENTNOSHOWREQUEST']._serialized_end=1733
+  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_start=1735
+  _globals['_MARKAPPOINTMENTNOSHOWRESPONSE']._serialized_end=1812
+  _globals['_LISTAPPOINTMENTSREQUEST']._serialized_start=1815
+  _globals['_LISTAPPOINTMENTSREQUEST']._serialized_end=2291
+  _globals['_LISTAPPOINTMENTSRESPONSE']._serialized_start=2294
+  _globals['_LISTAPPOINTMENTSRESPONSE']._serialized_end=2892
+  _globals['_LISTAPPOINTMENTSRESPONSE_CLIENTSENTRY']._serialized_start=2684
+  _globals['_LISTAPPOINTMENTSRESPONSE_CLIENTSENTRY']._serialized_end=2750
+  _globals['_LISTAPPOINTMENTSRESPONSE_SERVICESENTRY']._serialized_start=2752
+  _globals['_LISTAPPOINTMENTSRESPONSE_SERVICESENTRY']._serialized_end=2820
+  _globals['_LISTAPPOINTMENTSRESPONSE_PROVIDERSENTRY']._serialized_start=2822
+  _globals['_LISTAPPOINTMENTSRESPONSE_PROVIDERSENTRY']._serialized_end=2892
+  _globals['_APPOINTMENTSERVICE']._serialized_start=2895
+  _globals['_APPOINTMENTSERVICE']._serialized_end=3720
 # @@protoc_insertion_point(module_scope)

@@ -3,10 +3,14 @@
 isort:skip_file
 """
 
+from booking.v1 import common_pb2 as _common_pb2
 from booking.v1 import resources_pb2 as _resources_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.type import date_pb2 as _date_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -406,3 +410,208 @@ class MarkAppointmentNoShowResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MarkAppointmentNoShowResponse: _TypeAlias = MarkAppointmentNoShowResponse  # noqa: Y015
+
+@_typing.final
+class ListAppointmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    COUNT_MODE_FIELD_NUMBER: _builtins.int
+    PROVIDER_IDS_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The tenant."""
+    page_size: _builtins.int
+    """Paging, as in ListClientsRequest."""
+    page_token: _builtins.str
+    page: _builtins.int
+    count_mode: _common_pb2.CountMode.ValueType
+    client_id: _builtins.str
+    """Only this client's appointments; empty = every client's."""
+    service_id: _builtins.str
+    """Only appointments of this service; empty = every service's."""
+    order_by: _builtins.str
+    """"start_time" (the default) or "start_time desc". Ties are broken by id."""
+    view: _common_pb2.View.ValueType
+    """VIEW_FULL: also clients, services, providers and payments (below)."""
+    @_builtins.property
+    def provider_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these providers' appointments (1-100 distinct ids); empty = every
+        provider's. Unknown or another tenant's ids match nothing.
+        """
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.AppointmentStatus.ValueType]:
+        """Only appointments in these statuses; empty = every status."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only appointments whose [start_time, end_time) overlaps [start_time,
+        end_time) here (buffers not included); either bound may be unset. Both
+        set: end_time after start_time.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def start_date(self) -> _date_pb2.Date:
+        """Only appointments that start on a business date from start_date to
+        end_date (inclusive), each date in the appointment's provider's own
+        zone (a DST day is 23 or 25 hours long); either bound may be unset.
+        Both set: start_date <= end_date.
+        """
+
+    @_builtins.property
+    def end_date(self) -> _date_pb2.Date: ...
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        page: _builtins.int = ...,
+        count_mode: _common_pb2.CountMode.ValueType = ...,
+        provider_ids: _abc.Iterable[_builtins.str] | None = ...,
+        client_id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        statuses: _abc.Iterable[_resources_pb2.AppointmentStatus.ValueType] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        start_date: _date_pb2.Date | None = ...,
+        end_date: _date_pb2.Date | None = ...,
+        order_by: _builtins.str = ...,
+        view: _common_pb2.View.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "end_time", b"end_time", "start_date", b"start_date", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "count_mode", b"count_mode", "end_date", b"end_date", "end_time", b"end_time", "order_by", b"order_by", "organization_id", b"organization_id", "page", b"page", "page_size", b"page_size", "page_token", b"page_token", "provider_ids", b"provider_ids", "service_id", b"service_id", "start_date", b"start_date", "start_time", b"start_time", "statuses", b"statuses", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAppointmentsRequest: _TypeAlias = ListAppointmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListAppointmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ClientsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _resources_pb2.Client: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _resources_pb2.Client | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ServicesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _resources_pb2.Service: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _resources_pb2.Service | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ProvidersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _resources_pb2.Provider: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _resources_pb2.Provider | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    APPOINTMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_INFO_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty only on the last page."""
+    @_builtins.property
+    def appointments(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Appointment]: ...
+    @_builtins.property
+    def page_info(self) -> _common_pb2.PageInfo: ...
+    @_builtins.property
+    def clients(self) -> _containers.MessageMap[_builtins.str, _resources_pb2.Client]:
+        """VIEW_FULL only: the client, service and provider of every appointment of
+        this page, each once, keyed by id.
+        """
+
+    @_builtins.property
+    def services(self) -> _containers.MessageMap[_builtins.str, _resources_pb2.Service]: ...
+    @_builtins.property
+    def providers(self) -> _containers.MessageMap[_builtins.str, _resources_pb2.Provider]: ...
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Payment]:
+        """VIEW_FULL only: every payment of the appointments of this page, in the
+        order of the appointments, then by create time.
+        """
+
+    def __init__(
+        self,
+        *,
+        appointments: _abc.Iterable[_resources_pb2.Appointment] | None = ...,
+        next_page_token: _builtins.str = ...,
+        page_info: _common_pb2.PageInfo | None = ...,
+        clients: _abc.Mapping[_builtins.str, _resources_pb2.Client] | None = ...,
+        services: _abc.Mapping[_builtins.str, _resources_pb2.Service] | None = ...,
+        providers: _abc.Mapping[_builtins.str, _resources_pb2.Provider] | None = ...,
+        payments: _abc.Iterable[_resources_pb2.Payment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page_info", b"page_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appointments", b"appointments", "clients", b"clients", "next_page_token", b"next_page_token", "page_info", b"page_info", "payments", b"payments", "providers", b"providers", "services", b"services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAppointmentsResponse: _TypeAlias = ListAppointmentsResponse  # noqa: Y015

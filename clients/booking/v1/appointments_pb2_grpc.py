@@ -98,6 +98,11 @@ class AppointmentServiceStub:
                 request_serializer=booking_dot_v1_dot_appointments__pb2.MarkAppointmentNoShowRequest.SerializeToString,
                 response_deserializer=booking_dot_v1_dot_appointments__pb2.MarkAppointmentNoShowResponse.FromString,
                 _registered_method=True)
+        self.ListAppointments = channel.unary_unary(
+                '/booking.v1.AppointmentService/ListAppointments',
+                request_serializer=booking_dot_v1_dot_appointments__pb2.ListAppointmentsRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_appointments__pb2.ListAppointmentsResponse.FromString,
+                _registered_method=True)
 
 
 class AppointmentServiceServicer:
@@ -187,6 +192,16 @@ class AppointmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAppointments(self, request, context):
+        """Lists appointments: by providers, client, service, statuses, a range of
+        instants or of business dates; by start time; paged as ListClients (see
+        ListClientsRequest for the paging rules). VIEW_FULL also returns each
+        appointment's client, service, provider and payments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AppointmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +239,11 @@ def add_AppointmentServiceServicer_to_server(servicer, server):
                     servicer.MarkAppointmentNoShow,
                     request_deserializer=booking_dot_v1_dot_appointments__pb2.MarkAppointmentNoShowRequest.FromString,
                     response_serializer=booking_dot_v1_dot_appointments__pb2.MarkAppointmentNoShowResponse.SerializeToString,
+            ),
+            'ListAppointments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAppointments,
+                    request_deserializer=booking_dot_v1_dot_appointments__pb2.ListAppointmentsRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_appointments__pb2.ListAppointmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +464,33 @@ class AppointmentService:
             '/booking.v1.AppointmentService/MarkAppointmentNoShow',
             booking_dot_v1_dot_appointments__pb2.MarkAppointmentNoShowRequest.SerializeToString,
             booking_dot_v1_dot_appointments__pb2.MarkAppointmentNoShowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAppointments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.AppointmentService/ListAppointments',
+            booking_dot_v1_dot_appointments__pb2.ListAppointmentsRequest.SerializeToString,
+            booking_dot_v1_dot_appointments__pb2.ListAppointmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

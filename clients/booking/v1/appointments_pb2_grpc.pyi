@@ -84,6 +84,12 @@ class AppointmentServiceStub:
     """CONFIRMED -> COMPLETED (keeps the time)."""
     MarkAppointmentNoShow: _grpc.UnaryUnaryMultiCallable[_appointments_pb2.MarkAppointmentNoShowRequest, _appointments_pb2.MarkAppointmentNoShowResponse]
     """CONFIRMED -> NO_SHOW (frees the time: it can be booked again)."""
+    ListAppointments: _grpc.UnaryUnaryMultiCallable[_appointments_pb2.ListAppointmentsRequest, _appointments_pb2.ListAppointmentsResponse]
+    """Lists appointments: by providers, client, service, statuses, a range of
+    instants or of business dates; by start time; paged as ListClients (see
+    ListClientsRequest for the paging rules). VIEW_FULL also returns each
+    appointment's client, service, provider and payments.
+    """
 
 @_typing.type_check_only
 class AppointmentServiceAsyncStub(AppointmentServiceStub):
@@ -141,6 +147,12 @@ class AppointmentServiceAsyncStub(AppointmentServiceStub):
     """CONFIRMED -> COMPLETED (keeps the time)."""
     MarkAppointmentNoShow: _aio.UnaryUnaryMultiCallable[_appointments_pb2.MarkAppointmentNoShowRequest, _appointments_pb2.MarkAppointmentNoShowResponse]  # type: ignore[assignment]
     """CONFIRMED -> NO_SHOW (frees the time: it can be booked again)."""
+    ListAppointments: _aio.UnaryUnaryMultiCallable[_appointments_pb2.ListAppointmentsRequest, _appointments_pb2.ListAppointmentsResponse]  # type: ignore[assignment]
+    """Lists appointments: by providers, client, service, statuses, a range of
+    instants or of business dates; by start time; paged as ListClients (see
+    ListClientsRequest for the paging rules). VIEW_FULL also returns each
+    appointment's client, service, provider and payments.
+    """
 
 class AppointmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Booking writes. The database guarantees that no two PENDING, CONFIRMED or
@@ -237,5 +249,17 @@ class AppointmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_appointments_pb2.MarkAppointmentNoShowResponse, _abc.Awaitable[_appointments_pb2.MarkAppointmentNoShowResponse]]:
         """CONFIRMED -> NO_SHOW (frees the time: it can be booked again)."""
+
+    @_abc_1.abstractmethod
+    def ListAppointments(
+        self,
+        request: _appointments_pb2.ListAppointmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_appointments_pb2.ListAppointmentsResponse, _abc.Awaitable[_appointments_pb2.ListAppointmentsResponse]]:
+        """Lists appointments: by providers, client, service, statuses, a range of
+        instants or of business dates; by start time; paged as ListClients (see
+        ListClientsRequest for the paging rules). VIEW_FULL also returns each
+        appointment's client, service, provider and payments.
+        """
 
 def add_AppointmentServiceServicer_to_server(servicer: AppointmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from booking.v1 import common_pb2 as booking_dot_v1_dot_common__pb2
 from booking.v1 import resources_pb2 as booking_dot_v1_dot_resources__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ooking/v1/catalog.proto\x12\nbooking.v1\x1a\x17\x62ooking/v1/common.proto\x1a\x1a\x62ooking/v1/resources.proto\x1a google/protobuf/field_mask.proto\"i\n\x14\x43reateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x15\x43reateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"@\n\x11GetServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\":\n\x12GetServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"\x9a\x01\n\x14UpdateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"=\n\x15UpdateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"i\n\x12SetOfferingRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12&\n\x08offering\x18\x02 \x01(\x0b\x32\x14.booking.v1.Offering\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x13SetOfferingResponse\x12&\n\x08offering\x18\x01 \x01(\x0b\x32\x14.booking.v1.Offering\"m\n\x15\x44\x65leteOfferingRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x18\n\x16\x44\x65leteOfferingResponse\"\xb8\x01\n\x14ListOfferingsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x0c\n\x04page\x18\x06 \x01(\x05\x12)\n\ncount_mode\x18\x07 \x01(\x0e\x32\x15.booking.v1.CountMode\"\x82\x01\n\x15ListOfferingsResponse\x12\'\n\tofferings\x18\x01 \x03(\x0b\x32\x14.booking.v1.Offering\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo2\x88\x04\n\x0e\x43\x61talogService\x12T\n\rCreateService\x12 .booking.v1.CreateServiceRequest\x1a!.booking.v1.CreateServiceResponse\x12K\n\nGetService\x12\x1d.booking.v1.GetServiceRequest\x1a\x1e.booking.v1.GetServiceResponse\x12T\n\rUpdateService\x12 .booking.v1.UpdateServiceRequest\x1a!.booking.v1.UpdateServiceResponse\x12N\n\x0bSetOffering\x12\x1e.booking.v1.SetOfferingRequest\x1a\x1f.booking.v1.SetOfferingResponse\x12W\n\x0e\x44\x65leteOffering\x12!.booking.v1.DeleteOfferingRequest\x1a\".booking.v1.DeleteOfferingResponse\x12T\n\rListOfferings\x12 .booking.v1.ListOfferingsRequest\x1a!.booking.v1.ListOfferingsResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62ooking/v1/catalog.proto\x12\nbooking.v1\x1a\x17\x62ooking/v1/common.proto\x1a\x1a\x62ooking/v1/resources.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x14\x43reateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x15\x43reateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"@\n\x11GetServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\":\n\x12GetServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"\x9a\x01\n\x14UpdateServiceRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12$\n\x07service\x18\x02 \x01(\x0b\x32\x13.booking.v1.Service\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"=\n\x15UpdateServiceResponse\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x13.booking.v1.Service\"i\n\x12SetOfferingRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12&\n\x08offering\x18\x02 \x01(\x0b\x32\x14.booking.v1.Offering\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"=\n\x13SetOfferingResponse\x12&\n\x08offering\x18\x01 \x01(\x0b\x32\x14.booking.v1.Offering\"m\n\x15\x44\x65leteOfferingRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x18\n\x16\x44\x65leteOfferingResponse\"\xb8\x01\n\x14ListOfferingsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x0c\n\x04page\x18\x06 \x01(\x05\x12)\n\ncount_mode\x18\x07 \x01(\x0e\x32\x15.booking.v1.CountMode\"\x82\x01\n\x15ListOfferingsResponse\x12\'\n\tofferings\x18\x01 \x03(\x0b\x32\x14.booking.v1.Offering\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo\"\xcb\x02\n\x13ListServicesRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12)\n\ncount_mode\x18\x05 \x01(\x0e\x32\x15.booking.v1.CountMode\x12\x13\n\x06\x61\x63tive\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05query\x18\x07 \x01(\t\x12\x13\n\x0bprovider_id\x18\x08 \x01(\t\x12\x31\n\rcreated_after\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_by\x18\x0b \x01(\tB\t\n\x07_active\"\x7f\n\x14ListServicesResponse\x12%\n\x08services\x18\x01 \x03(\x0b\x32\x13.booking.v1.Service\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo2\xdb\x04\n\x0e\x43\x61talogService\x12T\n\rCreateService\x12 .booking.v1.CreateServiceRequest\x1a!.booking.v1.CreateServiceResponse\x12K\n\nGetService\x12\x1d.booking.v1.GetServiceRequest\x1a\x1e.booking.v1.GetServiceResponse\x12T\n\rUpdateService\x12 .booking.v1.UpdateServiceRequest\x1a!.booking.v1.UpdateServiceResponse\x12N\n\x0bSetOffering\x12\x1e.booking.v1.SetOfferingRequest\x1a\x1f.booking.v1.SetOfferingResponse\x12W\n\x0e\x44\x65leteOffering\x12!.booking.v1.DeleteOfferingRequest\x1a\".booking.v1.DeleteOfferingResponse\x12T\n\rListOfferings\x12 .booking.v1.ListOfferingsRequest\x1a!.booking.v1.ListOfferingsResponse\x12Q\n\x0cListServices\x12\x1f.booking.v1.ListServicesRequest\x1a .booking.v1.ListServicesResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +36,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'booking.v1.catalog_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.booking.v1P\001'
-  _globals['_CREATESERVICEREQUEST']._serialized_start=127
-  _globals['_CREATESERVICEREQUEST']._serialized_end=232
-  _globals['_CREATESERVICERESPONSE']._serialized_start=234
-  _globals['_CREATESERVICERESPONSE']._serialized_end=295
-  _globals['_GETSERVICEREQUEST']._serialized_start=297
-  _globals['_GETSERVICEREQUEST']._serialized_end=361
-  _globals['_GETSERVICERESPONSE']._serialized_start=363
-  _globals['_GETSERVICERESPONSE']._serialized_end=421
-  _globals['_UPDATESERVICEREQUEST']._serialized_start=424
-  _globals['_UPDATESERVICEREQUEST']._serialized_end=578
-  _globals['_UPDATESERVICERESPONSE']._serialized_start=580
-  _globals['_UPDATESERVICERESPONSE']._serialized_end=641
-  _globals['_SETOFFERINGREQUEST']._serialized_start=643
-  _globals['_SETOFFERINGREQUEST']._serialized_end=748
-  _globals['_SETOFFERINGRESPONSE']._serialized_start=750
-  _globals['_SETOFFERINGRESPONSE']._serialized_end=811
-  _globals['_DELETEOFFERINGREQUEST']._serialized_start=813
-  _globals['_DELETEOFFERINGREQUEST']._serialized_end=922
-  _globals['_DELETEOFFERINGRESPONSE']._serialized_start=924
-  _globals['_DELETEOFFERINGRESPONSE']._serialized_end=948
-  _globals['_LISTOFFERINGSREQUEST']._serialized_start=951
-  _globals['_LISTOFFERINGSREQUEST']._serialized_end=1135
-  _globals['_LISTOFFERINGSRESPONSE']._serialized_start=1138
-  _globals['_LISTOFFERINGSRESPONSE']._serialized_end=1268
-  _globals['_CATALOGSERVICE']._serialized_start=1271
-  _globals['_CATALOGSERVICE']._serialized_end=1791
+  _globals['_CREATESERVICEREQUEST']._serialized_start=160
+  _globals['_CREATESERVICEREQUEST']._serialized_end=265
+  _globals['_CREATESERVICERESPONSE']._serialized_start=267
+  _globals['_CREATESERVICERESPONSE']._serialized_end=328
+  _globals['_GETSERVICEREQUEST']._serialized_start=330
+  _globals['_GETSERVICEREQUEST']._serialized_end=394
+  _globals['_GETSERVICERESPONSE']._serialized_start=396
+  _globals['_GETSERVICERESPONSE']._serialized_end=454
+  _globals['_UPDATESERVICEREQUEST']._serialized_start=457
+  _globals['_UPDATESERVICEREQUEST']._serialized_end=611
+  _globals['_UPDATESERVICERESPONSE']._serialized_start=613
+  _globals['_UPDATESERVICERESPONSE']._serialized_end=674
+  _globals['_SETOFFERINGREQUEST']._serialized_start=676
+  _globals['_SETOFFERINGREQUEST']._serialized_end=781
+  _globals['_SETOFFERINGRESPONSE']._serialized_start=783
+  _globals['_SETOFFERINGRESPONSE']._serialized_end=844
+  _globals['_DELETEOFFERINGREQUEST']._serialized_start=846
+  _globals['_DELETEOFFERINGREQUEST']._serialized_end=955
+  _globals['_DELETEOFFERINGRESPONSE']._serialized_start=957
+  _globals['_DELETEOFFERINGRESPONSE']._serialized_end=981
+  _globals['_LISTOFFERINGSREQUEST']._serialized_start=984
+  _globals['_LISTOFFERINGSREQUEST']._serialized_end=1168
+  _globals['_LISTOFFERINGSRESPONSE']._serialized_start=1171
+  _globals['_LISTOFFERINGSRESPONSE']._serialized_end=1301
+  _globals['_LISTSERVICESREQUEST']._serialized_start=1304
+  _globals['_LISTSERVICESREQUEST']._serialized_end=1635
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=1637
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1764
+  _globals['_CATALOGSERVICE']._serialized_start=1767
+  _globals['_CATALOGSERVICE']._serialized_end=2370
 # @@protoc_insertion_point(module_scope)

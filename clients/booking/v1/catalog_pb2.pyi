@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -339,3 +340,96 @@ class ListOfferingsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOfferingsResponse: _TypeAlias = ListOfferingsResponse  # noqa: Y015
+
+@_typing.final
+class ListServicesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    COUNT_MODE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The tenant."""
+    page_size: _builtins.int
+    """Paging, as in ListClientsRequest."""
+    page_token: _builtins.str
+    page: _builtins.int
+    count_mode: _common_pb2.CountMode.ValueType
+    active: _builtins.bool
+    """Only active (true) or inactive (false) services; unset = both."""
+    query: _builtins.str
+    """Search of the name, as ListProvidersRequest.query."""
+    provider_id: _builtins.str
+    """Only services this provider offers (an Offering); an unknown or another
+    tenant's provider matches none.
+    """
+    order_by: _builtins.str
+    """"name" (the default; case-insensitive) or "create_time", each optionally
+    followed by " desc". Ties are broken by id.
+    """
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only services created at or after / strictly before these instants."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        page: _builtins.int = ...,
+        count_mode: _common_pb2.CountMode.ValueType = ...,
+        active: _builtins.bool | None = ...,
+        query: _builtins.str = ...,
+        provider_id: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        order_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "count_mode", b"count_mode", "created_after", b"created_after", "created_before", b"created_before", "order_by", b"order_by", "organization_id", b"organization_id", "page", b"page", "page_size", b"page_size", "page_token", b"page_token", "provider_id", b"provider_id", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+
+Global___ListServicesRequest: _TypeAlias = ListServicesRequest  # noqa: Y015
+
+@_typing.final
+class ListServicesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_INFO_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty only on the last page."""
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Service]: ...
+    @_builtins.property
+    def page_info(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        services: _abc.Iterable[_resources_pb2.Service] | None = ...,
+        next_page_token: _builtins.str = ...,
+        page_info: _common_pb2.PageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page_info", b"page_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "page_info", b"page_info", "services", b"services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListServicesResponse: _TypeAlias = ListServicesResponse  # noqa: Y015

@@ -65,6 +65,11 @@ class CatalogServiceStub:
                 request_serializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsRequest.SerializeToString,
                 response_deserializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsResponse.FromString,
                 _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/booking.v1.CatalogService/ListServices',
+                request_serializer=booking_dot_v1_dot_catalog__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_catalog__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -117,6 +122,14 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListServices(self, request, context):
+        """Lists services: active, name search, the services a provider offers;
+        paged as ListClients (see ListClientsRequest for the paging rules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.ListOfferings,
                     request_deserializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsRequest.FromString,
                     response_serializer=booking_dot_v1_dot_catalog__pb2.ListOfferingsResponse.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=booking_dot_v1_dot_catalog__pb2.ListServicesRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_catalog__pb2.ListServicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +332,33 @@ class CatalogService:
             '/booking.v1.CatalogService/ListOfferings',
             booking_dot_v1_dot_catalog__pb2.ListOfferingsRequest.SerializeToString,
             booking_dot_v1_dot_catalog__pb2.ListOfferingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.CatalogService/ListServices',
+            booking_dot_v1_dot_catalog__pb2.ListServicesRequest.SerializeToString,
+            booking_dot_v1_dot_catalog__pb2.ListServicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

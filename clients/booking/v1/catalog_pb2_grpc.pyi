@@ -52,6 +52,10 @@ class CatalogServiceStub:
     """Offerings, of one provider and/or of one service, a paged list (see
     ListClientsRequest for the paging rules).
     """
+    ListServices: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListServicesRequest, _catalog_pb2.ListServicesResponse]
+    """Lists services: active, name search, the services a provider offers;
+    paged as ListClients (see ListClientsRequest for the paging rules).
+    """
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -76,6 +80,10 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     ListOfferings: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListOfferingsRequest, _catalog_pb2.ListOfferingsResponse]  # type: ignore[assignment]
     """Offerings, of one provider and/or of one service, a paged list (see
     ListClientsRequest for the paging rules).
+    """
+    ListServices: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListServicesRequest, _catalog_pb2.ListServicesResponse]  # type: ignore[assignment]
+    """Lists services: active, name search, the services a provider offers;
+    paged as ListClients (see ListClientsRequest for the paging rules).
     """
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +142,16 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_catalog_pb2.ListOfferingsResponse, _abc.Awaitable[_catalog_pb2.ListOfferingsResponse]]:
         """Offerings, of one provider and/or of one service, a paged list (see
         ListClientsRequest for the paging rules).
+        """
+
+    @_abc_1.abstractmethod
+    def ListServices(
+        self,
+        request: _catalog_pb2.ListServicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListServicesResponse, _abc.Awaitable[_catalog_pb2.ListServicesResponse]]:
+        """Lists services: active, name search, the services a provider offers;
+        paged as ListClients (see ListClientsRequest for the paging rules).
         """
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -283,3 +283,105 @@ class ListClientsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListClientsResponse: _TypeAlias = ListClientsResponse  # noqa: Y015
+
+@_typing.final
+class ListClientHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    COUNT_MODE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The tenant."""
+    client_id: _builtins.str
+    """Required."""
+    page_size: _builtins.int
+    """Paging, as in ListClientsRequest. Ordered by ClientHistoryEntry.time,
+    newest first; at the same instant payments come before appointments,
+    then by id (descending).
+    """
+    page_token: _builtins.str
+    page: _builtins.int
+    count_mode: _common_pb2.CountMode.ValueType
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        page: _builtins.int = ...,
+        count_mode: _common_pb2.CountMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "count_mode", b"count_mode", "organization_id", b"organization_id", "page", b"page", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClientHistoryRequest: _TypeAlias = ListClientHistoryRequest  # noqa: Y015
+
+@_typing.final
+class ClientHistoryEntry(_message.Message):
+    """One event of a client's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    APPOINTMENT_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """The appointment's start_time, or the payment's create_time."""
+
+    @_builtins.property
+    def appointment(self) -> _resources_pb2.Appointment: ...
+    @_builtins.property
+    def payment(self) -> _resources_pb2.Payment: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        appointment: _resources_pb2.Appointment | None = ...,
+        payment: _resources_pb2.Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["appointment", b"appointment", "entry", b"entry", "payment", b"payment", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appointment", b"appointment", "entry", b"entry", "payment", b"payment", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["appointment", "payment"]  # noqa: Y015
+    _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
+
+Global___ClientHistoryEntry: _TypeAlias = ClientHistoryEntry  # noqa: Y015
+
+@_typing.final
+class ListClientHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_INFO_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty only on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClientHistoryEntry]: ...
+    @_builtins.property
+    def page_info(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___ClientHistoryEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+        page_info: _common_pb2.PageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page_info", b"page_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "page_info", b"page_info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClientHistoryResponse: _TypeAlias = ListClientHistoryResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class ClientServiceStub:
                 request_serializer=booking_dot_v1_dot_clients__pb2.ListClientsRequest.SerializeToString,
                 response_deserializer=booking_dot_v1_dot_clients__pb2.ListClientsResponse.FromString,
                 _registered_method=True)
+        self.ListClientHistory = channel.unary_unary(
+                '/booking.v1.ClientService/ListClientHistory',
+                request_serializer=booking_dot_v1_dot_clients__pb2.ListClientHistoryRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_clients__pb2.ListClientHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class ClientServiceServicer:
@@ -91,6 +96,15 @@ class ClientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListClientHistory(self, request, context):
+        """A client's appointments and payments in one timeline, newest first,
+        paged as ListClients (see ListClientsRequest for the paging rules). An
+        unknown or another tenant's client has an empty history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +127,11 @@ def add_ClientServiceServicer_to_server(servicer, server):
                     servicer.ListClients,
                     request_deserializer=booking_dot_v1_dot_clients__pb2.ListClientsRequest.FromString,
                     response_serializer=booking_dot_v1_dot_clients__pb2.ListClientsResponse.SerializeToString,
+            ),
+            'ListClientHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClientHistory,
+                    request_deserializer=booking_dot_v1_dot_clients__pb2.ListClientHistoryRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_clients__pb2.ListClientHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +243,33 @@ class ClientService:
             '/booking.v1.ClientService/ListClients',
             booking_dot_v1_dot_clients__pb2.ListClientsRequest.SerializeToString,
             booking_dot_v1_dot_clients__pb2.ListClientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClientHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.ClientService/ListClientHistory',
+            booking_dot_v1_dot_clients__pb2.ListClientHistoryRequest.SerializeToString,
+            booking_dot_v1_dot_clients__pb2.ListClientHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

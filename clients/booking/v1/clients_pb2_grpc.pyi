@@ -44,6 +44,11 @@ class ClientServiceStub:
     page 10,000 costs what page 1 costs), a page-number mode for UIs and a
     count chosen by the caller. The reference paged list of the service.
     """
+    ListClientHistory: _grpc.UnaryUnaryMultiCallable[_clients_pb2.ListClientHistoryRequest, _clients_pb2.ListClientHistoryResponse]
+    """A client's appointments and payments in one timeline, newest first,
+    paged as ListClients (see ListClientsRequest for the paging rules). An
+    unknown or another tenant's client has an empty history.
+    """
 
 @_typing.type_check_only
 class ClientServiceAsyncStub(ClientServiceStub):
@@ -60,6 +65,11 @@ class ClientServiceAsyncStub(ClientServiceStub):
     """Lists clients: filters, free-text search, order, cursor pages (keyset:
     page 10,000 costs what page 1 costs), a page-number mode for UIs and a
     count chosen by the caller. The reference paged list of the service.
+    """
+    ListClientHistory: _aio.UnaryUnaryMultiCallable[_clients_pb2.ListClientHistoryRequest, _clients_pb2.ListClientHistoryResponse]  # type: ignore[assignment]
+    """A client's appointments and payments in one timeline, newest first,
+    paged as ListClients (see ListClientsRequest for the paging rules). An
+    unknown or another tenant's client has an empty history.
     """
 
 class ClientServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -98,6 +108,17 @@ class ClientServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists clients: filters, free-text search, order, cursor pages (keyset:
         page 10,000 costs what page 1 costs), a page-number mode for UIs and a
         count chosen by the caller. The reference paged list of the service.
+        """
+
+    @_abc_1.abstractmethod
+    def ListClientHistory(
+        self,
+        request: _clients_pb2.ListClientHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clients_pb2.ListClientHistoryResponse, _abc.Awaitable[_clients_pb2.ListClientHistoryResponse]]:
+        """A client's appointments and payments in one timeline, newest first,
+        paged as ListClients (see ListClientsRequest for the paging rules). An
+        unknown or another tenant's client has an empty history.
         """
 
 def add_ClientServiceServicer_to_server(servicer: ClientServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

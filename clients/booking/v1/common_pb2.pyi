@@ -138,6 +138,40 @@ bound of the real count.
 """
 Global___CountKind: _TypeAlias = CountKind  # noqa: Y015
 
+class _View:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_View.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VIEW_UNSPECIFIED: _View.ValueType  # 0
+    """Same as VIEW_BASIC."""
+    VIEW_BASIC: _View.ValueType  # 1
+    """The listed resources alone."""
+    VIEW_FULL: _View.ValueType  # 2
+    """The listed resources and their related rows, each related row once, in
+    the response's own fields for them (see each list). Related rows are read
+    in a fixed number of statements whatever the page size: never one per
+    row. The view is not part of a page token's scope: a walk may change it
+    between pages.
+    """
+
+class View(_View, metaclass=_ViewEnumTypeWrapper):
+    """How much of each listed resource a list returns (AIP-157)."""
+
+VIEW_UNSPECIFIED: View.ValueType  # 0
+"""Same as VIEW_BASIC."""
+VIEW_BASIC: View.ValueType  # 1
+"""The listed resources alone."""
+VIEW_FULL: View.ValueType  # 2
+"""The listed resources and their related rows, each related row once, in
+the response's own fields for them (see each list). Related rows are read
+in a fixed number of statements whatever the page size: never one per
+row. The view is not part of a page token's scope: a walk may change it
+between pages.
+"""
+Global___View: _TypeAlias = View  # noqa: Y015
+
 @_typing.final
 class Money(_message.Message):
     """An amount of money in integer minor units (cents, pence, yen) plus its

@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from booking.v1 import common_pb2 as booking_dot_v1_dot_common__pb2
 from booking.v1 import resources_pb2 as booking_dot_v1_dot_resources__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ooking/v1/providers.proto\x12\nbooking.v1\x1a\x1a\x62ooking/v1/resources.proto\x1a google/protobuf/field_mask.proto\"l\n\x15\x43reateProviderRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12&\n\x08provider\x18\x02 \x01(\x0b\x32\x14.booking.v1.Provider\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"@\n\x16\x43reateProviderResponse\x12&\n\x08provider\x18\x01 \x01(\x0b\x32\x14.booking.v1.Provider\"B\n\x12GetProviderRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\"=\n\x13GetProviderResponse\x12&\n\x08provider\x18\x01 \x01(\x0b\x32\x14.booking.v1.Provider\"\x9d\x01\n\x15UpdateProviderRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12&\n\x08provider\x18\x02 \x01(\x0b\x32\x14.booking.v1.Provider\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"@\n\x16UpdateProviderResponse\x12&\n\x08provider\x18\x01 \x01(\x0b\x32\x14.booking.v1.Provider2\x93\x02\n\x0fProviderService\x12W\n\x0e\x43reateProvider\x12!.booking.v1.CreateProviderRequest\x1a\".booking.v1.CreateProviderResponse\x12N\n\x0bGetProvider\x12\x1e.booking.v1.GetProviderRequest\x1a\x1f.booking.v1.GetProviderResponse\x12W\n\x0eUpdateProvider\x12!.booking.v1.UpdateProviderRequest\x1a\".booking.v1.UpdateProviderResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ooking/v1/providers.proto\x12\nbooking.v1\x1a\x17\x62ooking/v1/common.proto\x1a\x1a\x62ooking/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a google/protobuf/field_mask.proto\"l\n\x15\x43reateProviderRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12&\n\x08provider\x18\x02 \x01(\x0b\x32\x14.booking.v1.Provider\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"@\n\x16\x43reateProviderResponse\x12&\n\x08provider\x18\x01 \x01(\x0b\x32\x14.booking.v1.Provider\"B\n\x12GetProviderRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\"=\n\x13GetProviderResponse\x12&\n\x08provider\x18\x01 \x01(\x0b\x32\x14.booking.v1.Provider\"\x9d\x01\n\x15UpdateProviderRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12&\n\x08provider\x18\x02 \x01(\x0b\x32\x14.booking.v1.Provider\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"@\n\x16UpdateProviderResponse\x12&\n\x08provider\x18\x01 \x01(\x0b\x32\x14.booking.v1.Provider\"\xcb\x02\n\x14ListProvidersRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12)\n\ncount_mode\x18\x05 \x01(\x0e\x32\x15.booking.v1.CountMode\x12\x13\n\x06\x61\x63tive\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05query\x18\x07 \x01(\t\x12\x12\n\nservice_id\x18\x08 \x01(\t\x12\x31\n\rcreated_after\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_by\x18\x0b \x01(\tB\t\n\x07_active\"\x82\x01\n\x15ListProvidersResponse\x12\'\n\tproviders\x18\x01 \x03(\x0b\x32\x14.booking.v1.Provider\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo2\xe9\x02\n\x0fProviderService\x12W\n\x0e\x43reateProvider\x12!.booking.v1.CreateProviderRequest\x1a\".booking.v1.CreateProviderResponse\x12N\n\x0bGetProvider\x12\x1e.booking.v1.GetProviderRequest\x1a\x1f.booking.v1.GetProviderResponse\x12W\n\x0eUpdateProvider\x12!.booking.v1.UpdateProviderRequest\x1a\".booking.v1.UpdateProviderResponse\x12T\n\rListProviders\x12 .booking.v1.ListProvidersRequest\x1a!.booking.v1.ListProvidersResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +36,22 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'booking.v1.providers_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.booking.v1P\001'
-  _globals['_CREATEPROVIDERREQUEST']._serialized_start=104
-  _globals['_CREATEPROVIDERREQUEST']._serialized_end=212
-  _globals['_CREATEPROVIDERRESPONSE']._serialized_start=214
-  _globals['_CREATEPROVIDERRESPONSE']._serialized_end=278
-  _globals['_GETPROVIDERREQUEST']._serialized_start=280
-  _globals['_GETPROVIDERREQUEST']._serialized_end=346
-  _globals['_GETPROVIDERRESPONSE']._serialized_start=348
-  _globals['_GETPROVIDERRESPONSE']._serialized_end=409
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=412
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=569
-  _globals['_UPDATEPROVIDERRESPONSE']._serialized_start=571
-  _globals['_UPDATEPROVIDERRESPONSE']._serialized_end=635
-  _globals['_PROVIDERSERVICE']._serialized_start=638
-  _globals['_PROVIDERSERVICE']._serialized_end=913
+  _globals['_CREATEPROVIDERREQUEST']._serialized_start=162
+  _globals['_CREATEPROVIDERREQUEST']._serialized_end=270
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_start=272
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_end=336
+  _globals['_GETPROVIDERREQUEST']._serialized_start=338
+  _globals['_GETPROVIDERREQUEST']._serialized_end=404
+  _globals['_GETPROVIDERRESPONSE']._serialized_start=406
+  _globals['_GETPROVIDERRESPONSE']._serialized_end=467
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=470
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=627
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_start=629
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_end=693
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=696
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1027
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1030
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1160
+  _globals['_PROVIDERSERVICE']._serialized_start=1163
+  _globals['_PROVIDERSERVICE']._serialized_end=1524
 # @@protoc_insertion_point(module_scope)

@@ -3,10 +3,14 @@
 isort:skip_file
 """
 
+from booking.v1 import common_pb2 as _common_pb2
 from booking.v1 import resources_pb2 as _resources_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -172,3 +176,99 @@ class UpdateProviderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateProviderResponse: _TypeAlias = UpdateProviderResponse  # noqa: Y015
+
+@_typing.final
+class ListProvidersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    COUNT_MODE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The tenant."""
+    page_size: _builtins.int
+    """Paging, as in ListClientsRequest."""
+    page_token: _builtins.str
+    page: _builtins.int
+    count_mode: _common_pb2.CountMode.ValueType
+    active: _builtins.bool
+    """Only active (true) or inactive (false) providers; unset = both."""
+    query: _builtins.str
+    """Search of display_name, case-insensitive (Unicode case folding, as
+    ListClientsRequest.query), at most 100 characters: 3 or more characters
+    match any substring (trigram index), 1-2 characters the name's start.
+    """
+    service_id: _builtins.str
+    """Only providers that offer this service (an Offering); an unknown or
+    another tenant's service matches none.
+    """
+    order_by: _builtins.str
+    """"display_name" (the default; case-insensitive) or "create_time", each
+    optionally followed by " desc". Ties are broken by id.
+    """
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only providers created at or after / strictly before these instants."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        page: _builtins.int = ...,
+        count_mode: _common_pb2.CountMode.ValueType = ...,
+        active: _builtins.bool | None = ...,
+        query: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        order_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "count_mode", b"count_mode", "created_after", b"created_after", "created_before", b"created_before", "order_by", b"order_by", "organization_id", b"organization_id", "page", b"page", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+
+Global___ListProvidersRequest: _TypeAlias = ListProvidersRequest  # noqa: Y015
+
+@_typing.final
+class ListProvidersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_INFO_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty only on the last page."""
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Provider]: ...
+    @_builtins.property
+    def page_info(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[_resources_pb2.Provider] | None = ...,
+        next_page_token: _builtins.str = ...,
+        page_info: _common_pb2.PageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page_info", b"page_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "page_info", b"page_info", "providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProvidersResponse: _TypeAlias = ListProvidersResponse  # noqa: Y015

@@ -50,6 +50,11 @@ class ProviderServiceStub:
                 request_serializer=booking_dot_v1_dot_providers__pb2.UpdateProviderRequest.SerializeToString,
                 response_deserializer=booking_dot_v1_dot_providers__pb2.UpdateProviderResponse.FromString,
                 _registered_method=True)
+        self.ListProviders = channel.unary_unary(
+                '/booking.v1.ProviderService/ListProviders',
+                request_serializer=booking_dot_v1_dot_providers__pb2.ListProvidersRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_providers__pb2.ListProvidersResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderServiceServicer:
@@ -77,6 +82,14 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProviders(self, request, context):
+        """Lists providers: active, name search, the providers offering a service;
+        paged as ListClients (see ListClientsRequest for the paging rules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.UpdateProvider,
                     request_deserializer=booking_dot_v1_dot_providers__pb2.UpdateProviderRequest.FromString,
                     response_serializer=booking_dot_v1_dot_providers__pb2.UpdateProviderResponse.SerializeToString,
+            ),
+            'ListProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviders,
+                    request_deserializer=booking_dot_v1_dot_providers__pb2.ListProvidersRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_providers__pb2.ListProvidersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +196,33 @@ class ProviderService:
             '/booking.v1.ProviderService/UpdateProvider',
             booking_dot_v1_dot_providers__pb2.UpdateProviderRequest.SerializeToString,
             booking_dot_v1_dot_providers__pb2.UpdateProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.ProviderService/ListProviders',
+            booking_dot_v1_dot_providers__pb2.ListProvidersRequest.SerializeToString,
+            booking_dot_v1_dot_providers__pb2.ListProvidersResponse.FromString,
             options,
             channel_credentials,
             insecure,

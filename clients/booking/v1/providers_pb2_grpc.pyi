@@ -39,6 +39,10 @@ class ProviderServiceStub:
     """Gets one provider. NOT_FOUND with ResourceInfo when absent."""
     UpdateProvider: _grpc.UnaryUnaryMultiCallable[_providers_pb2.UpdateProviderRequest, _providers_pb2.UpdateProviderResponse]
     """Updates the fields named by update_mask (display_name, email, time_zone, active)."""
+    ListProviders: _grpc.UnaryUnaryMultiCallable[_providers_pb2.ListProvidersRequest, _providers_pb2.ListProvidersResponse]
+    """Lists providers: active, name search, the providers offering a service;
+    paged as ListClients (see ListClientsRequest for the paging rules).
+    """
 
 @_typing.type_check_only
 class ProviderServiceAsyncStub(ProviderServiceStub):
@@ -51,6 +55,10 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     """Gets one provider. NOT_FOUND with ResourceInfo when absent."""
     UpdateProvider: _aio.UnaryUnaryMultiCallable[_providers_pb2.UpdateProviderRequest, _providers_pb2.UpdateProviderResponse]  # type: ignore[assignment]
     """Updates the fields named by update_mask (display_name, email, time_zone, active)."""
+    ListProviders: _aio.UnaryUnaryMultiCallable[_providers_pb2.ListProvidersRequest, _providers_pb2.ListProvidersResponse]  # type: ignore[assignment]
+    """Lists providers: active, name search, the providers offering a service;
+    paged as ListClients (see ListClientsRequest for the paging rules).
+    """
 
 class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
     """The people who are booked."""
@@ -78,5 +86,15 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_providers_pb2.UpdateProviderResponse, _abc.Awaitable[_providers_pb2.UpdateProviderResponse]]:
         """Updates the fields named by update_mask (display_name, email, time_zone, active)."""
+
+    @_abc_1.abstractmethod
+    def ListProviders(
+        self,
+        request: _providers_pb2.ListProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_providers_pb2.ListProvidersResponse, _abc.Awaitable[_providers_pb2.ListProvidersResponse]]:
+        """Lists providers: active, name search, the providers offering a service;
+        paged as ListClients (see ListClientsRequest for the paging rules).
+        """
 
 def add_ProviderServiceServicer_to_server(servicer: ProviderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from booking.v1 import common_pb2 as booking_dot_v1_dot_common__pb2
 from booking.v1 import resources_pb2 as booking_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ooking/v1/schedules.proto\x12\nbooking.v1\x1a\x17\x62ooking/v1/common.proto\x1a\x1a\x62ooking/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x8f\x01\n\x1aReplaceWorkingHoursRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12/\n\rworking_hours\x18\x03 \x03(\x0b\x32\x18.booking.v1.WorkingHours\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"N\n\x1bReplaceWorkingHoursResponse\x12/\n\rworking_hours\x18\x01 \x03(\x0b\x32\x18.booking.v1.WorkingHours\"F\n\x16GetWorkingHoursRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\"]\n\x17GetWorkingHoursResponse\x12/\n\rworking_hours\x18\x01 \x03(\x0b\x32\x18.booking.v1.WorkingHours\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"\xdd\x01\n\x1bReplaceDateOverridesRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12%\n\nstart_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08\x65nd_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\x0e\x64\x61te_overrides\x18\x05 \x03(\x0b\x32\x18.booking.v1.DateOverride\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"P\n\x1cReplaceDateOverridesResponse\x12\x30\n\x0e\x64\x61te_overrides\x18\x01 \x03(\x0b\x32\x18.booking.v1.DateOverride\"\x93\x01\n\x17GetDateOverridesRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12%\n\nstart_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08\x65nd_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\"_\n\x18GetDateOverridesResponse\x12\x30\n\x0e\x64\x61te_overrides\x18\x01 \x03(\x0b\x32\x18.booking.v1.DateOverride\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"j\n\x14\x43reateTimeOffRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12%\n\x08time_off\x18\x02 \x01(\x0b\x32\x13.booking.v1.TimeOff\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x15\x43reateTimeOffResponse\x12%\n\x08time_off\x18\x01 \x01(\x0b\x32\x13.booking.v1.TimeOff\"X\n\x14\x44\x65leteTimeOffRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0btime_off_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteTimeOffResponse\"\x92\x02\n\x12ListTimeOffRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x0c\n\x04page\x18\x07 \x01(\x05\x12)\n\ncount_mode\x18\x08 \x01(\x0e\x32\x15.booking.v1.CountMode\x12\x10\n\x08order_by\x18\t \x01(\t\"~\n\x13ListTimeOffResponse\x12%\n\x08time_off\x18\x01 \x03(\x0b\x32\x13.booking.v1.TimeOff\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo2\x9b\x05\n\x0fScheduleService\x12\x66\n\x13ReplaceWorkingHours\x12&.booking.v1.ReplaceWorkingHoursRequest\x1a\'.booking.v1.ReplaceWorkingHoursResponse\x12Z\n\x0fGetWorkingHours\x12\".booking.v1.GetWorkingHoursRequest\x1a#.booking.v1.GetWorkingHoursResponse\x12i\n\x14ReplaceDateOverrides\x12\'.booking.v1.ReplaceDateOverridesRequest\x1a(.booking.v1.ReplaceDateOverridesResponse\x12]\n\x10GetDateOverrides\x12#.booking.v1.GetDateOverridesRequest\x1a$.booking.v1.GetDateOverridesResponse\x12T\n\rCreateTimeOff\x12 .booking.v1.CreateTimeOffRequest\x1a!.booking.v1.CreateTimeOffResponse\x12T\n\rDeleteTimeOff\x12 .booking.v1.DeleteTimeOffRequest\x1a!.booking.v1.DeleteTimeOffResponse\x12N\n\x0bListTimeOff\x12\x1e.booking.v1.ListTimeOffRequest\x1a\x1f.booking.v1.ListTimeOffResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ooking/v1/schedules.proto\x12\nbooking.v1\x1a\x17\x62ooking/v1/common.proto\x1a\x1a\x62ooking/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\"\x8f\x01\n\x1aReplaceWorkingHoursRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12/\n\rworking_hours\x18\x03 \x03(\x0b\x32\x18.booking.v1.WorkingHours\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"N\n\x1bReplaceWorkingHoursResponse\x12/\n\rworking_hours\x18\x01 \x03(\x0b\x32\x18.booking.v1.WorkingHours\"F\n\x16GetWorkingHoursRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\"]\n\x17GetWorkingHoursResponse\x12/\n\rworking_hours\x18\x01 \x03(\x0b\x32\x18.booking.v1.WorkingHours\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"\xdd\x01\n\x1bReplaceDateOverridesRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12%\n\nstart_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08\x65nd_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\x0e\x64\x61te_overrides\x18\x05 \x03(\x0b\x32\x18.booking.v1.DateOverride\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"P\n\x1cReplaceDateOverridesResponse\x12\x30\n\x0e\x64\x61te_overrides\x18\x01 \x03(\x0b\x32\x18.booking.v1.DateOverride\"\x93\x01\n\x17GetDateOverridesRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12%\n\nstart_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08\x65nd_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\"_\n\x18GetDateOverridesResponse\x12\x30\n\x0e\x64\x61te_overrides\x18\x01 \x03(\x0b\x32\x18.booking.v1.DateOverride\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"j\n\x14\x43reateTimeOffRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12%\n\x08time_off\x18\x02 \x01(\x0b\x32\x13.booking.v1.TimeOff\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x15\x43reateTimeOffResponse\x12%\n\x08time_off\x18\x01 \x01(\x0b\x32\x13.booking.v1.TimeOff\"X\n\x14\x44\x65leteTimeOffRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0btime_off_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteTimeOffResponse\"\x92\x02\n\x12ListTimeOffRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x0c\n\x04page\x18\x07 \x01(\x05\x12)\n\ncount_mode\x18\x08 \x01(\x0e\x32\x15.booking.v1.CountMode\x12\x10\n\x08order_by\x18\t \x01(\t\"~\n\x13ListTimeOffResponse\x12%\n\x08time_off\x18\x01 \x03(\x0b\x32\x13.booking.v1.TimeOff\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\'\n\tpage_info\x18\x03 \x01(\x0b\x32\x14.booking.v1.PageInfo\"l\n\x1aGetProviderScheduleRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x14\n\x0cprovider_ids\x18\x02 \x03(\t\x12\x1f\n\x04\x64\x61te\x18\x03 \x01(\x0b\x32\x11.google.type.Date\"p\n\x10ScheduleInterval\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdf\x01\n\x13ScheduleAppointment\x12,\n\x0b\x61ppointment\x18\x01 \x01(\x0b\x32\x17.booking.v1.Appointment\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63lient_phone\x18\x03 \x01(\t\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x31\n\x0epayment_status\x18\x05 \x01(\x0e\x32\x19.booking.v1.PaymentStatus\x12&\n\x0b\x61mount_paid\x18\x06 \x01(\x0b\x32\x11.booking.v1.Money\"\xf0\x02\n\x10ProviderSchedule\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12\x32\n\x0e\x64\x61y_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x61y_end_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x11working_intervals\x18\x06 \x03(\x0b\x32\x1c.booking.v1.ScheduleInterval\x12%\n\x08time_off\x18\x07 \x03(\x0b\x32\x13.booking.v1.TimeOff\x12\x35\n\x0c\x61ppointments\x18\x08 \x03(\x0b\x32\x1f.booking.v1.ScheduleAppointment\x12!\n\x05\x65rror\x18\t \x01(\x0b\x32\x12.google.rpc.Status\"N\n\x1bGetProviderScheduleResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.booking.v1.ProviderSchedule2\x83\x06\n\x0fScheduleService\x12\x66\n\x13ReplaceWorkingHours\x12&.booking.v1.ReplaceWorkingHoursRequest\x1a\'.booking.v1.ReplaceWorkingHoursResponse\x12Z\n\x0fGetWorkingHours\x12\".booking.v1.GetWorkingHoursRequest\x1a#.booking.v1.GetWorkingHoursResponse\x12i\n\x14ReplaceDateOverrides\x12\'.booking.v1.ReplaceDateOverridesRequest\x1a(.booking.v1.ReplaceDateOverridesResponse\x12]\n\x10GetDateOverrides\x12#.booking.v1.GetDateOverridesRequest\x1a$.booking.v1.GetDateOverridesResponse\x12T\n\rCreateTimeOff\x12 .booking.v1.CreateTimeOffRequest\x1a!.booking.v1.CreateTimeOffResponse\x12T\n\rDeleteTimeOff\x12 .booking.v1.DeleteTimeOffRequest\x1a!.booking.v1.DeleteTimeOffResponse\x12N\n\x0bListTimeOff\x12\x1e.booking.v1.ListTimeOffRequest\x1a\x1f.booking.v1.ListTimeOffResponse\x12\x66\n\x13GetProviderSchedule\x12&.booking.v1.GetProviderScheduleRequest\x1a\'.booking.v1.GetProviderScheduleResponseB\x12\n\x0e\x63om.booking.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,34 +37,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'booking.v1.schedules_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016com.booking.v1P\001'
-  _globals['_REPLACEWORKINGHOURSREQUEST']._serialized_start=153
-  _globals['_REPLACEWORKINGHOURSREQUEST']._serialized_end=296
-  _globals['_REPLACEWORKINGHOURSRESPONSE']._serialized_start=298
-  _globals['_REPLACEWORKINGHOURSRESPONSE']._serialized_end=376
-  _globals['_GETWORKINGHOURSREQUEST']._serialized_start=378
-  _globals['_GETWORKINGHOURSREQUEST']._serialized_end=448
-  _globals['_GETWORKINGHOURSRESPONSE']._serialized_start=450
-  _globals['_GETWORKINGHOURSRESPONSE']._serialized_end=543
-  _globals['_REPLACEDATEOVERRIDESREQUEST']._serialized_start=546
-  _globals['_REPLACEDATEOVERRIDESREQUEST']._serialized_end=767
-  _globals['_REPLACEDATEOVERRIDESRESPONSE']._serialized_start=769
-  _globals['_REPLACEDATEOVERRIDESRESPONSE']._serialized_end=849
-  _globals['_GETDATEOVERRIDESREQUEST']._serialized_start=852
-  _globals['_GETDATEOVERRIDESREQUEST']._serialized_end=999
-  _globals['_GETDATEOVERRIDESRESPONSE']._serialized_start=1001
-  _globals['_GETDATEOVERRIDESRESPONSE']._serialized_end=1096
-  _globals['_CREATETIMEOFFREQUEST']._serialized_start=1098
-  _globals['_CREATETIMEOFFREQUEST']._serialized_end=1204
-  _globals['_CREATETIMEOFFRESPONSE']._serialized_start=1206
-  _globals['_CREATETIMEOFFRESPONSE']._serialized_end=1268
-  _globals['_DELETETIMEOFFREQUEST']._serialized_start=1270
-  _globals['_DELETETIMEOFFREQUEST']._serialized_end=1358
-  _globals['_DELETETIMEOFFRESPONSE']._serialized_start=1360
-  _globals['_DELETETIMEOFFRESPONSE']._serialized_end=1383
-  _globals['_LISTTIMEOFFREQUEST']._serialized_start=1386
-  _globals['_LISTTIMEOFFREQUEST']._serialized_end=1660
-  _globals['_LISTTIMEOFFRESPONSE']._serialized_start=1662
-  _globals['_LISTTIMEOFFRESPONSE']._serialized_end=1788
-  _globals['_SCHEDULESERVICE']._serialized_start=1791
-  _globals['_SCHEDULESERVICE']._serialized_end=2458
+  _globals['_REPLACEWORKINGHOURSREQUEST']._serialized_start=178
+  _globals['_REPLACEWORKINGHOURSREQUEST']._serialized_end=321
+  _globals['_REPLACEWORKINGHOURSRESPONSE']._serialized_start=323
+  _globals['_REPLACEWORKINGHOURSRESPONSE']._serialized_end=401
+  _globals['_GETWORKINGHOURSREQUEST']._serialized_start=403
+  _globals['_GETWORKINGHOURSREQUEST']._serialized_end=473
+  _globals['_GETWORKINGHOURSRESPONSE']._serialized_start=475
+  _globals['_GETWORKINGHOURSRESPONSE']._serialized_end=568
+  _globals['_REPLACEDATEOVERRIDESREQUEST']._serialized_start=571
+  _globals['_REPLACEDATEOVERRIDESREQUEST']._serialized_end=792
+  _globals['_REPLACEDATEOVERRIDESRESPONSE']._serialized_start=794
+  _globals['_REPLACEDATEOVERRIDESRESPONSE']._serialized_end=874
+  _globals['_GETDATEOVERRIDESREQUEST']._serialized_start=877
+  _globals['_GETDATEOVERRIDESREQUEST']._serialized_end=1024
+  _globals['_GETDATEOVERRIDESRESPONSE']._serialized_start=1026
+  _globals['_GETDATEOVERRIDESRESPONSE']._serialized_end=1121
+  _globals['_CREATETIMEOFFREQUEST']._serialized_start=1123
+  _globals['_CREATETIMEOFFREQUEST']._serialized_end=1229
+  _globals['_CREATETIMEOFFRESPONSE']._serialized_start=1231
+  _globals['_CREATETIMEOFFRESPONSE']._serialized_end=1293
+  _globals['_DELETETIMEOFFREQUEST']._serialized_start=1295
+  _globals['_DELETETIMEOFFREQUEST']._serialized_end=1383
+  _globals['_DELETETIMEOFFRESPONSE']._serialized_start=1385
+  _globals['_DELETETIMEOFFRESPONSE']._serialized_end=1408
+  _globals['_LISTTIMEOFFREQUEST']._serialized_start=1411
+  _globals['_LISTTIMEOFFREQUEST']._serialized_end=1685
+  _globals['_LISTTIMEOFFRESPONSE']._serialized_start=1687
+  _globals['_LISTTIMEOFFRESPONSE']._serialized_end=1813
+  _globals['_GETPROVIDERSCHEDULEREQUEST']._serialized_start=1815
+  _globals['_GETPROVIDERSCHEDULEREQUEST']._serialized_end=1923
+  _globals['_SCHEDULEINTERVAL']._serialized_start=1925
+  _globals['_SCHEDULEINTERVAL']._serialized_end=2037
+  _globals['_SCHEDULEAPPOINTMENT']._serialized_start=2040
+  _globals['_SCHEDULEAPPOINTMENT']._serialized_end=2263
+  _globals['_PROVIDERSCHEDULE']._serialized_start=2266
+  _globals['_PROVIDERSCHEDULE']._serialized_end=2634
+  _globals['_GETPROVIDERSCHEDULERESPONSE']._serialized_start=2636
+  _globals['_GETPROVIDERSCHEDULERESPONSE']._serialized_end=2714
+  _globals['_SCHEDULESERVICE']._serialized_start=2717
+  _globals['_SCHEDULESERVICE']._serialized_end=3488
 # @@protoc_insertion_point(module_scope)

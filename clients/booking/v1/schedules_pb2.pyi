@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from google.type import date_pb2 as _date_pb2
 import builtins as _builtins
 import sys
@@ -407,3 +408,194 @@ class ListTimeOffResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTimeOffResponse: _TypeAlias = ListTimeOffResponse  # noqa: Y015
+
+@_typing.final
+class GetProviderScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_IDS_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    @_builtins.property
+    def provider_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1-100 distinct provider ids."""
+
+    @_builtins.property
+    def date(self) -> _date_pb2.Date:
+        """The business date, in each provider's own zone."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        provider_ids: _abc.Iterable[_builtins.str] | None = ...,
+        date: _date_pb2.Date | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "organization_id", b"organization_id", "provider_ids", b"provider_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderScheduleRequest: _TypeAlias = GetProviderScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ScheduleInterval(_message.Message):
+    """An interval of instants [start_time, end_time)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleInterval: _TypeAlias = ScheduleInterval  # noqa: Y015
+
+@_typing.final
+class ScheduleAppointment(_message.Message):
+    """One appointment of the day sheet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPOINTMENT_FIELD_NUMBER: _builtins.int
+    CLIENT_NAME_FIELD_NUMBER: _builtins.int
+    CLIENT_PHONE_FIELD_NUMBER: _builtins.int
+    SERVICE_NAME_FIELD_NUMBER: _builtins.int
+    PAYMENT_STATUS_FIELD_NUMBER: _builtins.int
+    AMOUNT_PAID_FIELD_NUMBER: _builtins.int
+    client_name: _builtins.str
+    """The client's given and family name, joined by a space."""
+    client_phone: _builtins.str
+    """The client's phone (E.164), empty when unknown."""
+    service_name: _builtins.str
+    payment_status: _resources_pb2.PaymentStatus.ValueType
+    """The status of the appointment's latest payment (by create time);
+    PAYMENT_STATUS_UNSPECIFIED when it has none.
+    """
+    @_builtins.property
+    def appointment(self) -> _resources_pb2.Appointment: ...
+    @_builtins.property
+    def amount_paid(self) -> _common_pb2.Money:
+        """The sum of its COMPLETED payments in the appointment's currency
+        (payments in another currency are not added in).
+        """
+
+    def __init__(
+        self,
+        *,
+        appointment: _resources_pb2.Appointment | None = ...,
+        client_name: _builtins.str = ...,
+        client_phone: _builtins.str = ...,
+        service_name: _builtins.str = ...,
+        payment_status: _resources_pb2.PaymentStatus.ValueType = ...,
+        amount_paid: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount_paid", b"amount_paid", "appointment", b"appointment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_paid", b"amount_paid", "appointment", b"appointment", "client_name", b"client_name", "client_phone", b"client_phone", "payment_status", b"payment_status", "service_name", b"service_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleAppointment: _TypeAlias = ScheduleAppointment  # noqa: Y015
+
+@_typing.final
+class ProviderSchedule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    DAY_START_TIME_FIELD_NUMBER: _builtins.int
+    DAY_END_TIME_FIELD_NUMBER: _builtins.int
+    WORKING_INTERVALS_FIELD_NUMBER: _builtins.int
+    TIME_OFF_FIELD_NUMBER: _builtins.int
+    APPOINTMENTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    provider_id: _builtins.str
+    display_name: _builtins.str
+    time_zone: _builtins.str
+    """The provider's zone, in which `date` runs."""
+    @_builtins.property
+    def day_start_time(self) -> _timestamp_pb2.Timestamp:
+        """The business date's bounds: its midnight and the next one."""
+
+    @_builtins.property
+    def day_end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def working_intervals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleInterval]:
+        """Working time of the date (weekly rules or the date's override; DST as
+        in WorkingHours), earliest first. A stretch that runs on past midnight
+        ends at day_end_time here.
+        """
+
+    @_builtins.property
+    def time_off(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.TimeOff]:
+        """Time off overlapping the date, by start time (not clipped)."""
+
+    @_builtins.property
+    def appointments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleAppointment]:
+        """Appointments that start on the date, every status, by start time then id."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Set when the provider's schedule could not be given: code NOT_FOUND with
+        reason PROVIDER_NOT_FOUND (in an ErrorInfo detail).
+        """
+
+    def __init__(
+        self,
+        *,
+        provider_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        day_start_time: _timestamp_pb2.Timestamp | None = ...,
+        day_end_time: _timestamp_pb2.Timestamp | None = ...,
+        working_intervals: _abc.Iterable[Global___ScheduleInterval] | None = ...,
+        time_off: _abc.Iterable[_resources_pb2.TimeOff] | None = ...,
+        appointments: _abc.Iterable[Global___ScheduleAppointment] | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["day_end_time", b"day_end_time", "day_start_time", b"day_start_time", "error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appointments", b"appointments", "day_end_time", b"day_end_time", "day_start_time", b"day_start_time", "display_name", b"display_name", "error", b"error", "provider_id", b"provider_id", "time_off", b"time_off", "time_zone", b"time_zone", "working_intervals", b"working_intervals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderSchedule: _TypeAlias = ProviderSchedule  # noqa: Y015
+
+@_typing.final
+class GetProviderScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderSchedule]:
+        """One entry per requested provider, in request order."""
+
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[Global___ProviderSchedule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderScheduleResponse: _TypeAlias = GetProviderScheduleResponse  # noqa: Y015

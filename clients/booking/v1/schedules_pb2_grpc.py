@@ -79,6 +79,11 @@ class ScheduleServiceStub:
                 request_serializer=booking_dot_v1_dot_schedules__pb2.ListTimeOffRequest.SerializeToString,
                 response_deserializer=booking_dot_v1_dot_schedules__pb2.ListTimeOffResponse.FromString,
                 _registered_method=True)
+        self.GetProviderSchedule = channel.unary_unary(
+                '/booking.v1.ScheduleService/GetProviderSchedule',
+                request_serializer=booking_dot_v1_dot_schedules__pb2.GetProviderScheduleRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_schedules__pb2.GetProviderScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class ScheduleServiceServicer:
@@ -148,6 +153,20 @@ class ScheduleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProviderSchedule(self, request, context):
+        """The day sheet: for one business date, each provider's appointments
+        (every status, by start time, with the client's name and phone, the
+        service, the price and the payment status), working intervals and time
+        off. The date runs from midnight to midnight in each provider's own
+        zone (23 or 25 hours on a DST day). One round trip, a fixed number of
+        statements whatever the number of providers and appointments.
+        Per-provider problems (an unknown or another tenant's provider) are
+        reported in that provider's entry, not as a failed call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScheduleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +204,11 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     servicer.ListTimeOff,
                     request_deserializer=booking_dot_v1_dot_schedules__pb2.ListTimeOffRequest.FromString,
                     response_serializer=booking_dot_v1_dot_schedules__pb2.ListTimeOffResponse.SerializeToString,
+            ),
+            'GetProviderSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderSchedule,
+                    request_deserializer=booking_dot_v1_dot_schedules__pb2.GetProviderScheduleRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_schedules__pb2.GetProviderScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -386,6 +410,33 @@ class ScheduleService:
             '/booking.v1.ScheduleService/ListTimeOff',
             booking_dot_v1_dot_schedules__pb2.ListTimeOffRequest.SerializeToString,
             booking_dot_v1_dot_schedules__pb2.ListTimeOffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.ScheduleService/GetProviderSchedule',
+            booking_dot_v1_dot_schedules__pb2.GetProviderScheduleRequest.SerializeToString,
+            booking_dot_v1_dot_schedules__pb2.GetProviderScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,16 @@ class ScheduleServiceStub:
     """The provider's time off overlapping [start_time, end_time), ordered by
     start time; a paged list (see ListClientsRequest for the paging rules).
     """
+    GetProviderSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.GetProviderScheduleRequest, _schedules_pb2.GetProviderScheduleResponse]
+    """The day sheet: for one business date, each provider's appointments
+    (every status, by start time, with the client's name and phone, the
+    service, the price and the payment status), working intervals and time
+    off. The date runs from midnight to midnight in each provider's own
+    zone (23 or 25 hours on a DST day). One round trip, a fixed number of
+    statements whatever the number of providers and appointments.
+    Per-provider problems (an unknown or another tenant's provider) are
+    reported in that provider's entry, not as a failed call.
+    """
 
 @_typing.type_check_only
 class ScheduleServiceAsyncStub(ScheduleServiceStub):
@@ -104,6 +114,16 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     ListTimeOff: _aio.UnaryUnaryMultiCallable[_schedules_pb2.ListTimeOffRequest, _schedules_pb2.ListTimeOffResponse]  # type: ignore[assignment]
     """The provider's time off overlapping [start_time, end_time), ordered by
     start time; a paged list (see ListClientsRequest for the paging rules).
+    """
+    GetProviderSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.GetProviderScheduleRequest, _schedules_pb2.GetProviderScheduleResponse]  # type: ignore[assignment]
+    """The day sheet: for one business date, each provider's appointments
+    (every status, by start time, with the client's name and phone, the
+    service, the price and the payment status), working intervals and time
+    off. The date runs from midnight to midnight in each provider's own
+    zone (23 or 25 hours on a DST day). One round trip, a fixed number of
+    statements whatever the number of providers and appointments.
+    Per-provider problems (an unknown or another tenant's provider) are
+    reported in that provider's entry, not as a failed call.
     """
 
 class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +202,22 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_schedules_pb2.ListTimeOffResponse, _abc.Awaitable[_schedules_pb2.ListTimeOffResponse]]:
         """The provider's time off overlapping [start_time, end_time), ordered by
         start time; a paged list (see ListClientsRequest for the paging rules).
+        """
+
+    @_abc_1.abstractmethod
+    def GetProviderSchedule(
+        self,
+        request: _schedules_pb2.GetProviderScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedules_pb2.GetProviderScheduleResponse, _abc.Awaitable[_schedules_pb2.GetProviderScheduleResponse]]:
+        """The day sheet: for one business date, each provider's appointments
+        (every status, by start time, with the client's name and phone, the
+        service, the price and the payment status), working intervals and time
+        off. The date runs from midnight to midnight in each provider's own
+        zone (23 or 25 hours on a DST day). One round trip, a fixed number of
+        statements whatever the number of providers and appointments.
+        Per-provider problems (an unknown or another tenant's provider) are
+        reported in that provider's entry, not as a failed call.
         """
 
 def add_ScheduleServiceServicer_to_server(servicer: ScheduleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
