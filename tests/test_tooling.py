@@ -184,6 +184,26 @@ async def test_readme_booking_block_runs_as_written(booking_server: RunningServe
         assert "Traceback" not in out and "INTERNAL" not in out, out
 
 
+async def test_readme_lists_block_runs_as_written(booking_server: RunningServer) -> None:
+    for out in await _run_readme_block("## Lists with grpcurl", booking_server.target):
+        for expected in (
+            '"display_name": "Dr Grey"',  # ListProviders found by the search
+            '"name": "Check-up"',  # ListServices
+            '"total_size": "1"',  # its exact count
+            '"clients": {',  # VIEW_FULL attached the client ...
+            '"providers": {',  # ... and the provider
+            '"client_name": "Ada Lovelace"',  # the day sheet
+            '"client_phone": "+12125550100"',
+            '"time_zone": "America/New_York"',
+            '"entries": [',  # the client's history
+            '"count_kind": "COUNT_KIND_EXACT"',  # ListPayments, none yet
+            '"field":"currency_code"',  # the refusal
+        ):
+            assert expected in out, f"{expected!r} not in the README block's output:\n{out}"
+        assert "Traceback" not in out and "INTERNAL" not in out, out
+        assert out.count('"status": "APPOINTMENT_STATUS_PENDING"') >= 4, out
+
+
 def _check_readme_output(out: str) -> None:
     for expected in (
         "booking.v1.ClientService",  # list
