@@ -8,13 +8,17 @@ from collections.abc import Container
 from server.errors import FieldViolation, InvalidArgument
 from server.ids import is_uuid
 
-__all__ = ["Violations"]
+__all__ = ["MAX_REPORTED", "Violations"]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+
+
+# The most field violations one error carries (see Violations.raise_if_any).
+MAX_REPORTED = 25
 
 
 class Violations:
@@ -33,9 +37,17 @@ class Violations:
             self.items.append(violation)
 
     def raise_if_any(self, message: str = "the request has invalid fields") -> None:
+        """One INVALID_ARGUMENT with the violations, the first MAX_REPORTED of
+        them: the details travel in a trailer, and gRPC clients refuse
+        metadata above 8 KiB (a request with 100 bad ids would otherwise get
+        a transport error instead of its answer)."""
         if self.items:
-            fields = ", ".join(v.field for v in self.items)
-            raise InvalidArgument(f"{message}: {fields}", field_violations=self.items)
+            shown = self.items[:MAX_REPORTED]
+            fields = ", ".join(v.field for v in shown)
+            more = len(self.items) - len(shown)
+            if more:
+                fields += f" (and {more} more not listed)"
+            raise InvalidArgument(f"{message}: {fields}", field_violations=shown)
 
     # -- checks ----------------------------------------------------------------
 

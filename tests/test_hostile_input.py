@@ -53,7 +53,16 @@ from hypothesis import strategies as st
 
 from server.db.engine import to_asyncpg_dsn
 from server.handlers import SERVICES
-from tests.conftest import Bookable, details, make_bookable, new_org, violated_fields, weekly
+from server.validation import MAX_REPORTED
+from tests.conftest import (
+    Bookable,
+    Stubs,
+    details,
+    make_bookable,
+    new_org,
+    violated_fields,
+    weekly,
+)
 from tests.test_properties import fill
 
 # -- every RPC, from the descriptors -------------------------------------------------
@@ -912,3 +921,32 @@ async def test_timestamps_that_would_become_infinity_are_refused(
             await _rpc(name).callable(channel)(request, timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, err.value.details())
         assert path in violated_fields(err.value), name
+
+
+# -- many violations at once ----------------------------------------------------------------
+
+
+async def test_a_hundred_bad_ids_get_invalid_argument_not_a_transport_error(
+    stubs: Stubs,
+) -> None:
+    """100 invalid ids make 100 violations: the error carries the first
+    MAX_REPORTED (its trailer stays under gRPC's 8 KiB metadata limit, which
+    the client would otherwise refuse as RESOURCE_EXHAUSTED) and says how
+    many more there were."""
+    org = await new_org(stubs)
+    bad = [f"not-a-uuid-{i:03d}" for i in range(100)]
+    for call in (
+        stubs.appointments.ListAppointments(
+            appointments_pb2.ListAppointmentsRequest(organization_id=org, provider_ids=bad)
+        ),
+        stubs.availability.GetAvailability(
+            availability_pb2.GetAvailabilityRequest(organization_id=org, provider_ids=bad)
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        violations = details(err.value)["BadRequest"].field_violations
+        assert len(violations) == MAX_REPORTED
+        assert violations[0].field == "provider_ids[0]"
+        assert "more not listed" in (err.value.details() or "")

@@ -313,8 +313,9 @@ def _list_filters(request: pb.ListAppointmentsRequest, v: Violations) -> q.Appoi
     providers = request.provider_ids
     if len(providers) > MAX_LIST_PROVIDERS:
         v.add("provider_ids", f"must hold at most {MAX_LIST_PROVIDERS} ids", "TOO_MANY")
-    for i, provider_id in enumerate(providers[:MAX_LIST_PROVIDERS]):
-        v.uuid(f"provider_ids[{i}]", provider_id)
+    else:
+        for i, provider_id in enumerate(providers):
+            v.uuid(f"provider_ids[{i}]", provider_id)
     v.uuid("client_id", request.client_id, required=False)
     v.uuid("service_id", request.service_id, required=False)
     start = to_datetime(request.start_time, "start_time", v)
