@@ -247,9 +247,17 @@ async def test_late_matches_do_not_walk_the_table(big: tuple[asyncpg.Connection,
 async def test_match_predicates_keep_other_lists_as_they_were() -> None:
     """A list without match predicates gets the plain keyset statement and the
     ordered capped count: the generic path is unchanged for it."""
-    query = ListQuery(source="t", columns=["a", "id"], order=CLIENTS.orders["name"])
+    query = ListQuery(source="t", columns=["a", "name_key", "id"], order=CLIENTS.orders["name"])
     query.where(f"a = {query.param(1)}")
     sql, _ = page_sql(query, PageRequest(size=10, number=1, after=None, offset=0))
-    assert "_walk" not in sql and sql.startswith("SELECT a, id FROM t WHERE a = $1 ORDER BY")
+    assert "_walk" not in sql and sql.startswith("SELECT a, name_key, id FROM t WHERE a = $1 ORDER BY")
     sql, _ = count_sql(query, 5)
     assert "_matches" not in sql and "ORDER BY name_key, id" in sql
+
+
+def test_a_hidden_sort_column_is_selected_for_the_keyset() -> None:
+    """A sort key the entity hides from its rows (a folded name key) is still
+    selected: the next page's token is read from the last row's sort keys."""
+    query = ListQuery(source="t", columns=["a", "id"], order=CLIENTS.orders["name"])
+    sql, _ = page_sql(query, PageRequest(size=10, number=1, after=None, offset=0))
+    assert sql.startswith("SELECT a, id, name_key FROM t ")

@@ -231,6 +231,12 @@ class ListQuery:
         clauses = [c for c in (self.with_, *more) if c]
         return f"WITH {', '.join(clauses)} " if clauses else ""
 
+    def _select(self) -> str:
+        """The columns, and the order's sort columns the entity hides (a
+        folded name key): the next page's keyset is read from the last row."""
+        missing = [c for c in self.order.columns if c not in self.columns]
+        return ", ".join((*self.columns, *missing))
+
     def _filters(self) -> str:
         return " AND ".join(self.predicates + self.matches) or "true"
 
@@ -300,7 +306,7 @@ def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:
     if query.matches:
         return _match_page_sql(query, page, predicates, order, args, param)
     sql = (
-        f"{query._with()}SELECT {', '.join(query.columns)} FROM {query.source} "
+        f"{query._with()}SELECT {query._select()} FROM {query.source} "
         f"WHERE {' AND '.join(predicates) or 'true'} ORDER BY {order} "
         f"LIMIT {param(page.size + 1)}"
     )
@@ -355,7 +361,7 @@ def _match_page_sql(
         f"ORDER BY {key_order} LIMIT {param(page.size + 1)} OFFSET {param(page.offset)})"
     )
     sql = (
-        f"{query._with(walk, matches, keyed)}SELECT {', '.join(query.columns)} "
+        f"{query._with(walk, matches, keyed)}SELECT {query._select()} "
         f"FROM {query.source} WHERE {base} AND ({', '.join(sort)}) IN "
         f"(SELECT {', '.join(keys)} FROM _page) ORDER BY {order} LIMIT {param(page.size + 1)}"
     )
