@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from asyncpg.types import Range
-from sqlalchemy import ForeignKeyConstraint
+from sqlalchemy import Constraint, ForeignKeyConstraint, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlalchemy.schema import AddConstraint, CreateIndex
@@ -487,22 +487,27 @@ class _Provider:
         return moment.astimezone(UTC)
 
 
-def _appointment_constraints() -> list[tuple[str, str, str]]:
-    """(name, drop, add) of what the appointments' load is faster without:
-    the exclusion constraint, the foreign keys and the secondary indexes,
-    added back from the schema's own definitions (which checks the rows)."""
+def load_rebuild(table: Table, kinds: tuple[type[Constraint], ...]) -> list[tuple[str, str, str]]:
+    """(name, drop, add) of what a table's load is faster without: its
+    constraints of ``kinds`` and its secondary indexes, added back from the
+    schema's own definitions (which checks the rows)."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     out = []
-    for constraint in sorted(schema.appointments.constraints, key=lambda c: str(c.name)):
-        if isinstance(constraint, ForeignKeyConstraint | ExcludeConstraint):
+    for constraint in sorted(table.constraints, key=lambda c: str(c.name)):
+        if isinstance(constraint, kinds):
             name = str(constraint.name)
-            drop = f"ALTER TABLE appointments DROP CONSTRAINT IF EXISTS {name}"
+            drop = f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {name}"
             out.append((name, drop, str(AddConstraint(constraint).compile(dialect=dialect))))
-    for index in sorted(schema.appointments.indexes, key=lambda i: str(i.name)):
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
         name = str(index.name)
         create = str(CreateIndex(index).compile(dialect=dialect))
         out.append((name, f"DROP INDEX IF EXISTS {name}", create))
     return out
+
+
+def _appointment_constraints() -> list[tuple[str, str, str]]:
+    """The appointments' exclusion constraint, foreign keys and secondary indexes."""
+    return load_rebuild(schema.appointments, (ForeignKeyConstraint, ExcludeConstraint))
 
 
 def _status(table: tuple[tuple[str, float], ...], r: float) -> str:
@@ -639,6 +644,7 @@ async def generate_booking(
     slug: str = BOOKING_SLUG,
     fast_load: bool | None = None,
     batch: int = 200_000,
+    past_fill: float = PAST_FILL,
 ) -> BookingDataset:
     """Load the booking dataset (unless the org ``slug`` already holds it).
 
@@ -652,7 +658,9 @@ async def generate_booking(
     until each provider has its share. ``fast_load`` (default: 100,000
     appointments or more) drops the appointments' exclusion constraint,
     foreign keys and secondary indexes for the COPY and adds them back from
-    the schema's definitions (which checks the data against them)."""
+    the schema's definitions (which checks the data against them).
+    ``past_fill``: the booked share of past working time (bench.lists packs
+    its 5M appointments into ~2 years with 1.0)."""
     rng = random.Random(seed)
     conn = await asyncpg.connect(to_asyncpg_dsn(url))
     try:
@@ -753,7 +761,7 @@ async def generate_booking(
             day = today - timedelta(days=1)
             while quota > 0:
                 quota -= _place(
-                    org, p, day, PAST_FILL, now, quota, client_ids, rng, next_id, records
+                    org, p, day, past_fill, now, quota, client_ids, rng, next_id, records
                 )
                 day -= timedelta(days=1)
             if len(records) >= batch:
