@@ -47,7 +47,8 @@ def _up_to_microsecond(value: datetime, ts: timestamp_pb2.Timestamp) -> datetime
     return value + timedelta(microseconds=1) if ts.nanos % 1000 else value
 
 
-def _provider_ids(ids: list[str], v: Violations) -> None:
+def check_provider_ids(ids: list[str], v: Violations) -> None:
+    """provider_ids: 1-100 distinct UUIDs (GetAvailability, GetProviderSchedule)."""
     if not ids:
         v.add("provider_ids", "is required", "REQUIRED")
     elif len(ids) > MAX_PROVIDERS:
@@ -156,7 +157,7 @@ class AvailabilityService(pb_grpc.AvailabilityServiceServicer):
         v = request_violations(request, zones=await self._deps.zones.ready(timeout))
         v.uuid("organization_id", request.organization_id)
         ids = list(request.provider_ids)
-        _provider_ids(ids, v)
+        check_provider_ids(ids, v)
         v.uuid("service_id", request.service_id)
         start = booking_instant(request.start_time, "start_time", v)
         end = booking_instant(request.end_time, "end_time", v)

@@ -1,4 +1,5 @@
-"""booking.v1.ScheduleService: weekly working hours, date overrides, time off.
+"""booking.v1.ScheduleService: weekly working hours, date overrides, time off,
+and the day sheet (GetProviderSchedule, in server.handlers.day_sheet).
 
 Writes run in :func:`~server.handlers._writes.writing` and first lock the
 provider's row (:func:`server.queries.schedules.lock_provider`), then replace
@@ -25,6 +26,7 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from server.db.engine import Conn
+from server.handlers import day_sheet
 from server.handlers._base import Deps, ignore_output_only, request_violations, timeout_of
 from server.handlers._calendar_fields import (
     date_of,
@@ -417,3 +419,8 @@ class ScheduleService(pb_grpc.ScheduleServiceServicer):
         self, request: pb.ListTimeOffRequest, context: Context
     ) -> pb.ListTimeOffResponse:
         return await LIST_TIME_OFF.serve(self._deps, request, context)
+
+    async def GetProviderSchedule(
+        self, request: pb.GetProviderScheduleRequest, context: Context
+    ) -> pb.GetProviderScheduleResponse:
+        return await day_sheet.get_provider_schedule(self._deps, request, context)
