@@ -1,13 +1,16 @@
 """The paging contract every List RPC shares (AIP-132/158, DESIGN "Lists").
 
-Each :class:`ListCase` is one list as a caller sees it: how to call it, how to
-create N rows in a fresh tenant, the order key of an item (ending with its
-unique tie-breaker) and the order's direction. Every contract test runs over
-every case, so a new list joins the contract with ONE entry in :data:`CASES`:
+Each :class:`ListCase` is one list and order as a caller sees it: how to call
+it, how to create N rows in a fresh tenant (ties on the leading sort key), how
+to insert one row sorting below or above all of them, the order key of an item
+(ending with its unique tie-breaker) and the order's direction. Every contract
+test runs over every case, so a new list joins the contract with ONE entry in
+:data:`CASES` per order (a test fails when a list or order has none):
 
 - walking all pages with tokens returns every row exactly once, in the
   declared order (ties included; page_size may change between pages), also
-  while rows are inserted between pages;
+  while rows are inserted between pages (before the position: never seen;
+  after it: seen once);
 - page_size 0 = default, above max = clamped, negative = INVALID_ARGUMENT;
 - a token reused with another tenant, other filters, another order or another
   list = INVALID_ARGUMENT (PAGE_TOKEN_MISMATCH); a tampered one =
@@ -17,12 +20,14 @@ every case, so a new list joins the contract with ONE entry in :data:`CASES`:
   ``page_token``, never INTERNAL;
 - page-number mode returns the rows walking returns;
 - count modes NONE / ESTIMATED / EXACT, and LOWER_BOUND above the cap;
-- a fixed number of statements per call whatever the page size.
+- a fixed number of statements per call whatever the page size (VIEW_FULL:
+  at most one more per kind of related row);
+- the view is not part of a token's scope: a walk may change it between pages.
 
-Besides ListClients and ListAuditEvents, a TEST-ONLY list is declared here in
-a few lines (a ListSpec over the providers table, served by a generic handler
-behind the real CallInterceptor): the contract is the generic path's, not a
-property of the two lists that happen to exist.
+Besides the service's lists, a TEST-ONLY list is declared here in a few lines
+(a ListSpec over the providers table, served by a generic handler behind the
+real CallInterceptor): the contract is the generic path's, not a property of
+the lists that happen to exist.
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -41,10 +49,12 @@ import grpc
 import pytest
 import pytest_asyncio
 from booking.v1 import (
+    appointments_pb2,
     audit_pb2,
     catalog_pb2,
     clients_pb2,
     common_pb2,
+    payments_pb2,
     providers_pb2,
     resources_pb2,
     schedules_pb2,
@@ -55,6 +65,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.config import DEV_PAGE_TOKEN_SECRET, Settings
+from server.db import schema
 from server.db.engine import Database, create_engine, to_asyncpg_dsn
 from server.handlers._base import Deps
 from server.handlers._lists import ListSpec
@@ -246,13 +257,7 @@ async def seed_clients(env: Env, org: str, n: int) -> list[str]:
         return response.client.id
 
     ids = [await one(i) for i in range(n)]
-    conn = await _db(env)
-    try:
-        await conn.execute(
-            f"UPDATE clients SET created_at = {_TIMESTAMP_TIES} WHERE organization_id = $1", org
-        )
-    finally:
-        await conn.close()
+    await _tie_created(env, "clients", org)
     return ids
 
 
@@ -382,6 +387,341 @@ def _display_name_key(item: Any) -> tuple[Any, ...]:
     return (item.family_name, item.id)
 
 
+# -- the lists of commit 75d0da5: providers, services, appointments, payments,
+# a client's history. Parents (providers, clients, services) are made through
+# the RPCs; appointments and payments are written with SQL (payments have no
+# write RPC; SQL lets appointments tie: cancelled and no_show ones occupy no
+# time, so only the first seven, at distinct instants, are blocking).
+
+# What a tenant's seed made, for the cases' per-tenant fields and insert hooks.
+_PARENTS: dict[str, dict[str, str]] = {}
+_NO_ID = _NO_PROVIDER
+
+# Seven distinct instants an hour apart (ties on purpose), microsecond
+# fractions, some before 1970; the low and high instants of inserted rows.
+_T0 = datetime(1969, 12, 31, 22, 0, 0, 700_123, tzinfo=UTC)
+_LOW = datetime(1901, 1, 1, 0, 0, 0, 123, tzinfo=UTC)
+_HIGH = datetime(2101, 1, 1, 0, 0, 0, 456, tzinfo=UTC)
+
+
+def _tied(i: int) -> datetime:
+    return _T0 + (i % 7) * timedelta(hours=1, microseconds=1)
+
+
+def _parent(org: str, name: str) -> str:
+    return _PARENTS.get(org, {}).get(name, _NO_ID)
+
+
+def _lists() -> ModuleType:
+    """tests/test_lists.py, whose helpers make rows here; imported when used:
+    it imports this module (through tests/test_list_clients.py)."""
+    import tests.test_lists
+
+    return tests.test_lists
+
+
+async def _set_created(env: Env, table: str, org: str, row_id: str, at: datetime) -> None:
+    conn = await _db(env)
+    try:
+        await conn.execute(
+            f"UPDATE {table} SET created_at = $3 WHERE organization_id = $1 AND id = $2",
+            org,
+            row_id,
+            at,
+        )
+    finally:
+        await conn.close()
+
+
+async def _tie_created(env: Env, table: str, org: str) -> None:
+    conn = await _db(env)
+    try:
+        await conn.execute(
+            f"UPDATE {table} SET created_at = {_TIMESTAMP_TIES} WHERE organization_id = $1", org
+        )
+    finally:
+        await conn.close()
+
+
+async def _insert_appointments(
+    env: Env, org: str, rows: Sequence[tuple[str, str, str, datetime, str]]
+) -> list[str]:
+    """(provider, client, service, start, status) rows of 30 minutes; their ids."""
+    conn = await _db(env)
+    try:
+        half_hour = timedelta(minutes=30)
+        return await _lists().insert_appointments(
+            conn,
+            org,
+            [_lists().Appt(p, c, s, at, at + half_hour, st) for p, c, s, at, st in rows],
+        )
+    finally:
+        await conn.close()
+
+
+async def _insert_payments(
+    env: Env, org: str, rows: Sequence[tuple[str, str | None, int, str, str, datetime]]
+) -> list[str]:
+    """(client, appointment or None, amount, status, method, created_at) rows in EUR."""
+    conn = await _db(env)
+    try:
+        return await _lists().insert_payments(
+            conn,
+            org,
+            [_lists().Pay(c, at, a, amount, "EUR", st, m) for c, a, amount, st, m, at in rows],
+        )
+    finally:
+        await conn.close()
+
+
+def _blocking_or_not(i: int) -> str:
+    """Blocking statuses for the first seven rows (distinct instants), else not."""
+    if i < 7:
+        return ("pending", "confirmed", "completed")[i % 3]
+    return ("cancelled", "no_show")[i % 2]
+
+
+async def _make_parents(env: Env, org: str) -> dict[str, str]:
+    """A provider, two clients and a service, remembered as the tenant's (the
+    cases' per-tenant fields and insert hooks read them)."""
+    parents = _PARENTS[org] = {
+        "provider": await _provider(env, org),
+        "client": await _lists().create_client(env.stubs, org),
+        "client2": await _lists().create_client(env.stubs, org),
+        "service": await _lists().create_service(env.stubs, org),
+    }
+    return parents
+
+
+async def seed_real_providers(env: Env, org: str, n: int) -> list[str]:
+    """n providers (names with ties, half active), create times rewritten to tie."""
+    ids = await seed_providers(env, org, n)
+    await _tie_created(env, "providers", org)
+    return ids
+
+
+async def seed_services(env: Env, org: str, n: int) -> list[str]:
+    ids = [
+        await _lists().create_service(env.stubs, org, f"s{i % 9}", active=i % 2 == 0)
+        for i in range(n)
+    ]
+    await _tie_created(env, "services", org)
+    return ids
+
+
+async def seed_appointments(env: Env, org: str, n: int) -> list[str]:
+    """n appointments of two providers and two clients at 7 instants; a payment
+    for every tenth (VIEW_FULL has every kind of related row)."""
+    parents = await _make_parents(env, org)
+    parents["provider2"] = await _provider(env, org)
+    rows = [
+        (
+            parents["provider" if i % 2 == 0 else "provider2"],
+            parents["client" if i % 3 == 0 else "client2"],
+            parents["service"],
+            _tied(i),
+            _blocking_or_not(i),
+        )
+        for i in range(n)
+    ]
+    ids = await _insert_appointments(env, org, rows)
+    await _insert_payments(
+        env,
+        org,
+        [(rows[i][1], ids[i], 100, "completed", "card", _tied(i)) for i in range(0, n, 10)],
+    )
+    return ids
+
+
+async def seed_payments(env: Env, org: str, n: int) -> list[str]:
+    """n payments of two clients, at 7 instants, a third of an appointment."""
+    parents = await _make_parents(env, org)
+    [appointment] = await _insert_appointments(
+        env, org, [(parents["provider"], parents["client"], parents["service"], _T0, "confirmed")]
+    )
+    parents["appointment"] = appointment
+    statuses, methods = schema.PAYMENT_STATUSES, schema.PAYMENT_METHODS
+    return await _insert_payments(
+        env,
+        org,
+        [
+            (
+                parents["client" if i % 2 == 0 else "client2"],
+                appointment if i % 3 == 0 else None,
+                100 * (i % 5 + 1),
+                statuses[i % len(statuses)],
+                methods[i % 3],
+                _tied(i),
+            )
+            for i in range(n)
+        ],
+    )
+
+
+async def seed_history(env: Env, org: str, n: int) -> list[str]:
+    """A client's n entries: appointments and payments at the same 7 instants
+    (ties within a kind and across kinds); another client has 5 entries."""
+    parents = await _make_parents(env, org)
+    provider, service = parents["provider"], parents["service"]
+    half = n // 2
+    # The other client's appointments are not blocking (the provider's are).
+    appointments = [
+        (provider, parents["client"], service, _tied(i), _blocking_or_not(i)) for i in range(half)
+    ] + [(provider, parents["client2"], service, _tied(i), "cancelled") for i in range(2)]
+    appointment_ids = await _insert_appointments(env, org, appointments)
+    payments = [
+        (parents["client"], appointment_ids[i % half], 100, "completed", "cash", _tied(i))
+        for i in range(n - half)
+    ] + [(parents["client2"], None, 100, "pending", "card", _tied(i)) for i in range(3)]
+    payment_ids = await _insert_payments(env, org, payments)
+    return appointment_ids[:half] + payment_ids[: n - half]
+
+
+def _history_client(org: str) -> dict[str, Any]:
+    return {"client_id": _parent(org, "client")}
+
+
+def _history_other_client(org: str) -> dict[str, Any]:
+    return {"client_id": _parent(org, "client2")}
+
+
+def _history_ident(item: Any) -> str:
+    return str(getattr(item, str(item.WhichOneof("entry"))).id)
+
+
+def _history_key(item: Any) -> tuple[Any, ...]:
+    kind = str(item.WhichOneof("entry"))
+    return (item.time.seconds, item.time.nanos, kind, getattr(item, kind).id)
+
+
+def _provider_name_key(item: Any) -> tuple[Any, ...]:
+    return (item.display_name, item.id)
+
+
+def _service_name_key(item: Any) -> tuple[Any, ...]:
+    return (item.name, item.id)
+
+
+def _start_key(item: Any) -> tuple[Any, ...]:
+    return (item.start_time.seconds, item.start_time.nanos, item.id)
+
+
+# -- insert hooks: one row whose sort key is below (low) or above every seeded
+# row's, in every order of the list (the walk test maps low/high to
+# before/after the position by the order's direction).
+
+
+def _edge(low: bool) -> tuple[str, datetime]:
+    """A name prefix and an instant below / above every seeded one."""
+    return ("aa", _LOW) if low else ("zz", _HIGH)
+
+
+def _named_insert(
+    table: str, create: Callable[[Stubs, str, str], Awaitable[str]]
+) -> Callable[[Env, str, bool], Awaitable[str]]:
+    """The insert hook of a list of named rows ordered by name or create time."""
+
+    async def insert(env: Env, org: str, low: bool) -> str:
+        prefix, at = _edge(low)
+        row_id = str(await create(env.stubs, org, f"{prefix}{uuid.uuid4().hex[:8]}"))
+        await _set_created(env, table, org, row_id, at)
+        return row_id
+
+    return insert
+
+
+insert_client = _named_insert("clients", lambda *args: _lists().create_client(*args))
+insert_service = _named_insert("services", lambda *args: _lists().create_service(*args))
+insert_provider = _named_insert("providers", lambda *args: _lists().create_provider(*args))
+
+
+async def insert_audit(env: Env, org: str, low: bool) -> str:
+    """A client creation's event, its time moved to the edge."""
+    client_id = await _lists().create_client(env.stubs, org)
+    conn = await _db(env)
+    try:
+        event_id = await conn.fetchval(
+            "UPDATE audit_events SET occurred_at = $3 WHERE organization_id = $1 "
+            "AND resource_id = $2 RETURNING id",
+            org,
+            client_id,
+            _edge(low)[1],
+        )
+    finally:
+        await conn.close()
+    return str(event_id)
+
+
+async def insert_time_off(env: Env, org: str, low: bool) -> str:
+    start = 1_000_000_000 if low else 2_500_000_000
+    response = await env.stubs.schedules.CreateTimeOff(
+        schedules_pb2.CreateTimeOffRequest(
+            organization_id=org,
+            time_off=resources_pb2.TimeOff(
+                provider_id=_PROVIDER_OF[org],
+                start_time=timestamp_pb2.Timestamp(seconds=start),
+                end_time=timestamp_pb2.Timestamp(seconds=start + 600),
+            ),
+        )
+    )
+    return str(response.time_off.id)
+
+
+async def insert_offering(env: Env, org: str, low: bool) -> str:
+    """An offering of a new provider whose id is below / above every uuid made."""
+    tail = uuid.uuid4().hex[:12]
+    provider = f"00000000-0000-0000-0000-{tail}" if low else f"ffffffff-ffff-ffff-ffff-{tail}"
+    conn = await _db(env)
+    try:
+        await conn.execute(
+            "INSERT INTO providers (organization_id, id, display_name, display_key, time_zone) "
+            "VALUES ($1, $2, 'edge', 'edge', 'UTC')",
+            org,
+            provider,
+        )
+        service = await conn.fetchval(
+            "SELECT service_id FROM offerings WHERE organization_id = $1 LIMIT 1", org
+        )
+    finally:
+        await conn.close()
+    offering = resources_pb2.Offering(provider_id=provider, service_id=str(service))
+    await env.stubs.catalog.SetOffering(
+        catalog_pb2.SetOfferingRequest(organization_id=org, offering=offering)
+    )
+    return _offering_ident(offering)
+
+
+async def insert_appointment(env: Env, org: str, low: bool) -> str:
+    [appointment] = await _insert_appointments(
+        env,
+        org,
+        [
+            (
+                _parent(org, "provider"),
+                _parent(org, "client"),
+                _parent(org, "service"),
+                _edge(low)[1],
+                "cancelled",
+            )
+        ],
+    )
+    return appointment
+
+
+async def insert_payment(env: Env, org: str, low: bool) -> str:
+    [payment] = await _insert_payments(
+        env, org, [(_parent(org, "client"), None, 100, "completed", "card", _edge(low)[1])]
+    )
+    return payment
+
+
+async def insert_history(env: Env, org: str, low: bool) -> str:
+    """The listed client's: a payment at the low edge, an appointment at the high one."""
+    if low:
+        return await insert_payment(env, org, low)
+    return await insert_appointment(env, org, low)
+
+
 @dataclass(frozen=True)
 class ListCase:
     id: str
@@ -402,12 +742,18 @@ class ListCase:
     other_filters: dict[str, Any]
     # Another valid order_by, if the list has one.
     other_order: str | None
+    # Insert one row whose key sorts below (True) or above (False) every
+    # seeded row's, listed by the case's request (its base fields); its ident.
+    insert: Callable[[Env, str, bool], Awaitable[str]]
     # Fields every request carries, per tenant (a required parent id).
     base: Callable[[str], dict[str, Any]] = lambda _org: {}
     # Per tenant filters, for lists whose filters are ids (added to other_filters).
     tenant_filters: Callable[[str], dict[str, Any]] = lambda _org: {}
     # The item's unique identity.
     ident: Callable[[Any], str] = lambda item: str(item.id)
+    # Whether the filters select a subset of the list (False: they replace a
+    # required parent, e.g. another client's history, disjoint from it).
+    filters_narrow: bool = True
 
     def filters(self, org: str) -> dict[str, Any]:
         return {**self.other_filters, **self.tenant_filters(org)}
@@ -436,6 +782,7 @@ _CLIENTS = {
     "response": clients_pb2.ListClientsResponse,
     "items_field": "clients",
     "seed": seed_clients,
+    "insert": insert_client,
     "other_filters": {"active": True},
 }
 _TEXT_ID = (KeyType.TEXT, KeyType.UUID)
@@ -487,6 +834,7 @@ CASES = [
         items_field="audit_events",
         order_by="",
         seed=seed_audit,
+        insert=insert_audit,
         key=_occurred_key,
         descending=True,
         key_types=_TIME_ID,
@@ -502,6 +850,7 @@ CASES = [
         items_field="time_off",
         order_by="start_time",
         seed=seed_time_off,
+        insert=insert_time_off,
         key=_time_off_key,
         descending=False,
         key_types=_TIME_ID,
@@ -519,6 +868,7 @@ CASES = [
         items_field="time_off",
         order_by="start_time desc",
         seed=seed_time_off,
+        insert=insert_time_off,
         key=_time_off_key,
         descending=True,
         key_types=_TIME_ID,
@@ -535,6 +885,7 @@ CASES = [
         items_field="offerings",
         order_by="",
         seed=seed_offerings,
+        insert=insert_offering,
         key=_offering_key,
         descending=False,
         key_types=(KeyType.UUID, KeyType.UUID),
@@ -552,6 +903,7 @@ CASES = [
         items_field="clients",
         order_by="display_name",
         seed=seed_providers,
+        insert=insert_provider,
         key=_display_name_key,
         descending=False,
         key_types=_TEXT_ID,
@@ -567,11 +919,185 @@ CASES = [
         items_field="clients",
         order_by="display_name desc",
         seed=seed_providers,
+        insert=insert_provider,
         key=_display_name_key,
         descending=True,
         key_types=_TEXT_ID,
         other_filters={"active": True},
         other_order="display_name",
+    ),
+]
+
+_PROVIDERS = {
+    "method": "/booking.v1.ProviderService/ListProviders",
+    "server": "booking",
+    "request": providers_pb2.ListProvidersRequest,
+    "response": providers_pb2.ListProvidersResponse,
+    "items_field": "providers",
+    "seed": seed_real_providers,
+    "insert": insert_provider,
+}
+_SERVICES = {
+    "method": "/booking.v1.CatalogService/ListServices",
+    "server": "booking",
+    "request": catalog_pb2.ListServicesRequest,
+    "response": catalog_pb2.ListServicesResponse,
+    "items_field": "services",
+    "seed": seed_services,
+    "insert": insert_service,
+}
+_APPOINTMENTS = {
+    "method": "/booking.v1.AppointmentService/ListAppointments",
+    "server": "booking",
+    "request": appointments_pb2.ListAppointmentsRequest,
+    "response": appointments_pb2.ListAppointmentsResponse,
+    "items_field": "appointments",
+    "seed": seed_appointments,
+    "insert": insert_appointment,
+}
+_PAYMENTS = {
+    "method": "/booking.v1.PaymentService/ListPayments",
+    "server": "booking",
+    "request": payments_pb2.ListPaymentsRequest,
+    "response": payments_pb2.ListPaymentsResponse,
+    "items_field": "payments",
+    "seed": seed_payments,
+    "insert": insert_payment,
+}
+
+
+def _created_range(first: int, last: int) -> dict[str, Any]:
+    """created_after / created_before around the instants first..last of
+    _TIMESTAMP_TIES (create times rewritten by the seeds)."""
+    zero = datetime(1969, 12, 31, 23, 59, 58, tzinfo=UTC)
+    low = zero + timedelta(microseconds=700_123 * first)
+    high = zero + timedelta(microseconds=700_123 * last + 1)
+    out = {}
+    for name, at in (("created_after", low), ("created_before", high)):
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(at)
+        out[name] = stamp
+    return out
+
+
+def _no_filters(_org: str) -> dict[str, Any]:
+    return {}
+
+
+def _both_ways(
+    name: str,
+    order: str,
+    key: Callable[[Any], tuple[Any, ...]],
+    key_types: tuple[KeyType, ...],
+    filters: tuple[dict[str, Any], dict[str, Any]],
+    other_orders: tuple[str, str],
+    list_fields: dict[str, Any],
+    tenant_filters: Callable[[str], dict[str, Any]] | None = None,
+) -> list[ListCase]:
+    """The cases of one order, ascending then descending (each with its own
+    narrowing filters and another order; tenant filters for the descending)."""
+    return [
+        ListCase(
+            id=f"{name}-{order}{' desc' * descending}".replace(" ", "-"),
+            order_by=f"{order}{' desc' * descending}",
+            key=key,
+            descending=descending,
+            key_types=key_types,
+            other_filters=other_filters,
+            other_order=other_order,
+            tenant_filters=tenant_filters if descending and tenant_filters else _no_filters,
+            **list_fields,
+        )
+        for descending, other_filters, other_order in zip(
+            (False, True), filters, other_orders, strict=True
+        )
+    ]
+
+
+CASES += [
+    *_both_ways(
+        "providers",
+        "display_name",
+        _provider_name_key,
+        _TEXT_ID,
+        ({"active": True}, {"query": "p05"}),  # 3+ characters: a trigram match
+        ("display_name desc", "create_time desc"),
+        _PROVIDERS,
+    ),
+    *_both_ways(
+        "providers",
+        "create_time",
+        _created_key,
+        _TIME_ID,
+        (_created_range(1, 3), {"active": False}),
+        ("display_name", "create_time"),
+        _PROVIDERS,
+    ),
+    *_both_ways(
+        "services",
+        "name",
+        _service_name_key,
+        _TEXT_ID,
+        ({"active": True}, {"query": "s1"}),  # 1-2 characters: a prefix range
+        ("name desc", "create_time"),
+        _SERVICES,
+    ),
+    *_both_ways(
+        "services",
+        "create_time",
+        _created_key,
+        _TIME_ID,
+        ({"active": False}, _created_range(0, 2)),
+        ("create_time desc", "name"),
+        _SERVICES,
+    ),
+    *_both_ways(
+        "appointments",
+        "start_time",
+        _start_key,
+        _TIME_ID,
+        (
+            {"statuses": [resources_pb2.APPOINTMENT_STATUS_CANCELLED]},
+            # Overlapping [start, end): those starting at the first three instants.
+            {"end_time": timestamp_pb2.Timestamp(seconds=int(_tied(3).timestamp()))},
+        ),
+        ("start_time desc", "start_time"),
+        _APPOINTMENTS,
+        tenant_filters=lambda org: {"provider_ids": [_parent(org, "provider")]},
+    ),
+    *_both_ways(
+        "payments",
+        "create_time",
+        _created_key,
+        _TIME_ID,
+        (
+            {"statuses": [resources_pb2.PAYMENT_STATUS_COMPLETED]},
+            {"currency_code": "EUR", "min_amount_minor": 300},
+        ),
+        ("create_time desc", "create_time"),
+        _PAYMENTS,
+        tenant_filters=lambda org: {"client_id": _parent(org, "client")},
+    ),
+    ListCase(
+        id="client-history",
+        method="/booking.v1.ClientService/ListClientHistory",
+        server="booking",
+        request=clients_pb2.ListClientHistoryRequest,
+        response=clients_pb2.ListClientHistoryResponse,
+        items_field="entries",
+        order_by="",  # one order, no order_by field: "time desc"
+        seed=seed_history,
+        insert=insert_history,
+        key=_history_key,
+        descending=True,
+        key_types=(KeyType.TIMESTAMP, KeyType.TEXT, KeyType.UUID),
+        other_filters={},
+        other_order=None,
+        base=_history_client,
+        # client_id is the list's only filter: another client's history.
+        tenant_filters=_history_other_client,
+        ident=_history_ident,
+        filters_narrow=False,
     ),
 ]
 N = 60  # rows per seeded tenant: more than the default page size (50)
@@ -669,40 +1195,91 @@ async def test_filtered_walk_is_the_filtered_full_list(
     assert 0 < len(filtered) < len(everything)
     ids = {case.ident(i) for i in filtered}
     ident = case.ident
+    if not case.filters_narrow:  # another parent's rows: none of these
+        assert_in_order(case, filtered)
+        assert not ids & {ident(i) for i in everything}
+        return
     assert [ident(i) for i in everything if ident(i) in ids] == [ident(i) for i in filtered]
 
 
-async def test_walk_with_inserts_between_pages(env: Env) -> None:
+@each_case
+async def test_walk_with_inserts_between_pages(case: ListCase, env: Env) -> None:
     """A schedule: after every page, one row is inserted before the position
     reached (it must not appear: keyset pages never go back) and one after it
     (it must appear, exactly once)."""
-    case = CASES[0]  # clients, order_by name
     org = await new_org(env.stubs)
-    original = set(await seed_clients(env, org, 40))
+    original = set(await case.seed(env, org, 30))
     before: list[str] = []
     after: list[str] = []
     items: list[Any] = []
     token = ""
-    for i in range(100):
+    for _ in range(100):
         response = await case.call(env, organization_id=org, page_size=6, page_token=token)
         items += case.items(response)
         token = response.next_page_token
         if not token:
             break
-        for prefix, into in (("aa", before), ("zz", after)):
-            created = await env.stubs.clients.CreateClient(
-                clients_pb2.CreateClientRequest(
-                    organization_id=org,
-                    client=resources_pb2.Client(family_name=f"{prefix}{i:03d}"),
-                )
-            )
-            into.append(created.client.id)
-    ids = [i.id for i in items]
+        # Before the position = the lowest key ascending, the highest descending.
+        before.append(await case.insert(env, org, not case.descending))
+        after.append(await case.insert(env, org, case.descending))
+    ids = [case.ident(i) for i in items]
+    assert len(before) >= 4, "too few pages to test"
     assert_in_order(case, items)
     assert original <= set(ids), "a row that existed throughout was skipped"
     assert set(after) <= set(ids), "a row inserted ahead of the position was skipped"
     assert not set(before) & set(ids), "a page went back"
     assert len(ids) == len(original) + len(after)
+    # The inserted rows are listed by the case's request: a final walk has them all.
+    final = {case.ident(i) for i in await walk(case, env, (N,), organization_id=org)}
+    assert final == original | set(before) | set(after)
+
+
+# -- view: not part of the token's scope -------------------------------------------
+
+
+def _related_fields(case: ListCase) -> list[str]:
+    """The response's fields for VIEW_FULL's related rows (all but the items,
+    the token and the page info)."""
+    plain = {case.items_field, "next_page_token", "page_info"}
+    return [f.name for f in case.response.DESCRIPTOR.fields if f.name not in plain]
+
+
+_VIEW_CASES = [c for c in CASES if "view" in c.request.DESCRIPTOR.fields_by_name]
+
+
+@pytest.mark.parametrize("case", _VIEW_CASES, ids=[c.id for c in _VIEW_CASES])
+async def test_view_does_not_change_a_token(
+    case: ListCase, env: Env, seeded: SeededTenants
+) -> None:
+    """A walk may change the view between pages (the proto: the view is not in
+    the token's scope): BASIC then FULL, and FULL then BASIC, list the rows a
+    BASIC walk lists; the FULL pages carry their related rows."""
+    tenant = await seeded.of(case)
+    basic = [case.ident(i) for i in await walk(case, env, (7,), organization_id=tenant.org)]
+    related = _related_fields(case)
+    assert related
+    for first, then in (
+        (common_pb2.VIEW_BASIC, common_pb2.VIEW_FULL),
+        (common_pb2.VIEW_FULL, common_pb2.VIEW_BASIC),
+    ):
+        response = await case.call(env, organization_id=tenant.org, page_size=7, view=first)
+        items = case.items(response)
+        filled: set[str] = set()
+        while response.next_page_token:
+            response = await case.call(
+                env,
+                organization_id=tenant.org,
+                page_size=7,
+                page_token=response.next_page_token,
+                view=then,
+            )
+            items += case.items(response)
+            filled |= {f for f in related if len(getattr(response, f))}
+            if then == common_pb2.VIEW_BASIC:
+                assert not filled, "a BASIC page carried related rows"
+        assert [case.ident(i) for i in items] == basic
+        if then == common_pb2.VIEW_FULL:
+            assert filled == set(related), "the FULL pages lacked a kind of related row"
 
 
 # -- page_size ----------------------------------------------------------------------
@@ -1018,19 +1595,29 @@ async def test_statement_count_is_fixed_whatever_the_page_size(
     tenant = await seeded.of(case)
     await case.call(env, organization_id=tenant.org)  # warm the connections
     token = await _first_token(case, env, tenant.org)
-    for size in (1, 7, N, 1000):
-        for page_token, page in (("", 0), (token, 0), ("", 2)):
-            env.statements.clear()
-            response = await case.call(
-                env,
-                organization_id=tenant.org,
-                page_size=size,
-                page_token=page_token,
-                page=page,
-                count_mode=count_mode,
-            )
-            assert case.items(response) or page == 2
-            assert len(env.statements) == expected, env.statements
+    # VIEW_FULL: one more statement per kind of related row at most (none for
+    # a kind the page has no ids of; a page of every row has every kind).
+    views: list[dict[str, Any]] = [{}]
+    if case in _VIEW_CASES:
+        views.append({"view": common_pb2.VIEW_FULL})
+    for view in views:
+        most = expected + len(_related_fields(case)) * bool(view)
+        for size in (1, 7, N, 1000):
+            for page_token, page in (("", 0), (token, 0), ("", 2)):
+                env.statements.clear()
+                response = await case.call(
+                    env,
+                    organization_id=tenant.org,
+                    page_size=size,
+                    page_token=page_token,
+                    page=page,
+                    count_mode=count_mode,
+                    **view,
+                )
+                assert case.items(response) or page == 2
+                assert expected <= len(env.statements) <= most, env.statements
+                if size >= N and not page_token and not page:
+                    assert len(env.statements) == most, env.statements
 
 
 async def test_cases_cover_every_list_rpc() -> None:
@@ -1044,3 +1631,38 @@ async def test_cases_cover_every_list_rpc() -> None:
         if m.name.startswith("List")
     }
     assert lists <= {c.method for c in CASES}, lists - {c.method for c in CASES}
+
+
+def test_cases_cover_every_order_of_every_list() -> None:
+    """Each order of each List RPC, in both directions, is a case (the
+    ListSpec serving a method is found by its response message)."""
+    import importlib
+    import pkgutil
+
+    import server.handlers
+    from server.handlers import SERVICES
+
+    specs: dict[str, ListSpec[Any, Any]] = {}
+    for module in pkgutil.iter_modules(server.handlers.__path__):
+        handlers = importlib.import_module(f"server.handlers.{module.name}")
+        for value in vars(handlers).values():
+            if isinstance(value, ListSpec):
+                specs[value.response.DESCRIPTOR.full_name] = value
+    by_method = {
+        f"/{s.full_name}/{m.name}": specs[m.output_type.full_name]
+        for s in SERVICES
+        for m in s.pb2.DESCRIPTOR.services_by_name[s.short_name].methods
+        if m.name.startswith("List")
+    }
+    declared = {
+        (method, order.name, order.descending)
+        for method, spec in by_method.items()
+        for order in spec.listing.orders.values()
+    }
+    covered = {
+        (c.method, order.name, order.descending)
+        for c in CASES
+        if c.method in by_method
+        and (order := by_method[c.method].listing.order(c.order_by)) is not None
+    }
+    assert declared == covered, declared ^ covered
