@@ -818,9 +818,9 @@ async def test_short_deadlines_never_give_internal(
     # answers within 1 ms is OK even past a 0.2 ms deadline. Until one
     # DEADLINE_EXCEEDED was seen, more 0.2 ms calls follow, at most 200.)
 
-    async def one(timeout: float) -> None:
+    async def one(seconds: float) -> None:
         try:
-            await call(valid_request(rpc, world), timeout=timeout)
+            await call(valid_request(rpc, world), timeout=seconds)
             codes.append(grpc.StatusCode.OK)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNAVAILABLE:
