@@ -423,7 +423,9 @@ class GetProviderScheduleRequest(_message.Message):
 
     @_builtins.property
     def date(self) -> _date_pb2.Date:
-        """The business date, in each provider's own zone."""
+        """The business date, in each provider's own zone: 1900-01-01 to
+        9999-12-30 (the next day would end beyond the last Timestamp).
+        """
 
     def __init__(
         self,
