@@ -963,3 +963,41 @@ async def test_full_view_statements_are_fixed_whatever_the_page_size(
             )
             assert len(history.entries) == min(size, 13 + 13 + 5)
             assert len(statements) == 1 + extra, shown(statements)
+
+
+async def test_a_repeated_midnight_starts_its_date_at_the_first_one(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    """Havana falls back from 01:00 CDT to 00:00 CST on 2026-11-01: 00:00-00:59
+    happens twice, and the date begins at the first 00:00 (04:00Z), as the day
+    sheet's bounds do (scheduling.wall_instant), not at the second (05:00Z)."""
+    havana = "America/Havana"
+    t = await tenant(stubs, org, 1, [havana])
+    first_midnight = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
+    assert datetime(2026, 11, 1, tzinfo=ZoneInfo(havana)).astimezone(UTC) == first_midnight
+    starts = {
+        "oct31_last": first_midnight - timedelta(minutes=30),  # 23:30 CDT
+        "nov1_first_0030": first_midnight + timedelta(minutes=30),  # 00:30 CDT
+        "nov1_second_0030": first_midnight + timedelta(minutes=90),  # 00:30 CST
+    }
+    ids = dict(
+        zip(
+            starts,
+            await insert_appointments(
+                db,
+                org,
+                [
+                    Appt(t.providers[0], t.clients[0], t.services[0], s, s + timedelta(minutes=1))
+                    for s in starts.values()
+                ],
+            ),
+            strict=True,
+        )
+    )
+
+    async def on(d: date) -> set[str]:
+        found = await list_appointments(stubs, org, start_date=day(d), end_date=day(d))
+        return {name for name, i in ids.items() if i in found}
+
+    assert await on(date(2026, 11, 1)) == {"nov1_first_0030", "nov1_second_0030"}
+    assert await on(date(2026, 10, 31)) == {"oct31_last"}

@@ -205,6 +205,21 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def _local_midnight(param: str) -> str:
+    """The first instant of the date ``param`` in the row's provider's zone, as
+    ``scheduling.wall_instant`` gives it (the day sheet's bounds). ``date AT
+    TIME ZONE`` alone takes the LATER of a repeated midnight (a zone whose
+    clocks fall back at 01:00 to 00:00, e.g. America/Havana): an hour after
+    23:00 of the day before is the first one. A missing midnight (clocks
+    spring forward at 00:00) is the first instant after the gap either way."""
+    zone = _PROVIDER_ZONE
+    return (
+        f"LEAST({param}::date::timestamp AT TIME ZONE {zone}, "
+        f"({param}::date::timestamp - interval '1 hour') AT TIME ZONE {zone} "
+        "+ interval '1 hour')"
+    )
+
+
 def build_list_appointments_query(org_id: str, flt: AppointmentFilter, order: Order) -> ListQuery:
     query = ListQuery(source="appointments", columns=APPOINTMENT.columns, order=order)
     query.where(f"organization_id = {query.param(org_id)}")
@@ -224,13 +239,11 @@ def build_list_appointments_query(org_id: str, flt: AppointmentFilter, order: Or
         first = query.param(flt.start_date)
         if flt.start_date.year > 1:
             query.where(f"start_at >= {query.param(_midnight(flt.start_date) - _ZONE_MARGIN)}")
-        query.where(f"start_at >= ({first}::date::timestamp AT TIME ZONE {_PROVIDER_ZONE})")
+        query.where(f"start_at >= {_local_midnight(first)}")
     if flt.end_date is not None and flt.end_date <= _LATEST_DATE:
         after = flt.end_date + timedelta(days=1)
         query.where(f"start_at < {query.param(_midnight(after) + _ZONE_MARGIN)}")
-        query.where(
-            f"start_at < ({query.param(after)}::date::timestamp AT TIME ZONE {_PROVIDER_ZONE})"
-        )
+        query.where(f"start_at < {_local_midnight(query.param(after))}")
     return query
 
 
