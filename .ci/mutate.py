@@ -72,6 +72,9 @@ APPTS = "tests/test_appointments.py"
 LOCKS = "tests/test_booking_locks.py"
 CONCURRENCY = "tests/test_booking_concurrency.py"
 MUTANT_TESTS = "tests/test_booking_mutants.py"
+LIST_FILTERS = "tests/test_lists.py"
+DAY_SHEET = "tests/test_provider_schedule.py"
+EXPLAIN_LISTS = "tests/test_explain_lists.py"
 
 MUTANTS: list[Mutant] = [
     # -- tenant isolation (server/queries/_crud.py, list builders) -----------------
@@ -766,6 +769,136 @@ MUTANTS: list[Mutant] = [
         ],
         [ORACLE],
         select="multi_provider",
+    ),
+    # -- lists for every resource (issue 8) --
+    Mutant(
+        "lists-related-per-row",
+        "VIEW_FULL: related rows read one statement per page row (N+1)",
+        one(
+            "server/handlers/_lists.py",
+            "found.append(await conn.fetch(related.sql, org, ids) if ids else [])",
+            "found.append([r for i in ids for r in await conn.fetch(related.sql, org, [i])])",
+        ),
+        [LIST_FILTERS],
+        select="statement",
+    ),
+    Mutant(
+        "lists-overlap-touching-end",
+        "ListAppointments: an appointment ending at the range's start counted as overlapping",
+        one(
+            "server/queries/appointments.py",
+            'query.where(f"end_at > {query.param(flt.start)}")',
+            'query.where(f"end_at >= {query.param(flt.start)}")',
+        ),
+        [LIST_FILTERS],
+        select="appointment_filters",
+    ),
+    Mutant(
+        "lists-business-date-in-utc",
+        "ListAppointments: business dates bounded in UTC, not the provider's zone",
+        one(
+            "server/queries/appointments.py",
+            "    zone = _PROVIDER_ZONE\n",
+            "    zone = \"'UTC'\"\n",
+        ),
+        [LIST_FILTERS],
+        select="business_dates or repeated_midnight",
+    ),
+    Mutant(
+        "lists-one-of-first-only",
+        "one_of: several values filter by the first one only",
+        one(
+            "server/queries/_listing.py",
+            "        if len(values) == 1:\n",
+            "        if len(values) >= 1:\n",
+        ),
+        [LIST_FILTERS],
+    ),
+    Mutant(
+        "lists-between-inclusive-end",
+        "between: the upper bound included (created_before is 'strictly before')",
+        one(
+            "server/queries/_listing.py",
+            'self.where(f"{column} < {self.param(high)}")',
+            'self.where(f"{column} <= {self.param(high)}")',
+        ),
+        [LIST_FILTERS],
+        select="created or payment",
+    ),
+    Mutant(
+        "lists-hidden-sort-key-not-selected",
+        "ListQuery._select: the sort columns the entity hides are not selected",
+        one(
+            "server/queries/_listing.py",
+            'missing = [c for c in self.order.columns if c not in self.columns]',
+            "missing: list[str] = []",
+        ),
+        [PAGING],
+        select="walking_returns_every_row_once_in_order",
+    ),
+    Mutant(
+        "lists-history-no-kind-key",
+        "ListClientHistory: same-instant entries ordered by id alone (kind not a sort key)",
+        one(
+            "server/queries/history.py",
+            '        SortKey("kind", KeyType.TEXT),\n',
+            "",
+        ),
+        [LIST_FILTERS],
+        select="history",
+    ),
+    Mutant(
+        "lists-history-filter-in-branches",
+        "ListClientHistory: the filters inside the UNION ALL branches (a page reads the whole history)",
+        one(
+            "server/queries/history.py",
+            'f"client_id AS h_client, {\', \'.join(cols)} FROM {table}"',
+            'f"client_id AS h_client, {\', \'.join(cols)} FROM {table} WHERE organization_id IS NOT NULL"',
+        ),
+        [EXPLAIN_LISTS],
+        select="history",
+    ),
+    Mutant(
+        "lists-view-ignored",
+        "ListSpec: VIEW_FULL attaches nothing",
+        one(
+            "server/handlers/_lists.py",
+            "full = view_of(request.view, v) if self.related else False",
+            "full = view_of(request.view, v) and False",
+        ),
+        [LIST_FILTERS],
+        select="full",
+    ),
+    Mutant(
+        "lists-payments-amount-exclusive",
+        "ListPayments: min_amount_minor exclusive",
+        one(
+            "server/queries/payments.py",
+            'query.where(f"amount_minor >= {query.param(flt.min_amount)}")',
+            'query.where(f"amount_minor > {query.param(flt.min_amount)}")',
+        ),
+        [LIST_FILTERS],
+        select="payment",
+    ),
+    Mutant(
+        "day-sheet-latest-payment-oldest",
+        "GetProviderSchedule: payment_status of the oldest payment, not the latest",
+        one(
+            "server/queries/day_sheet.py",
+            "ORDER BY p.created_at DESC, p.id DESC",
+            "ORDER BY p.created_at, p.id",
+        ),
+        [DAY_SHEET],
+    ),
+    Mutant(
+        "day-sheet-paid-any-currency",
+        "GetProviderSchedule: amount_paid adds payments of another currency",
+        one(
+            "server/queries/day_sheet.py",
+            "FILTER (WHERE p.status = 'completed' AND p.currency = a.currency)",
+            "FILTER (WHERE p.status = 'completed')",
+        ),
+        [DAY_SHEET],
     ),
     Mutant(
         "booking-truncation-share-plus-one",
