@@ -45,4 +45,5 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 def is_uuid(value: str) -> bool:
     """The canonical 8-4-4-4-12 hex form, in either letter case (``uuid.UUID``
     also takes braces, a ``urn:uuid:`` prefix and dashes anywhere: not ids)."""
-    return _UUID.match(value) is not None
+    # fullmatch: "$" alone would also match before a final newline.
+    return _UUID.fullmatch(value) is not None

@@ -9,14 +9,22 @@ later. So the list is the database's own (``pg_timezone_names``) without the
 and the non-zone entries (``localtime``, ``posixrules``, ``Factory``). It is
 read once per process, on the first call that needs it, and cached.
 Spelling is exact: PostgreSQL itself matches names case-insensitively, we do
-not, so a name has one stored spelling. IANA's backward-compatible links
-(``US/Eastern``, ``Asia/Calcutta``) are IANA names too and are accepted: they
-resolve to the same rules in PostgreSQL and in Python's zoneinfo.
+not, so a name has one stored spelling. Zone names that are also PostgreSQL
+time zone abbreviations with another meaning are refused too: in ``AT TIME
+ZONE`` PostgreSQL reads ``CET``, ``EET``, ``MET`` and ``WET`` as the fixed
+abbreviations (+01:00, ...), not as the zones with summer time that Python's
+zoneinfo sees, so SQL and Python would disagree by an hour half the year
+(``UTC``, ``GMT``, ``EST``, ... mean the same either way and are kept).
+IANA's backward-compatible links (``US/Eastern``, ``Asia/Calcutta``) are IANA
+names too and are accepted: they resolve to the same rules in PostgreSQL and
+in Python's zoneinfo.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from server.db.engine import Database
 
@@ -24,6 +32,24 @@ __all__ = ["TimeZones", "is_canonical_zone_name"]
 
 _EXCLUDED_PREFIXES = ("posix/", "right/")
 _EXCLUDED = frozenset({"localtime", "posixrules", "Factory"})
+
+
+# Each zone name, and whether PostgreSQL also knows it as an abbreviation.
+_NAMES_SQL = (
+    "SELECT n.name, EXISTS (SELECT 1 FROM pg_timezone_abbrevs a WHERE a.abbrev = n.name) "
+    "AS abbreviation FROM pg_timezone_names n"
+)
+
+
+def _has_summer_time(name: str) -> bool:
+    """Whether the zone's offset changes within the year (then a fixed
+    abbreviation of the same name means something else half of it)."""
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return True
+    year = datetime.now(UTC).year
+    return len({datetime(year, m, 1, tzinfo=zone).utcoffset() for m in (1, 4, 7, 10)}) > 1
 
 
 def is_canonical_zone_name(name: str) -> bool:
@@ -51,8 +77,11 @@ class TimeZones:
         async with self._lock:
             if self._names is None:
                 async with self._database.connection(timeout_s) as conn:
-                    rows = await conn.fetch("SELECT name FROM pg_timezone_names")
+                    rows = await conn.fetch(_NAMES_SQL)
                 self._names = frozenset(
-                    r["name"] for r in rows if is_canonical_zone_name(r["name"])
+                    r["name"]
+                    for r in rows
+                    if is_canonical_zone_name(r["name"])
+                    and not (r["abbreviation"] and _has_summer_time(r["name"]))
                 )
         return self._names

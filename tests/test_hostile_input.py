@@ -676,8 +676,14 @@ BAD_ZONES = [
     "Europe/Berlin/",
     "../Europe/Berlin",
     "Europe//Berlin",
+    # Zones that are also PostgreSQL abbreviations of a fixed offset: AT TIME
+    # ZONE would read them without their summer time (server.timezones).
+    "CET",
+    "EET",
+    "MET",
+    "WET",
 ]
-GOOD_ZONES = ["Europe/Berlin", "America/Argentina/Buenos_Aires", "UTC", "Etc/GMT+5"]
+GOOD_ZONES = ["Europe/Berlin", "America/Argentina/Buenos_Aires", "UTC", "Etc/GMT+5", "EST"]
 
 
 def _zone_requests(world: World, zone: str) -> list[tuple[str, str, Message]]:

@@ -22,6 +22,7 @@ GOOD = uuid7()
         GOOD[:8] + "-" + GOOD[9:13] + GOOD[14:18] + "-" + GOOD[18:],
         GOOD[:-1] + "g",
         " " + GOOD[1:],
+        GOOD + "\n",  # a regex "$" also matches before a final newline
     ],
 )
 async def test_only_the_canonical_uuid_form_is_an_id(stubs: Stubs, org: str, value: str) -> None:

@@ -1001,3 +1001,33 @@ async def test_a_repeated_midnight_starts_its_date_at_the_first_one(
 
     assert await on(date(2026, 11, 1)) == {"nov1_first_0030", "nov1_second_0030"}
     assert await on(date(2026, 10, 31)) == {"oct31_last"}
+
+
+async def test_exclusive_bounds_keep_their_nanoseconds(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    """Stored instants are microseconds; a bound with nanoseconds is exact: an
+    appointment starting at T is in a range ending at T + 500 ns, and start ==
+    end to the nanosecond is still an empty (refused) range."""
+    t = await tenant(stubs, org, 1, ["UTC"])
+    start = datetime(2026, 5, 4, 10, tzinfo=UTC)
+    (aid,) = await insert_appointments(
+        db,
+        org,
+        [Appt(t.providers[0], t.clients[0], t.services[0], start, start + timedelta(minutes=30))],
+    )
+    seconds = int(start.timestamp())
+    end = timestamp_pb2.Timestamp(seconds=seconds, nanos=500)
+    assert await list_appointments(stubs, org, end_time=end) == [aid]
+    assert await list_appointments(
+        stubs, org, start_time=timestamp_pb2.Timestamp(seconds=seconds - 60), end_time=end
+    ) == [aid]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.appointments.ListAppointments(
+            appointments_pb2.ListAppointmentsRequest(
+                organization_id=org,
+                start_time=timestamp_pb2.Timestamp(seconds=seconds, nanos=600),
+                end_time=timestamp_pb2.Timestamp(seconds=seconds, nanos=600),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 
 from server.validation import Violations
 
-__all__ = ["etag", "nullable", "parse_etag", "set_time", "to_datetime"]
+__all__ = ["etag", "not_after", "nullable", "parse_etag", "set_time", "to_datetime"]
 
 _ETAG = re.compile(r'^"v([0-9]{1,9})"$')
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,14 +43,34 @@ def parse_etag(value: str, field: str, v: Violations) -> int | None:
     return int(match.group(1))
 
 
-def to_datetime(ts: timestamp_pb2.Timestamp, field: str, violations: Violations) -> datetime | None:
+def to_datetime(
+    ts: timestamp_pb2.Timestamp, field: str, violations: Violations, *, end: bool = False
+) -> datetime | None:
+    """The instant (microseconds: PostgreSQL's precision), None when unset.
+
+    ``end=True`` for an exclusive upper bound ("strictly before"): nanoseconds
+    round UP, so that a stored instant lies before the exact bound exactly
+    when it lies before the rounded one (truncating would drop a row at T from
+    a range ending at T + 500 ns)."""
     if ts.seconds == 0 and ts.nanos == 0:
         return None
     try:
-        return ts.ToDatetime(tzinfo=UTC)
+        value = ts.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
         violations.add(field, "is not a valid timestamp", "OUT_OF_RANGE")
         return None
+    if end and ts.nanos % 1000:
+        try:
+            value += timedelta(microseconds=1)
+        except OverflowError:
+            violations.add(field, "is not a valid timestamp", "OUT_OF_RANGE")
+            return None
+    return value
+
+
+def not_after(a: timestamp_pb2.Timestamp, b: timestamp_pb2.Timestamp) -> bool:
+    """a <= b, to the nanosecond (the datetimes are rounded to microseconds)."""
+    return (a.seconds, a.nanos) <= (b.seconds, b.nanos)
 
 
 def nullable(value: str) -> str | None:

@@ -39,7 +39,14 @@ from server.handlers._base import (
 )
 from server.handlers._calendar_fields import date_of
 from server.handlers._conflicts import booking_instant, refusal, request_policy, taken
-from server.handlers._encoding import etag, nullable, parse_etag, set_time, to_datetime
+from server.handlers._encoding import (
+    etag,
+    not_after,
+    nullable,
+    parse_etag,
+    set_time,
+    to_datetime,
+)
 from server.handlers._lists import ListSpec, Related, enum_values
 from server.handlers._resource import TenantResource
 from server.handlers._writes import Write, writing
@@ -319,8 +326,8 @@ def _list_filters(request: pb.ListAppointmentsRequest, v: Violations) -> q.Appoi
     v.uuid("client_id", request.client_id, required=False)
     v.uuid("service_id", request.service_id, required=False)
     start = to_datetime(request.start_time, "start_time", v)
-    end = to_datetime(request.end_time, "end_time", v)
-    if start is not None and end is not None and end <= start:
+    end = to_datetime(request.end_time, "end_time", v, end=True)
+    if start is not None and end is not None and not_after(request.end_time, request.start_time):
         v.add("end_time", "must be after start_time", "INVALID_RANGE")
     first = date_of(request.start_date, "start_date", v)
     last = date_of(request.end_date, "end_date", v)

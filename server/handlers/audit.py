@@ -47,7 +47,7 @@ def _filters(request: pb.ListAuditEventsRequest, v: Violations) -> q.AuditFilter
         request.resource_id,
         request.actor,
         to_datetime(request.occurred_after, "occurred_after", v),
-        to_datetime(request.occurred_before, "occurred_before", v),
+        to_datetime(request.occurred_before, "occurred_before", v, end=True),
     )
 
 

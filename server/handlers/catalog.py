@@ -157,7 +157,7 @@ def _service_filters(request: pb.ListServicesRequest, v: Violations) -> q.Servic
     return q.ServiceFilter(
         active=request.active if request.HasField("active") else None,
         created_after=to_datetime(request.created_after, "created_after", v),
-        created_before=to_datetime(request.created_before, "created_before", v),
+        created_before=to_datetime(request.created_before, "created_before", v, end=True),
         query=search_term(request.query, v),
         provider_id=request.provider_id,
     )

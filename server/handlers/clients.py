@@ -73,7 +73,7 @@ def _filters(request: pb.ListClientsRequest, v: Violations) -> q.ClientFilter:
     return q.ClientFilter(
         active=request.active if request.HasField("active") else None,
         created_after=to_datetime(request.created_after, "created_after", v),
-        created_before=to_datetime(request.created_before, "created_before", v),
+        created_before=to_datetime(request.created_before, "created_before", v, end=True),
         query=search_term(request.query, v),
     )
 

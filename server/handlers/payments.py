@@ -83,7 +83,7 @@ def _filters(request: pb.ListPaymentsRequest, v: Violations) -> q.PaymentFilter:
         statuses=enum_values(request.statuses, STATUSES, "statuses", v),
         methods=enum_values(request.methods, METHODS, "methods", v),
         created_after=to_datetime(request.created_after, "created_after", v),
-        created_before=to_datetime(request.created_before, "created_before", v),
+        created_before=to_datetime(request.created_before, "created_before", v, end=True),
         currency=request.currency_code,
         min_amount=low,
         max_amount=high,

@@ -66,7 +66,7 @@ def _filters(request: pb.ListProvidersRequest, v: Violations) -> q.ProviderFilte
     return q.ProviderFilter(
         active=request.active if request.HasField("active") else None,
         created_after=to_datetime(request.created_after, "created_after", v),
-        created_before=to_datetime(request.created_before, "created_before", v),
+        created_before=to_datetime(request.created_before, "created_before", v, end=True),
         query=search_term(request.query, v),
         service_id=request.service_id,
     )

@@ -35,7 +35,7 @@ from server.handlers._calendar_fields import (
     fill_time,
     interval_of,
 )
-from server.handlers._encoding import nullable, set_time, to_datetime
+from server.handlers._encoding import not_after, nullable, set_time, to_datetime
 from server.handlers._lists import ListSpec
 from server.handlers._writes import writing
 from server.ids import uuid7
@@ -250,8 +250,8 @@ def encode_time_off(
 def _time_off_filters(request: pb.ListTimeOffRequest, v: Violations) -> q.TimeOffFilter:
     v.uuid("provider_id", request.provider_id)
     start = to_datetime(request.start_time, "start_time", v)
-    end = to_datetime(request.end_time, "end_time", v)
-    if start is not None and end is not None and end <= start:
+    end = to_datetime(request.end_time, "end_time", v, end=True)
+    if start is not None and end is not None and not_after(request.end_time, request.start_time):
         v.add("end_time", "must be after start_time", "INVALID_RANGE")
     return q.TimeOffFilter(request.provider_id, start, end)
 

@@ -205,27 +205,12 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _local_midnight(param: str) -> str:
-    """The first instant of the date ``param`` in the row's provider's zone, as
-    ``scheduling.wall_instant`` gives it (the day sheet's bounds). ``date AT
-    TIME ZONE`` alone takes the LATER of a repeated midnight (a zone whose
-    clocks fall back at 01:00 to 00:00, e.g. America/Havana): an hour after
-    23:00 of the day before is the first one. A missing midnight (clocks
-    spring forward at 00:00) is the first instant after the gap either way."""
-    zone = _PROVIDER_ZONE
-    return (
-        f"LEAST({param}::date::timestamp AT TIME ZONE {zone}, "
-        f"({param}::date::timestamp - interval '1 hour') AT TIME ZONE {zone} "
-        "+ interval '1 hour')"
-    )
-
-
 def build_list_appointments_query(org_id: str, flt: AppointmentFilter, order: Order) -> ListQuery:
     query = ListQuery(source="appointments", columns=APPOINTMENT.columns, order=order)
     query.where(f"organization_id = {query.param(org_id)}")
     query.one_of("provider_id", flt.provider_ids, "uuid")
-    query.equals("client_id", flt.client_id or None)
-    query.equals("service_id", flt.service_id or None)
+    query.equals("client_id", flt.client_id)
+    query.equals("service_id", flt.service_id)
     query.one_of("status", flt.statuses)
     if flt.start is not None:
         query.where(f"end_at > {query.param(flt.start)}")
@@ -235,15 +220,23 @@ def build_list_appointments_query(org_id: str, flt: AppointmentFilter, order: Or
             query.where(f"start_at > {query.param(flt.start - _MAX_DURATION)}")
     if flt.end is not None:
         query.where(f"start_at < {query.param(flt.end)}")
+    # Business dates: a coarse start_at range (the index's), then the exact
+    # local date of the start in the provider's zone (one primary-key probe
+    # of providers per row in the coarse range). An instant's local date is
+    # unambiguous, DST days and repeated or missing midnights included.
+    local_date = f"(start_at AT TIME ZONE {_PROVIDER_ZONE})::date"
     if flt.start_date is not None:
-        first = query.param(flt.start_date)
-        if flt.start_date.year > 1:
-            query.where(f"start_at >= {query.param(_midnight(flt.start_date) - _ZONE_MARGIN)}")
-        query.where(f"start_at >= {_local_midnight(first)}")
+        query.where(f"start_at >= {query.param(_midnight(flt.start_date) - _ZONE_MARGIN)}")
     if flt.end_date is not None and flt.end_date <= _LATEST_DATE:
         after = flt.end_date + timedelta(days=1)
         query.where(f"start_at < {query.param(_midnight(after) + _ZONE_MARGIN)}")
-        query.where(f"start_at < {_local_midnight(query.param(after))}")
+    if flt.start_date is not None and flt.end_date is not None:
+        low, high = query.param(flt.start_date), query.param(flt.end_date)
+        query.where(f"{local_date} BETWEEN {low} AND {high}")
+    elif flt.start_date is not None:
+        query.where(f"{local_date} >= {query.param(flt.start_date)}")
+    elif flt.end_date is not None:
+        query.where(f"{local_date} <= {query.param(flt.end_date)}")
     return query
 
 
