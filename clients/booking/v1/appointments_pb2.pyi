@@ -447,8 +447,9 @@ class ListAppointmentsRequest(_message.Message):
     """VIEW_FULL: also clients, services, providers and payments (below)."""
     @_builtins.property
     def provider_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these providers' appointments (1-100 distinct ids); empty = every
-        provider's. Unknown or another tenant's ids match nothing.
+        """Only these providers' appointments (at most 100 ids; a repeated id counts
+        once); empty = every provider's. Unknown or another tenant's ids match
+        nothing.
         """
 
     @_builtins.property
@@ -466,10 +467,10 @@ class ListAppointmentsRequest(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def start_date(self) -> _date_pb2.Date:
-        """Only appointments that start on a business date from start_date to
-        end_date (inclusive), each date in the appointment's provider's own
-        zone (a DST day is 23 or 25 hours long); either bound may be unset.
-        Both set: start_date <= end_date.
+        """Only appointments whose start falls on a business date from start_date
+        to end_date (inclusive): the start's local date in the appointment's
+        provider's own zone (a DST day is 23 or 25 hours long); either bound may
+        be unset. Both set: start_date <= end_date.
         """
 
     @_builtins.property
