@@ -21,7 +21,8 @@ booking.v1.PaymentService       payments.proto           handlers.payments
 Shared machinery (private modules): ``_base`` (Deps, deadlines, canonical ids,
 NUL check), ``_writes`` (the write path: transaction, audit, request_id),
 ``_resource`` (Create/Get/Update of a tenant-owned resource), ``_lists`` (the
-List path: ListSpec), ``_masks`` (update masks), ``_encoding`` (timestamps,
+List path: ListSpec, Related), ``_encoders`` (the appointment, payment and time
+off encoders other services' RPCs use too), ``_masks`` (update masks), ``_encoding`` (timestamps,
 etags), ``_calendar_fields`` (google.type Date / TimeOfDay / TimeInterval
 validation), ``_conflicts`` (booking conflicts as protos and as the
 TIME_SLOT_TAKEN / BOOKING_NOT_ALLOWED errors).

@@ -14,7 +14,7 @@ function driven by the :class:`Transition` table.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -22,14 +22,13 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 from booking.v1 import appointments_pb2 as pb
 from booking.v1 import appointments_pb2_grpc as pb_grpc
-from booking.v1 import common_pb2, resources_pb2
+from booking.v1 import resources_pb2
 from google.protobuf.message import Message
 from grpc import aio
 
 from server.booking import Evaluation, evaluate_booking
-from server.db import schema
 from server.errors import Aborted, FailedPrecondition
-from server.handlers import catalog, clients, payments, providers
+from server.handlers import catalog, clients, providers
 from server.handlers._base import (
     Context,
     Deps,
@@ -39,12 +38,16 @@ from server.handlers._base import (
 )
 from server.handlers._calendar_fields import date_of
 from server.handlers._conflicts import booking_instant, refusal, request_policy, taken
+from server.handlers._encoders import (
+    APPOINTMENT_STATUSES,
+    encode_appointment,
+    encode_payment,
+    status_name,
+)
 from server.handlers._encoding import (
-    etag,
     not_after,
     nullable,
     parse_etag,
-    set_time,
     to_datetime,
 )
 from server.handlers._lists import ListSpec, Related, enum_values
@@ -60,6 +63,9 @@ from server.queries.providers import PROVIDER
 from server.validation import Violations
 
 __all__ = ["TRANSITIONS", "AppointmentService", "Transition", "encode", "status_name"]
+
+# The appointment message of a row (server.handlers._encoders).
+encode = encode_appointment
 
 R = TypeVar("R", bound=Message)
 
@@ -90,36 +96,6 @@ _OUTPUT_ONLY = (
     "buffer_before_minutes",
     "buffer_after_minutes",
 )
-
-
-def status_name(status: str) -> str:
-    """A stored status as its proto enum name ("no_show" -> "APPOINTMENT_STATUS_NO_SHOW")."""
-    return f"APPOINTMENT_STATUS_{status.upper()}"
-
-
-def encode(
-    row: Any, new: Callable[..., resources_pb2.Appointment] = resources_pb2.Appointment
-) -> resources_pb2.Appointment:
-    msg = new(
-        id=str(row["id"]),
-        organization_id=str(row["organization_id"]),
-        provider_id=str(row["provider_id"]),
-        client_id=str(row["client_id"]),
-        service_id=str(row["service_id"]),
-        status=Status.Value(status_name(row["status"])),
-        price=common_pb2.Money(currency_code=row["currency"], amount_minor=row["price_minor"]),
-        external_id=row["external_id"] or "",
-        notes=row["notes"] or "",
-        etag=etag(row["version"]),
-        cancel_reason=row["cancel_reason"] or "",
-        buffer_before_minutes=row["buffer_before_minutes"],
-        buffer_after_minutes=row["buffer_after_minutes"],
-    )
-    set_time(msg.start_time, row["during"].lower)
-    set_time(msg.end_time, row["during"].upper)
-    set_time(msg.create_time, row["created_at"])
-    set_time(msg.update_time, row["updated_at"])
-    return msg
 
 
 # -- checks -------------------------------------------------------------------------
@@ -312,8 +288,6 @@ RESOURCE = TenantResource("appointment", q.APPOINTMENT, (), _no_writes, encode)
 # -- ListAppointments ----------------------------------------------------------------
 
 MAX_LIST_PROVIDERS = 100
-# Enum number -> stored status.
-STATUSES = {Status.Value(status_name(s)): s for s in schema.APPOINTMENT_STATUSES}
 
 
 def _list_filters(request: pb.ListAppointmentsRequest, v: Violations) -> q.AppointmentFilter:
@@ -337,7 +311,7 @@ def _list_filters(request: pb.ListAppointmentsRequest, v: Violations) -> q.Appoi
         provider_ids=tuple(sorted(set(providers))),
         client_id=request.client_id,
         service_id=request.service_id,
-        statuses=enum_values(request.statuses, STATUSES, "statuses", v),
+        statuses=enum_values(request.statuses, APPOINTMENT_STATUSES, "statuses", v),
         start=start,
         end=end,
         start_date=first,
@@ -362,7 +336,7 @@ LIST = ListSpec(
             PAYMENT.by_ids_sql(
                 "appointment_id", "array_position($2::uuid[], appointment_id), created_at, id"
             ),
-            payments.encode,
+            encode_payment,
             repeated=True,
         ),
     ),

@@ -12,6 +12,7 @@ from booking.v1 import resources_pb2
 from grpc import aio
 
 from server.handlers._base import Deps
+from server.handlers._encoders import encode_appointment, encode_payment
 from server.handlers._encoding import etag, nullable, set_time, to_datetime
 from server.handlers._lists import ListSpec, search_term
 from server.handlers._resource import TenantResource
@@ -88,16 +89,12 @@ def _history_filters(request: pb.ListClientHistoryRequest, v: Violations) -> his
 
 
 def _encode_entry(row: asyncpg.Record, new: Callable[..., pb.ClientHistoryEntry]) -> None:
-    # The appointment and payment encoders are imported here: both modules
-    # import this one (their VIEW_FULL attaches clients).
-    from server.handlers import appointments, payments
-
     entry = new()
     set_time(entry.time, row["at"])
     if row["kind"] == history.APPOINTMENT_KIND:
-        entry.appointment.CopyFrom(appointments.encode(history.Prefixed(row, "a_")))
+        entry.appointment.CopyFrom(encode_appointment(history.Prefixed(row, "a_")))
     else:
-        entry.payment.CopyFrom(payments.encode(history.Prefixed(row, "p_")))
+        entry.payment.CopyFrom(encode_payment(history.Prefixed(row, "p_")))
 
 
 HISTORY = ListSpec(

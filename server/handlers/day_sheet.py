@@ -25,9 +25,9 @@ from booking.v1 import schedules_pb2 as pb
 
 from server import booking, scheduling
 from server.errors import NotFound
-from server.handlers import appointments, payments
 from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.handlers._calendar_fields import date_of
+from server.handlers._encoders import PAYMENT_STATUSES, encode_appointment, encode_time_off
 from server.handlers._encoding import set_time
 from server.handlers.availability import check_provider_ids
 from server.queries import calendar
@@ -40,7 +40,7 @@ __all__ = ["get_provider_schedule"]
 LAST_DATE = date(9999, 12, 30)
 
 # Stored payment status -> PaymentStatus number.
-_PAYMENT_STATUS = {stored: number for number, stored in payments.STATUSES.items()}
+_PAYMENT_STATUS = {stored: number for number, stored in PAYMENT_STATUSES.items()}
 
 
 def _by_provider(rows: list[asyncpg.Record]) -> dict[str, list[asyncpg.Record]]:
@@ -50,7 +50,7 @@ def _by_provider(rows: list[asyncpg.Record]) -> dict[str, list[asyncpg.Record]]:
 
 def _encode_appointment(row: asyncpg.Record, add: Any) -> None:
     add(
-        appointment=appointments.encode(row),
+        appointment=encode_appointment(row),
         client_name=row["client_name"],
         client_phone=row["client_phone"] or "",
         service_name=row["service_name"],
@@ -66,9 +66,6 @@ def _encode_appointment(row: asyncpg.Record, add: Any) -> None:
 async def get_provider_schedule(
     deps: Deps, request: pb.GetProviderScheduleRequest, context: Context
 ) -> pb.GetProviderScheduleResponse:
-    # Imported here: server.handlers.schedules imports this module.
-    from server.handlers.schedules import encode_time_off
-
     v = request_violations(request)
     v.uuid("organization_id", request.organization_id)
     ids = list(request.provider_ids)

@@ -3,60 +3,28 @@ summaries issue)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import asyncpg
-from booking.v1 import common_pb2, resources_pb2
 from booking.v1 import payments_pb2 as pb
 from booking.v1 import payments_pb2_grpc as pb_grpc
 from grpc import aio
 
-from server.db import schema
 from server.handlers import clients
 from server.handlers._base import Deps
-from server.handlers._encoding import set_time, to_datetime
+from server.handlers._encoders import (
+    PAYMENT_METHODS,
+    PAYMENT_STATUSES,
+    encode_appointment,
+    encode_payment,
+)
+from server.handlers._encoding import to_datetime
 from server.handlers._lists import ListSpec, Related, enum_values
 from server.queries import payments as q
 from server.queries.appointments import APPOINTMENT
 from server.queries.clients import CLIENT
 from server.validation import Violations
 
-__all__ = ["METHODS", "STATUSES", "PaymentService", "encode"]
-
-Status = resources_pb2.PaymentStatus
-Method = resources_pb2.PaymentMethod
-# Enum number -> stored value, and back.
-STATUSES = {Status.Value(f"PAYMENT_STATUS_{s.upper()}"): s for s in schema.PAYMENT_STATUSES}
-METHODS = {Method.Value(f"PAYMENT_METHOD_{m.upper()}"): m for m in schema.PAYMENT_METHODS}
-_STATUS_OF = {s: n for n, s in STATUSES.items()}
-_METHOD_OF = {m: n for n, m in METHODS.items()}
-
-
-def encode(
-    row: Any, new: Callable[..., resources_pb2.Payment] = resources_pb2.Payment
-) -> resources_pb2.Payment:
-    msg = new(
-        id=str(row["id"]),
-        organization_id=str(row["organization_id"]),
-        client_id=str(row["client_id"]),
-        appointment_id="" if row["appointment_id"] is None else str(row["appointment_id"]),
-        amount=common_pb2.Money(currency_code=row["currency"], amount_minor=row["amount_minor"]),
-        status=_STATUS_OF[row["status"]],
-        method=_METHOD_OF[row["method"]],
-        external_reference=row["external_reference"] or "",
-    )
-    set_time(msg.create_time, row["created_at"])
-    set_time(msg.update_time, row["updated_at"])
-    return msg
-
-
-def _encode_appointment(row: asyncpg.Record, new: Callable[..., Any]) -> Any:
-    # Imported here: server.handlers.appointments imports this module (its
-    # VIEW_FULL attaches payments), so this one cannot import it first.
-    from server.handlers.appointments import encode as encode_appointment
-
-    return encode_appointment(row, new)
+__all__ = ["PaymentService"]
 
 
 def _filters(request: pb.ListPaymentsRequest, v: Violations) -> q.PaymentFilter:
@@ -80,8 +48,8 @@ def _filters(request: pb.ListPaymentsRequest, v: Violations) -> q.PaymentFilter:
     return q.PaymentFilter(
         client_id=request.client_id,
         appointment_id=request.appointment_id,
-        statuses=enum_values(request.statuses, STATUSES, "statuses", v),
-        methods=enum_values(request.methods, METHODS, "methods", v),
+        statuses=enum_values(request.statuses, PAYMENT_STATUSES, "statuses", v),
+        methods=enum_values(request.methods, PAYMENT_METHODS, "methods", v),
         created_after=to_datetime(request.created_after, "created_after", v),
         created_before=to_datetime(request.created_before, "created_before", v, end=True),
         currency=request.currency_code,
@@ -95,9 +63,9 @@ LIST = ListSpec(
     pb.ListPaymentsResponse,
     "payments",
     _filters,
-    encode,
+    encode_payment,
     related=(
-        Related("appointments", "appointment_id", APPOINTMENT.by_ids_sql(), _encode_appointment),
+        Related("appointments", "appointment_id", APPOINTMENT.by_ids_sql(), encode_appointment),
         Related("clients", "client_id", CLIENT.by_ids_sql(), clients.encode),
     ),
 )

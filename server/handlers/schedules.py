@@ -35,7 +35,8 @@ from server.handlers._calendar_fields import (
     fill_time,
     interval_of,
 )
-from server.handlers._encoding import not_after, nullable, set_time, to_datetime
+from server.handlers._encoders import encode_time_off
+from server.handlers._encoding import not_after, nullable, to_datetime
 from server.handlers._lists import ListSpec
 from server.handlers._writes import writing
 from server.ids import uuid7
@@ -230,21 +231,6 @@ def _encode_overrides(
             interval = msg.intervals.add()
             fill_time(interval.start_time, row["start_minute"])
             fill_time(interval.end_time, row["end_minute"])
-
-
-def encode_time_off(
-    row: asyncpg.Record, new: Callable[..., resources_pb2.TimeOff] = resources_pb2.TimeOff
-) -> resources_pb2.TimeOff:
-    msg = new(
-        id=str(row["id"]),
-        organization_id=str(row["organization_id"]),
-        provider_id=str(row["provider_id"]),
-        reason=row["reason"] or "",
-    )
-    set_time(msg.start_time, row["start_at"])
-    set_time(msg.end_time, row["end_at"])
-    set_time(msg.create_time, row["created_at"])
-    return msg
 
 
 def _time_off_filters(request: pb.ListTimeOffRequest, v: Violations) -> q.TimeOffFilter:
