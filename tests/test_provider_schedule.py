@@ -35,7 +35,6 @@ from google.rpc import code_pb2, error_details_pb2
 from google.type import date_pb2
 
 from server.ids import uuid7
-from server.queries import calendar
 from server.queries import day_sheet as q
 from tests import test_explain_booking as explain
 from tests.conftest import Bookable, Stubs, make_bookable, new_org, violated_fields
@@ -508,10 +507,10 @@ async def test_the_statement_count_is_fixed(
     counted: tuple[Stubs, list[str]],  # noqa: F811
     db: asyncpg.Connection,
 ) -> None:
-    """4 statements (providers, hours, time off, appointments with their
-    clients, services and payments) for 1 provider with 1 appointment as for
-    20 providers with 200 appointments, each with a payment; 1 when no
-    provider is known."""
+    """2 statements (providers with the date's hours; time off and
+    appointments with their clients, services and payments) for 1 provider
+    with 1 appointment as for 20 providers with 200 appointments, each with a
+    payment; 1 when no provider is known."""
     stubs, statements = counted
     org = await new_org(stubs)
     small = await _booked_providers(stubs, org, 1, 1)
@@ -531,7 +530,7 @@ async def test_the_statement_count_is_fixed(
         assert [len(e.appointments) for e in entries] == [each] * len(made)
         assert {a.amount_paid.amount_minor for e in entries for a in e.appointments} == {100}
         assert [len(e.time_off) for e in entries] == [1] * len(made)
-    assert len(counts[1]) == len(counts[20]) == 4, counts
+    assert len(counts[1]) == len(counts[20]) == 2, counts
     statements.clear()
     await sheet(stubs, org, [str(uuid.uuid4())], on)
     assert len(own_statements(statements)) == 1, statements
@@ -587,7 +586,7 @@ async def test_day_sheet_statement_plans(paid: explain.Big) -> None:
     for providers in (1, 100):
         ids = paid.providers[300 : 300 + providers]
         args = [paid.org, ids, [start] * providers, [end] * providers]
-        for nodes in await explain._plans(paid.conn, q.DAY_APPOINTMENTS_SQL, args):
+        for nodes in await explain._plans(paid.conn, q.DAY_SQL, args):
             scans = explain._scans(nodes, "appointments")
             assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
             assert any(
@@ -603,9 +602,8 @@ async def test_day_sheet_statement_plans(paid: explain.Big) -> None:
             ), payments
             # The day's appointments' payments: 2 for every third.
             assert explain._read(payments) <= providers * 52, payments
-        for nodes in await explain._plans(paid.conn, q.DAY_TIME_OFF_SQL, args):
-            scans = explain._scans(nodes, "time_off")
-            assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
-            assert not explain._scans(nodes, "appointments"), nodes
-        for nodes in await explain._plans(paid.conn, calendar.HOURS_SQL, [paid.org, ids, on, on]):
+            time_off = explain._scans(nodes, "time_off")
+            assert time_off and all(n["Node Type"] != "Seq Scan" for n in time_off), time_off
+        header = [paid.org, ids, on, on]
+        for nodes in await explain._plans(paid.conn, q.DAY_HEADER_SQL, header):
             assert not explain._scans(nodes, "appointments"), nodes

@@ -1,11 +1,11 @@
 """ScheduleService.GetProviderSchedule: the day sheet of one business date for
 1-100 providers, each in its own zone.
 
-Four statements whatever the number of providers and appointments, on one
-pooled connection: the providers (calendar.providers_header, one row per
-requested id: unknown ones become that entry's NOT_FOUND), then, for the
-known ones, their working-hours rows of the date (calendar.hours_rows), their
-time off and their appointments (server.queries.day_sheet). A provider's day
+Two statements whatever the number of providers and appointments, on one
+pooled connection (server.queries.day_sheet): the providers (one row per
+requested id: unknown ones become that entry's NOT_FOUND) with the date's
+working-hours rows, then, for the known ones, their time off and their
+appointments with client, service and payments. A provider's day
 is [its local midnight, the next one), both read by server.scheduling as
 every wall-clock time is (fold=0: the first instant of each date), so a DST
 day is 23 or 25 hours; working intervals are that date's stretches
@@ -30,8 +30,8 @@ from server.handlers._calendar_fields import date_of
 from server.handlers._encoders import PAYMENT_STATUSES, encode_appointment, encode_time_off
 from server.handlers._encoding import set_time
 from server.handlers.availability import check_provider_ids
-from server.queries import calendar
 from server.queries import day_sheet as q
+from server.queries.history import Prefixed
 
 __all__ = ["get_provider_schedule"]
 
@@ -45,12 +45,12 @@ _PAYMENT_STATUS = {stored: number for number, stored in PAYMENT_STATUSES.items()
 
 def _by_provider(rows: list[asyncpg.Record]) -> dict[str, list[asyncpg.Record]]:
     """Rows ordered by provider, grouped by it (the order within kept)."""
-    return {str(pid): list(group) for pid, group in groupby(rows, key=lambda r: r["provider_id"])}
+    return {str(pid): list(group) for pid, group in groupby(rows, key=lambda r: r["pid"])}
 
 
 def _encode_appointment(row: asyncpg.Record, add: Any) -> None:
     add(
-        appointment=encode_appointment(row),
+        appointment=encode_appointment(Prefixed(row, "a_")),
         client_name=row["client_name"],
         client_phone=row["client_phone"] or "",
         service_name=row["service_name"],
@@ -58,7 +58,7 @@ def _encode_appointment(row: asyncpg.Record, add: Any) -> None:
             0 if row["payment_status"] is None else _PAYMENT_STATUS[row["payment_status"]]
         ),
         amount_paid=common_pb2.Money(
-            currency_code=row["currency"], amount_minor=row["amount_paid_minor"]
+            currency_code=row["a_currency"], amount_minor=row["amount_paid_minor"]
         ),
     )
 
@@ -80,7 +80,8 @@ async def get_provider_schedule(
     zones: dict[str, ZoneInfo] = {}
     days: list[tuple[str, datetime, datetime]] = []
     async with deps.db.connection(timeout_of(context)) as conn:
-        header = await calendar.providers_header(conn, org, None, ids)
+        rows = await q.day_header(conn, org, ids, on)
+        header = sorted((r for r in rows if r["kind"] == "p"), key=lambda r: r["ord"])
         for pid, row in zip(ids, header, strict=True):
             entry = response.providers.add(provider_id=pid)
             if not row["provider_found"]:
@@ -96,20 +97,19 @@ async def get_provider_schedule(
             set_time(entry.day_end_time, end)
         if not days:
             return response
-        found = list(zones)
-        hours = await calendar.hours_rows(conn, org, found, on, on)
-        time_off = _by_provider(await q.day_time_off(conn, org, days))
-        booked = _by_provider(await q.day_appointments(conn, org, days))
+        by_provider = _by_provider(await q.day_rows(conn, org, days))
+    hours = [r for r in rows if r["kind"] != "p"]
     calendars = booking.calendars_from_rows(hours, zones, (on, on))
     entries = {e.provider_id: e for e in response.providers if not e.HasField("error")}
-    for pid in found:
+    for pid in zones:
         entry = entries[pid]
         for start, end in calendars[pid].work():
             interval = entry.working_intervals.add()
             set_time(interval.start_time, start)
             set_time(interval.end_time, end)
-        for row in time_off.get(pid, ()):
-            encode_time_off(row, entry.time_off.add)
-        for row in booked.get(pid, ()):
-            _encode_appointment(row, entry.appointments.add)
+        for row in by_provider.get(pid, ()):
+            if row["kind"] == "t":
+                encode_time_off(Prefixed(row, "t_"), entry.time_off.add)
+            else:
+                _encode_appointment(row, entry.appointments.add)
     return response

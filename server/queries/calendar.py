@@ -27,7 +27,6 @@ __all__ = [
     "PROVIDERS_HEADER_SQL",
     "booking_header",
     "calendar_rows",
-    "hours_rows",
     "lock_provider",
     "providers_header",
 ]
@@ -99,8 +98,7 @@ SELECT
     NULL::boolean AS provider_active,
     NULL::text AS time_zone,
     NULL::boolean AS offered,
-    NULL::integer AS offering_duration_minutes,
-    NULL::text AS display_name
+    NULL::integer AS offering_duration_minutes
 FROM organizations o
 JOIN services s ON s.organization_id = o.id AND s.id = $2
 WHERE o.id = $1
@@ -113,8 +111,7 @@ SELECT
     p.active,
     p.time_zone,
     f.provider_id IS NOT NULL,
-    f.duration_minutes,
-    p.display_name
+    f.duration_minutes
 FROM unnest($3::uuid[]) WITH ORDINALITY AS r(id, ord)
 LEFT JOIN providers p ON p.organization_id = $1 AND p.id = r.id
 LEFT JOIN offerings f ON f.organization_id = $1 AND f.provider_id = p.id AND f.service_id = $2
@@ -123,7 +120,7 @@ ORDER BY ord
 
 # Working-hours rows of the providers $2 of organization $1: kind 'w' weekly
 # rules valid somewhere in dates [$3, $4]; 'o' overrides on those dates (the
-# first part of CALENDAR_SQL; the day sheet reads them alone).
+# first part of CALENDAR_SQL; the day sheet reads them with its providers).
 HOURS_SQL = """
 SELECT 'w' AS kind, provider_id, NULL::uuid AS id, weekday, start_minute, end_minute,
        valid_from AS d1, valid_to AS d2, NULL::boolean AS closed,
@@ -180,17 +177,10 @@ async def booking_header(
 
 
 async def providers_header(
-    conn: Conn, org_id: str, service_id: str | None, provider_ids: list[str]
+    conn: Conn, org_id: str, service_id: str, provider_ids: list[str]
 ) -> list[asyncpg.Record]:
-    """The service's row (none when unknown, or ``service_id`` None), then one
-    row per requested provider."""
+    """The service's row (none when unknown), then one row per requested provider."""
     return await conn.fetch(PROVIDERS_HEADER_SQL, org_id, service_id, provider_ids)
-
-
-async def hours_rows(
-    conn: Conn, org_id: str, provider_ids: list[str], first_date: date, last_date: date
-) -> list[asyncpg.Record]:
-    return await conn.fetch(HOURS_SQL, org_id, provider_ids, first_date, last_date)
 
 
 async def calendar_rows(
