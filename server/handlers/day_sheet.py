@@ -31,7 +31,7 @@ from server.handlers._encoders import PAYMENT_STATUSES, encode_appointment, enco
 from server.handlers._encoding import set_time
 from server.handlers.availability import check_provider_ids
 from server.queries import day_sheet as q
-from server.queries.history import Prefixed
+from server.queries._rows import Prefixed
 
 __all__ = ["get_provider_schedule"]
 

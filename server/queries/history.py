@@ -13,11 +13,10 @@ descending), then by id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey
+from server.queries._rows import Prefixed
 from server.queries.appointments import APPOINTMENT
 from server.queries.payments import PAYMENT
 
@@ -81,16 +80,3 @@ HISTORY: Listing[HistoryFilter] = Listing(
     default_order="time desc",
     build=build_history_query,
 )
-
-
-class Prefixed:
-    """One side of a history row, read by its table's column names (what the
-    appointment and payment encoders read: ``row[column]``)."""
-
-    __slots__ = ("_prefix", "_row")
-
-    def __init__(self, row: Mapping[str, Any] | Any, prefix: str) -> None:
-        self._row, self._prefix = row, prefix
-
-    def __getitem__(self, key: str) -> Any:
-        return self._row[self._prefix + key]
