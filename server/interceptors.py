@@ -67,9 +67,10 @@ class _Call:
     def __init__(self, method: str, context: Context) -> None:
         metadata = context.invocation_metadata()
         given = _metadata_value(metadata, "x-request-id")
-        self.correlation_id = given if given and _CORRELATION_ID.match(given) else uuid.uuid4().hex
+        valid = given is not None and _CORRELATION_ID.fullmatch(given) is not None
+        self.correlation_id = given if given and valid else uuid.uuid4().hex
         actor = _metadata_value(metadata, "x-actor")
-        self.bad_actor = actor is not None and _ACTOR.match(actor) is None
+        self.bad_actor = actor is not None and _ACTOR.fullmatch(actor) is None
         self.token = set_call(
             CallInfo(
                 self.correlation_id, actor if actor and not self.bad_actor else "anonymous", method

@@ -68,17 +68,17 @@ class Violations:
             self.add(field, f"must be at most {max_len} characters", "TOO_LONG")
 
     def email(self, field: str, value: str) -> None:
-        if value and (len(value) > 254 or not _EMAIL.match(value)):
+        if value and (len(value) > 254 or not _EMAIL.fullmatch(value)):
             self.add(field, "must be an e-mail address", "INVALID_FORMAT")
 
     def phone(self, field: str, value: str) -> None:
-        if value and not _PHONE.match(value):
+        if value and not _PHONE.fullmatch(value):
             self.add(field, "must be an E.164 phone number, e.g. +4915112345678", "INVALID_FORMAT")
 
     def slug(self, field: str, value: str) -> None:
         if not value:
             self.add(field, "is required", "REQUIRED")
-        elif len(value) > 63 or not _SLUG.match(value):
+        elif len(value) > 63 or not _SLUG.fullmatch(value):
             self.add(
                 field,
                 "must be 1-63 lower-case letters, digits and single dashes",
@@ -99,7 +99,7 @@ class Violations:
                 )
 
     def currency(self, field: str, value: str) -> None:
-        if not _CURRENCY.match(value):
+        if not _CURRENCY.fullmatch(value):
             self.add(field, "must be a 3-letter ISO 4217 code, e.g. EUR", "INVALID_FORMAT")
 
     def int_range(self, field: str, value: int, low: int, high: int) -> None:
@@ -107,7 +107,7 @@ class Violations:
             self.add(field, f"must be between {low} and {high}", "OUT_OF_RANGE")
 
     def request_id(self, field: str, value: str) -> None:
-        if value and not _REQUEST_ID.match(value):
+        if value and not _REQUEST_ID.fullmatch(value):
             self.add(
                 field,
                 "must be 1-100 characters of letters, digits and . _ : -",

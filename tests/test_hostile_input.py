@@ -966,3 +966,63 @@ async def test_a_hundred_bad_ids_get_invalid_argument_not_a_transport_error(
         assert len(violations) == MAX_REPORTED
         assert violations[0].field == "provider_ids[0]"
         assert "more not listed" in (err.value.details() or "")
+
+
+# -- a final newline ---------------------------------------------------------------------------
+
+
+async def test_a_final_newline_is_not_part_of_a_valid_value(stubs: Stubs) -> None:
+    """A regex ending in "$" also matches before a final newline: every format
+    check matches the whole value (e-mail, phone, slug, request_id, currency)."""
+    org = await new_org(stubs)
+    cases = [
+        (
+            stubs.clients.CreateClient(
+                clients_pb2.CreateClientRequest(
+                    organization_id=org,
+                    client=resources_pb2.Client(family_name="N", email="a@b.example\n"),
+                )
+            ),
+            "client.email",
+        ),
+        (
+            stubs.clients.CreateClient(
+                clients_pb2.CreateClientRequest(
+                    organization_id=org,
+                    client=resources_pb2.Client(family_name="N", phone="+4915112345678\n"),
+                )
+            ),
+            "client.phone",
+        ),
+        (
+            stubs.clients.CreateClient(
+                clients_pb2.CreateClientRequest(
+                    organization_id=org,
+                    client=resources_pb2.Client(family_name="N"),
+                    request_id="retry-1\n",
+                )
+            ),
+            "request_id",
+        ),
+        (
+            stubs.orgs.CreateOrganization(
+                organizations_pb2.CreateOrganizationRequest(
+                    organization=resources_pb2.Organization(
+                        name="N", slug=f"n-{uuid.uuid4().hex[:8]}\n", time_zone="UTC"
+                    )
+                )
+            ),
+            "organization.slug",
+        ),
+        (
+            stubs.payments.ListPayments(
+                payments_pb2.ListPaymentsRequest(organization_id=org, currency_code="EUR\n")
+            ),
+            "currency_code",
+        ),
+    ]
+    for call, field in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, err.value.details())
+        assert field in violated_fields(err.value), (field, err.value.details())

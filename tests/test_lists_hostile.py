@@ -6,7 +6,7 @@ and GetProviderSchedule, over the real channel against the real server.
 Every answer must be a documented code with details (INVALID_ARGUMENT naming
 the right field, NOT_FOUND, or an empty or correct result), never INTERNAL,
 UNKNOWN or a hang, and no row of another tenant may ever appear. Bugs found
-are the tests marked ``xfail(strict=True)`` (each reason says what is wrong).
+were marked ``xfail(strict=True)`` until fixed.
 
 Two tenants share one world of rows with the same names, so that a leak shows
 as an id of the other tenant. Payments and bulk appointments are inserted with
@@ -471,12 +471,6 @@ async def test_amounts_at_the_int64_edges(stubs: Stubs, world: World) -> None:
         await refused(call(stubs, world.a, currency_code=bad), "currency_code")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/validation.py:16,102: _CURRENCY.match with '$' accepts 'EUR\\n' "
-    "(re's $ matches before a final newline): the malformed code is served as an empty "
-    "filter instead of INVALID_ARGUMENT on currency_code",
-)
 async def test_currency_code_with_a_trailing_newline_is_refused(stubs: Stubs, world: World) -> None:
     await refused(
         BY_NAME["ListPayments"].list(stubs, world.a, currency_code="EUR\n"), "currency_code"
@@ -523,13 +517,6 @@ async def test_timestamps_at_and_beyond_the_protobuf_range(
         await refused(lister.list(stubs, world.a, **{high: bad}), high)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/handlers/_encoding.py:62-67 (to_datetime, end=True): the last valid "
-    "Timestamp 9999-12-31T23:59:59.999999999Z as an exclusive upper bound is rounded up "
-    "by 1 us, overflows, and is refused as 'is not a valid timestamp' (it is valid, and "
-    "every storable instant lies before it)",
-)
 @pytest.mark.parametrize(("name", "low", "high"), _TIME_FILTERS, ids=[c[0] for c in _TIME_FILTERS])
 async def test_the_last_timestamp_as_an_upper_bound_is_served(
     stubs: Stubs, world: World, name: str, low: str, high: str
@@ -712,13 +699,6 @@ async def at_the_last_page_number(stubs: Stubs, world: World, lister: Lister, **
     return await lister.list(stubs, world.a, page_size=1, page_token=token, **fields)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/handlers/_lists.py:151-155 (page_info): a signed token may carry page "
-    "number 2**31-1 (server/paging.py MAX_PAGE_NUMBER); with count_mode ESTIMATED and rows "
-    "left, total_pages = ceil(seen / size) = 2**31 does not fit PageInfo.total_pages "
-    "(int32): protobuf raises ValueError, the caller gets INTERNAL",
-)
 @each_list
 async def test_last_page_number_with_an_estimated_count_is_not_internal(
     stubs: Stubs, world: World, lister: Lister
@@ -727,12 +707,6 @@ async def test_last_page_number_with_an_estimated_count_is_not_internal(
     assert response.page_info.page == MAX_PAGE_NUMBER
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/handlers/_lists.py:261-265 (serve) issues next_page_token with page "
-    "number 2**31 after a page 2**31-1, and server/paging.py:93 (decode) refuses any "
-    "number above MAX_PAGE_NUMBER: a token the service issued is INVALID_ARGUMENT",
-)
 @each_list
 async def test_a_token_issued_after_the_last_page_number_is_accepted(
     stubs: Stubs, world: World, lister: Lister

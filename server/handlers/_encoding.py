@@ -36,7 +36,7 @@ def parse_etag(value: str, field: str, v: Violations) -> int | None:
     """The version an etag names (None when absent or bad; a bad one is a violation)."""
     if not value:
         return None
-    match = _ETAG.match(value)
+    match = _ETAG.fullmatch(value)
     if match is None:
         v.add(field, "is not an etag this service issued", "INVALID_ETAG")
         return None
@@ -63,7 +63,8 @@ def to_datetime(
         try:
             value += timedelta(microseconds=1)
         except OverflowError:
-            violations.add(field, "is not a valid timestamp", "OUT_OF_RANGE")
+            # Within the last microsecond a Timestamp holds: every storable
+            # instant lies before it, so it bounds nothing.
             return None
     return value
 

@@ -36,7 +36,13 @@ from google.protobuf.message_factory import GetMessageClass
 
 from server.errors import FieldViolation, InvalidArgument
 from server.handlers._base import Context, Deps, request_violations, timeout_of
-from server.paging import PageRequest, check_paging, request_scope, resolve_page
+from server.paging import (
+    MAX_PAGE_NUMBER,
+    PageRequest,
+    check_paging,
+    request_scope,
+    resolve_page,
+)
 from server.queries._listing import Count, CountMode, Listing, Order, Page, fetch_page
 from server.text import fold
 from server.validation import Violations
@@ -150,6 +156,9 @@ class Related:
 
 def page_info(page: Page, number: int, size: int) -> common_pb2.PageInfo:
     total_pages = -(-page.total // size) if page.count is not Count.NONE and size else 0
+    # PageInfo's page fields are int32 (a forged page number near the top
+    # with an estimate past it would not fit).
+    total_pages = min(total_pages, MAX_PAGE_NUMBER)
     return common_pb2.PageInfo(
         page=number,
         page_size=size,
@@ -261,7 +270,11 @@ class ListSpec(Generic[F, R]):
         next_token = ""
         if result.has_next and result.rows:
             next_token = deps.tokens.encode(
-                scope, page.number + 1, tuple(order.keyset_out(result.rows[-1]))
+                # The last page number a token may carry is also the next
+                # one's: a walk that long keeps it (PageInfo.page is int32).
+                scope,
+                min(page.number + 1, MAX_PAGE_NUMBER),
+                tuple(order.keyset_out(result.rows[-1])),
             )
         response = self.response(
             next_page_token=next_token, page_info=page_info(result, page.number, page.size)

@@ -151,7 +151,7 @@ _ACTION = re.compile(r"^[a-z][a-z_]{0,39}$")
 def _update_sql(
     entity: Entity, columns: tuple[str, ...], check_version: bool, action: str = "update"
 ) -> str:
-    if not _ACTION.match(action):  # from code, never from a request; checked anyway
+    if not _ACTION.fullmatch(action):  # from code, never from a request; checked anyway
         raise ValueError(f"audit action {action!r} is not a lower_snake name")
     if entity.tenant_scoped:
         where, n = "organization_id = $1 AND id = $2", 2
@@ -311,7 +311,7 @@ def audit_params(
     audit: Audit, action: str, resource_type: str, changed_fields: Sequence[str] = ()
 ) -> list[Any]:
     """The parameters of :func:`audit_cte` and :func:`insert_audit_event`."""
-    if not _ACTION.match(action) or not _ACTION.match(resource_type):
+    if not _ACTION.fullmatch(action) or not _ACTION.fullmatch(resource_type):
         raise ValueError(f"audit {action!r} on {resource_type!r}: not lower_snake names")
     return [
         uuid7(),
