@@ -975,7 +975,7 @@ async def test_a_final_newline_is_not_part_of_a_valid_value(stubs: Stubs) -> Non
     """A regex ending in "$" also matches before a final newline: every format
     check matches the whole value (e-mail, phone, slug, request_id, currency)."""
     org = await new_org(stubs)
-    cases = [
+    cases: list[tuple[Any, str]] = [
         (
             stubs.clients.CreateClient(
                 clients_pb2.CreateClientRequest(
