@@ -75,6 +75,7 @@ MUTANT_TESTS = "tests/test_booking_mutants.py"
 LIST_FILTERS = "tests/test_lists.py"
 DAY_SHEET = "tests/test_provider_schedule.py"
 EXPLAIN_LISTS = "tests/test_explain_lists.py"
+PAYMENTS = "tests/test_payments.py"
 
 MUTANTS: list[Mutant] = [
     # -- tenant isolation (server/queries/_crud.py, list builders) -----------------
@@ -899,6 +900,39 @@ MUTANTS: list[Mutant] = [
             "FILTER (WHERE p.status = 'completed')",
         ),
         [DAY_SHEET],
+    ),
+    Mutant(
+        "payments-refund-unlocked",
+        "RefundPayment: the payment read without FOR UPDATE (racing refunds lose updates)",
+        one(
+            "server/handlers/payments.py",
+            "payment = await lock_row(w.conn, q.PAYMENT, org, payment_id)",
+            "payment = await get_row(w.conn, q.PAYMENT, org, payment_id)",
+        ),
+        [PAYMENTS],
+        select="concurrent",
+    ),
+    Mutant(
+        "payments-refund-one-too-many",
+        "RefundPayment: one minor unit more than is left accepted",
+        one(
+            "server/handlers/payments.py",
+            'if payment["status"] != "completed" or give > left or give <= 0:',
+            'if payment["status"] != "completed" or give > left + 1 or give <= 0:',
+        ),
+        [PAYMENTS],
+        select="refunds",
+    ),
+    Mutant(
+        "payments-appointment-currency-unchecked",
+        "RecordPayment: a payment in another currency than its appointment's accepted",
+        one(
+            "server/handlers/payments.py",
+            'if booked["currency"] != values["currency"]:',
+            "if False:",
+        ),
+        [PAYMENTS],
+        select="consistency",
     ),
     Mutant(
         "booking-truncation-share-plus-one",

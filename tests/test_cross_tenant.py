@@ -254,6 +254,7 @@ async def snapshot(db: asyncpg.Connection, t: Tenant) -> dict[str, list[dict[str
         "time_off",
         "appointments",
         "payments",
+        "refunds",
     ):
         out[table] = await rows(
             f"SELECT * FROM {table} AS t WHERE organization_id = $1 ORDER BY t::text", t.id
@@ -570,6 +571,74 @@ async def list_client_history(w: World) -> None:
                 )
             )
         assert details(err.value)["ErrorInfo"].reason == "PAGE_TOKEN_MISMATCH"
+
+
+def _payments(w: World) -> list[tuple[str, str, Tenant]]:
+    """(organization_id, payment id, owner): B naming A's payment, in upper
+    case, and A naming B's."""
+    return [
+        (w.b.id, w.a.payment_id, w.a),
+        (w.b.id.upper(), w.a.payment_id.upper(), w.a),
+        (w.a.id, w.b.payment_id, w.b),
+    ]
+
+
+async def get_payment(w: World) -> None:
+    for org, pid, owner in _payments(w):
+        await not_found(
+            w.stubs.payments.GetPayment(
+                payments_pb2.GetPaymentRequest(organization_id=org, payment_id=pid)
+            ),
+            "payment",
+            pid,
+            owner,
+        )
+
+
+async def refund_payment(w: World) -> None:
+    for org, pid, owner in _payments(w):
+        for fields in ({}, {"amount_minor": 1, "etag": '"v1"'}):
+            await not_found(
+                w.stubs.payments.RefundPayment(
+                    payments_pb2.RefundPaymentRequest(organization_id=org, payment_id=pid, **fields)
+                ),
+                "payment",
+                pid,
+                owner,
+            )
+
+
+async def record_payment(w: World) -> None:
+    """A payment naming the other tenant's client, or its appointment: NOT_FOUND."""
+    for org, _pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        money = common_pb2.Money(currency_code="EUR", amount_minor=100)
+        card = resources_pb2.PAYMENT_METHOD_CARD
+        for payment, kind, named in (
+            (
+                resources_pb2.Payment(client_id=owner.client.id, amount=money, method=card),
+                "client",
+                owner.client.id,
+            ),
+            (
+                resources_pb2.Payment(
+                    client_id=mine.client.id,
+                    appointment_id=owner.appointment.id,
+                    amount=money,
+                    method=card,
+                ),
+                "appointment",
+                owner.appointment.id,
+            ),
+        ):
+            await not_found(
+                w.stubs.payments.RecordPayment(
+                    payments_pb2.RecordPaymentRequest(organization_id=org, payment=payment)
+                ),
+                kind,
+                named,
+                owner,
+            )
 
 
 async def get_provider_schedule(w: World) -> None:
@@ -1026,6 +1095,9 @@ ATTACKS: dict[str, Attack] = {
     "booking.v1.CatalogService/ListServices": Attack(list_services),
     "booking.v1.AppointmentService/ListAppointments": Attack(list_appointments),
     "booking.v1.PaymentService/ListPayments": Attack(list_payments),
+    "booking.v1.PaymentService/RecordPayment": Attack(record_payment),
+    "booking.v1.PaymentService/GetPayment": Attack(get_payment),
+    "booking.v1.PaymentService/RefundPayment": Attack(refund_payment),
     "booking.v1.ScheduleService/GetProviderSchedule": Attack(get_provider_schedule),
     "booking.v1.AuditService/ListAuditEvents": Attack(list_audit_events),
     "booking.v1.CatalogService/SetOffering": Attack(set_offering),

@@ -15,6 +15,7 @@ from booking.v1 import (
     catalog_pb2,
     clients_pb2,
     organizations_pb2,
+    payments_pb2,
     providers_pb2,
     resources_pb2,
     schedules_pb2,
@@ -36,11 +37,12 @@ _REQUESTS: dict[str, Descriptor] = {
     "clients": clients_pb2.CreateClientRequest.DESCRIPTOR,
     "offerings": catalog_pb2.SetOfferingRequest.DESCRIPTOR,
     "time_off": schedules_pb2.CreateTimeOffRequest.DESCRIPTOR,
+    "payments": payments_pb2.RecordPaymentRequest.DESCRIPTOR,
+    "refunds": payments_pb2.RefundPaymentRequest.DESCRIPTOR,
 }
 # Tables without a write RPC yet: their paths must exist in the resource message.
 _RESOURCES: dict[str, tuple[str, Descriptor]] = {
     "appointments": ("appointment", resources_pb2.Appointment.DESCRIPTOR),
-    "payments": ("payment", resources_pb2.Payment.DESCRIPTOR),
 }
 
 

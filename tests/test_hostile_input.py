@@ -433,6 +433,27 @@ VALID: dict[str, Callable[[World], Message]] = {
         max_amount_minor=10_000,
         view=common_pb2.VIEW_FULL,
     ),
+    "RecordPayment": lambda w: payments_pb2.RecordPaymentRequest(
+        organization_id=w.org,
+        payment=resources_pb2.Payment(
+            client_id=w.client.id,
+            amount=common_pb2.Money(currency_code="EUR", amount_minor=1500),
+            method=resources_pb2.PAYMENT_METHOD_CASH,
+            external_reference=uuid.uuid4().hex,
+        ),
+        request_id=uuid.uuid4().hex,
+    ),
+    "GetPayment": lambda w: payments_pb2.GetPaymentRequest(
+        organization_id=w.org, payment_id=str(uuid.uuid4())
+    ),
+    "RefundPayment": lambda w: payments_pb2.RefundPaymentRequest(
+        organization_id=w.org,
+        payment_id=str(uuid.uuid4()),
+        amount_minor=100,
+        reason="returned",
+        external_reference=uuid.uuid4().hex,
+        request_id=uuid.uuid4().hex,
+    ),
     "ListClientHistory": lambda w: clients_pb2.ListClientHistoryRequest(
         organization_id=w.org, client_id=w.client.id
     ),

@@ -196,7 +196,10 @@ async def test_readme_lists_block_runs_as_written(booking_server: RunningServer)
             '"client_phone": "+12125550100"',
             '"time_zone": "America/New_York"',
             '"entries": [',  # the client's history
-            '"count_kind": "COUNT_KIND_EXACT"',  # ListPayments, none yet
+            '"count_kind": "COUNT_KIND_EXACT"',  # ListPayments
+            '"refunded_amount": {',  # the refund, then the payment listed
+            '"reason": "late start"',
+            '"payment_status": "PAYMENT_STATUS_COMPLETED"',  # the day sheet
             '"field":"currency_code"',  # the refusal
         ):
             assert expected in out, f"{expected!r} not in the README block's output:\n{out}"

@@ -46,6 +46,7 @@ __all__ = [
     "organizations",
     "payments",
     "providers",
+    "refunds",
     "request_results",
     "services",
     "time_off",
@@ -633,11 +634,20 @@ payments = Table(
     Column("external_reference", Text),
     _ts("created_at"),
     _ts("updated_at"),
+    # The sum of its refunds (migration 0005), and the etag's version.
+    Column("refunded_minor", BigInteger, nullable=False, server_default=text("0")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
     PrimaryKeyConstraint("organization_id", "id"),
     _tenant_fk(["client_id"], "clients"),
     _tenant_fk(["appointment_id"], "appointments"),
     UniqueConstraint("organization_id", "external_reference"),
     CheckConstraint(_in("status", PAYMENT_STATUSES), name="status_values"),
+    CheckConstraint("amount_minor >= 0", name="amount_non_negative"),
+    CheckConstraint("refunded_minor BETWEEN 0 AND amount_minor", name="refunded_range"),
+    CheckConstraint(
+        "external_reference IS NULL OR char_length(external_reference) BETWEEN 1 AND 200",
+        name="external_reference_length",
+    ),
     CheckConstraint(_in("method", PAYMENT_METHODS), name="method_values"),
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
     # ListPayments (migration 0004 says which query each serves).
@@ -654,6 +664,15 @@ payments = Table(
                 "payment.external_reference",
             ),
             "ck_payments_status_values": ("CONSTRAINT_VIOLATED", "payment.status"),
+            "ck_payments_amount_non_negative": (
+                "CONSTRAINT_VIOLATED",
+                "payment.amount.amount_minor",
+            ),
+            "ck_payments_refunded_range": ("CONSTRAINT_VIOLATED",),
+            "ck_payments_external_reference_length": (
+                "CONSTRAINT_VIOLATED",
+                "payment.external_reference",
+            ),
             "ck_payments_method_values": ("CONSTRAINT_VIOLATED", "payment.method"),
             "ck_payments_currency_format": ("CONSTRAINT_VIOLATED", "payment.amount.currency_code"),
             "fk_payments_organization_id_client_id_clients": (
@@ -663,6 +682,50 @@ payments = Table(
             "fk_payments_organization_id_appointment_id_appointments": (
                 "APPOINTMENT_NOT_FOUND",
                 "payment.appointment_id",
+            ),
+        }
+    },
+)
+
+# Money given back from a payment (RefundPayment). A refund is never more
+# than what is left of its payment: the payment's row is locked, checked and
+# updated (refunded_minor) in the refund's transaction.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("id", UUID(as_uuid=False), nullable=False),
+    Column("payment_id", UUID(as_uuid=False), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("reason", Text),
+    Column("external_reference", Text),
+    _ts("created_at"),
+    PrimaryKeyConstraint("organization_id", "id"),
+    _tenant_fk(["payment_id"], "payments"),
+    UniqueConstraint("organization_id", "external_reference"),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
+    CheckConstraint("reason IS NULL OR char_length(reason) <= 500", name="reason_length"),
+    CheckConstraint(
+        "external_reference IS NULL OR char_length(external_reference) BETWEEN 1 AND 200",
+        name="external_reference_length",
+    ),
+    # A payment's refunds (and the foreign key's checks).
+    Index("ix_refunds_org_payment_id", "organization_id", "payment_id"),
+    info={
+        "constraint_fields": {
+            "uq_refunds_organization_id_external_reference": (
+                "EXTERNAL_REFERENCE_TAKEN",
+                "external_reference",
+            ),
+            "ck_refunds_amount_positive": ("CONSTRAINT_VIOLATED", "amount_minor"),
+            "ck_refunds_currency_format": ("CONSTRAINT_VIOLATED",),
+            "ck_refunds_reason_length": ("CONSTRAINT_VIOLATED", "reason"),
+            "ck_refunds_external_reference_length": ("CONSTRAINT_VIOLATED", "external_reference"),
+            "fk_refunds_organization_id_payment_id_payments": (
+                "PAYMENT_NOT_FOUND",
+                "payment_id",
             ),
         }
     },

@@ -21,8 +21,10 @@ __all__ = [
     "APPOINTMENT_STATUSES",
     "PAYMENT_METHODS",
     "PAYMENT_STATUSES",
+    "PAYMENT_STATUS_NAMES",
     "encode_appointment",
     "encode_payment",
+    "encode_refund",
     "encode_time_off",
     "status_name",
 ]
@@ -75,6 +77,8 @@ PAYMENT_METHODS = {
     PaymentMethod.Value(f"PAYMENT_METHOD_{m.upper()}"): m for m in schema.PAYMENT_METHODS
 }
 _PAYMENT_STATUS_OF = {s: n for n, s in PAYMENT_STATUSES.items()}
+# Stored status -> its proto enum name ("completed" -> "PAYMENT_STATUS_COMPLETED").
+PAYMENT_STATUS_NAMES = {s: PaymentStatus.Name(n) for n, s in PAYMENT_STATUSES.items()}
 _PAYMENT_METHOD_OF = {m: n for n, m in PAYMENT_METHODS.items()}
 
 
@@ -90,9 +94,28 @@ def encode_payment(
         status=_PAYMENT_STATUS_OF[row["status"]],
         method=_PAYMENT_METHOD_OF[row["method"]],
         external_reference=row["external_reference"] or "",
+        refunded_amount=common_pb2.Money(
+            currency_code=row["currency"], amount_minor=row["refunded_minor"]
+        ),
+        etag=etag(row["version"]),
     )
     set_time(msg.create_time, row["created_at"])
     set_time(msg.update_time, row["updated_at"])
+    return msg
+
+
+def encode_refund(
+    row: Any, new: Callable[..., resources_pb2.Refund] = resources_pb2.Refund
+) -> resources_pb2.Refund:
+    msg = new(
+        id=str(row["id"]),
+        organization_id=str(row["organization_id"]),
+        payment_id=str(row["payment_id"]),
+        amount=common_pb2.Money(currency_code=row["currency"], amount_minor=row["amount_minor"]),
+        reason=row["reason"] or "",
+        external_reference=row["external_reference"] or "",
+    )
+    set_time(msg.create_time, row["created_at"])
     return msg
 
 

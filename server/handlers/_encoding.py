@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from server.errors import Aborted
 from server.validation import Violations
 
-__all__ = ["etag", "not_after", "nullable", "parse_etag", "set_time", "to_datetime"]
+__all__ = [
+    "check_version",
+    "etag",
+    "not_after",
+    "nullable",
+    "parse_etag",
+    "set_time",
+    "to_datetime",
+]
 
 _ETAG = re.compile(r'^"v([0-9]{1,9})"$')
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,6 +77,17 @@ def to_datetime(
             # instant lies before it, so it bounds nothing.
             return None
     return value
+
+
+def check_version(row: Any, version: int | None, resource_type: str) -> None:
+    """ABORTED ETAG_MISMATCH when an etag was given and the (locked) row has moved on."""
+    if version is not None and row["version"] != version:
+        raise Aborted(
+            f"{resource_type} {str(row['id'])!r} was changed by someone else: the etag is "
+            "stale; get it again and retry",
+            reason="ETAG_MISMATCH",
+            metadata={"resource_id": str(row["id"])},
+        )
 
 
 def not_after(a: timestamp_pb2.Timestamp, b: timestamp_pb2.Timestamp) -> bool:

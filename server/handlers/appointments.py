@@ -45,6 +45,7 @@ from server.handlers._encoders import (
     status_name,
 )
 from server.handlers._encoding import (
+    check_version,
     not_after,
     nullable,
     parse_etag,
@@ -122,16 +123,6 @@ def _invalid_transition(row: asyncpg.Record, change: str) -> FailedPrecondition:
         reason="INVALID_TRANSITION",
         metadata={"current_status": current},
     )
-
-
-def _check_etag(row: asyncpg.Record, version: int | None) -> None:
-    if version is not None and row["version"] != version:
-        raise Aborted(
-            f"appointment {str(row['id'])!r} was changed by someone else: the etag is stale; "
-            "get it again and retry",
-            reason="ETAG_MISMATCH",
-            metadata={"resource_id": str(row["id"])},
-        )
 
 
 # -- the time a write takes, and the race for it ------------------------------------
@@ -262,7 +253,7 @@ async def _transition(
         row = await lock_row(w.conn, q.APPOINTMENT, org, appointment_id)
         if row["status"] not in transition.allowed_from:
             raise _invalid_transition(row, transition.done)
-        _check_etag(row, version)
+        check_version(row, version, "appointment")
         row = await update_row(
             w.conn,
             q.APPOINTMENT,
@@ -435,7 +426,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
             row = await lock_row(w.conn, q.APPOINTMENT, org, appointment_id)
             if row["status"] not in _MOVABLE:
                 raise _invalid_transition(row, "rescheduled")
-            _check_etag(row, version)
+            check_version(row, version, "appointment")
             evaluation = await evaluate_booking(
                 w.conn,
                 org_id=org,

@@ -54,7 +54,8 @@ _T = tuple(f"t_{c}" for c in TIME_OFF.columns)
 _A = tuple(f"a_{c}" for c in APPOINTMENT.columns)
 # The appointment's extras: the client's name ("given family", trimmed) and
 # phone, the service's name, the latest payment's status (by created_at, then
-# id; NULL when none), the completed payments' sum in its currency (0 when none).
+# id; NULL when none), the completed payments' sum less their refunds, in its
+# currency (0 when none).
 _EXTRAS = ("client_name", "client_phone", "service_name", "payment_status", "amount_paid_minor")
 
 DAY_SQL = f"""
@@ -84,7 +85,8 @@ CROSS JOIN LATERAL (
     SELECT
         (array_agg(p.status ORDER BY p.created_at DESC, p.id DESC))[1] AS latest_status,
         coalesce(
-            sum(p.amount_minor) FILTER (WHERE p.status = 'completed' AND p.currency = a.currency),
+            sum(p.amount_minor - p.refunded_minor)
+                FILTER (WHERE p.status = 'completed' AND p.currency = a.currency),
             0
         )::bigint AS paid_minor
     FROM payments p

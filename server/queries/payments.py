@@ -1,4 +1,6 @@
-"""Payments: ListPayments.
+"""Payments: their writes' SQL (RecordPayment inserts through the generic
+``insert_row``; RefundPayment locks the payment with ``lock_row``, then
+inserts the refund and updates the payment's refunded_minor) and ListPayments.
 
 Indexes (migration 0004): ``(organization_id, created_at, id)`` for the
 tenant's payments by create time and the created range; ``(organization_id,
@@ -12,11 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from server.db import schema
+from server.db.engine import Conn
+from server.errors import NotFound
 from server.queries._crud import Entity
 from server.queries._listing import KeyType, Listing, ListQuery, Order, SortKey, orders
 
-__all__ = ["PAYMENT", "PAYMENTS", "PaymentFilter"]
+__all__ = [
+    "PAYER_SQL",
+    "PAYMENT",
+    "PAYMENTS",
+    "REFUND",
+    "PaymentFilter",
+    "payer",
+]
 
 PAYMENT = Entity.of(
     schema.payments,
@@ -29,8 +42,40 @@ PAYMENT = Entity.of(
         "status",
         "method",
         "external_reference",
+        "refunded_minor",
     ),
 )
+
+REFUND = Entity.of(
+    schema.refunds,
+    "refund",
+    writable=("payment_id", "amount_minor", "currency", "reason", "external_reference"),
+)
+
+# Whether the payment's client exists, and the client and currency of the
+# appointment it names ($3, may be NULL): primary-key probes in the payment's
+# transaction, one statement.
+PAYER_SQL = """
+SELECT EXISTS (SELECT 1 FROM clients WHERE organization_id = $1 AND id = $2) AS client_found,
+       a.id AS appointment_id, a.client_id, a.currency
+FROM (SELECT 1) AS one
+LEFT JOIN appointments a ON a.organization_id = $1 AND a.id = $3::uuid
+"""
+
+
+async def payer(
+    conn: Conn, org_id: str, client_id: str, appointment_id: str | None
+) -> asyncpg.Record:
+    """The payment's references: NotFound when the client, or the appointment
+    it names, is not the tenant's; else the appointment's client_id and
+    currency (None without an appointment)."""
+    row = await conn.fetchrow(PAYER_SQL, org_id, client_id, appointment_id)
+    assert row is not None  # one row, always
+    if not row["client_found"]:
+        raise NotFound.of("client", client_id)
+    if appointment_id is not None and row["appointment_id"] is None:
+        raise NotFound.of("appointment", appointment_id)
+    return row
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,10 @@ FAILED_PRECONDITION:
   INVALID_TRANSITION   The appointment's status does not allow the change
                        (ErrorInfo.metadata["current_status"]).
   SERVICE_INACTIVE     GetAvailability of an inactive service.
+  PAYMENT_NOT_ALLOWED  A payment for an appointment by another client or in
+                       another currency (see payments.proto).
+  REFUND_NOT_ALLOWED   A refund of a payment that is not COMPLETED, or of
+                       more than is left of it (metadata "refundable_minor").
   CONSTRAINT_VIOLATED  A rule of related data, e.g. a row still referenced.
 INTERNAL: a bug; ErrorInfo.metadata["correlation_id"] identifies the call in
   the server's logs.

@@ -195,3 +195,166 @@ class ListPaymentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPaymentsResponse: _TypeAlias = ListPaymentsResponse  # noqa: Y015
+
+@_typing.final
+class RecordPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    request_id: _builtins.str
+    """Optional AIP-155 idempotency key."""
+    @_builtins.property
+    def payment(self) -> _resources_pb2.Payment:
+        """id, organization_id, refunded_amount, etag and times are ignored (output
+        only); status REFUNDED is refused (refunds are RefundPayment's).
+        """
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        payment: _resources_pb2.Payment | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "payment", b"payment", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPaymentRequest: _TypeAlias = RecordPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RecordPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> _resources_pb2.Payment: ...
+    def __init__(
+        self,
+        *,
+        payment: _resources_pb2.Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPaymentResponse: _TypeAlias = RecordPaymentResponse  # noqa: Y015
+
+@_typing.final
+class GetPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    payment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentRequest: _TypeAlias = GetPaymentRequest  # noqa: Y015
+
+@_typing.final
+class GetPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> _resources_pb2.Payment: ...
+    def __init__(
+        self,
+        *,
+        payment: _resources_pb2.Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentResponse: _TypeAlias = GetPaymentResponse  # noqa: Y015
+
+@_typing.final
+class RefundPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    payment_id: _builtins.str
+    amount_minor: _builtins.int
+    """Minor units to give back, 1 to what is left; unset = all that is left."""
+    reason: _builtins.str
+    """Why (optional, at most 500 characters)."""
+    external_reference: _builtins.str
+    """Optional processor reference of the refund, unique per organization."""
+    etag: _builtins.str
+    """When set, must be the payment's current etag (else ABORTED, nothing written)."""
+    request_id: _builtins.str
+    """Optional AIP-155 idempotency key."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        amount_minor: _builtins.int | None = ...,
+        reason: _builtins.str = ...,
+        external_reference: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount_minor", b"_amount_minor", "amount_minor", b"amount_minor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount_minor", b"_amount_minor", "amount_minor", b"amount_minor", "etag", b"etag", "external_reference", b"external_reference", "organization_id", b"organization_id", "payment_id", b"payment_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__amount_minor: _TypeAlias = _typing.Literal["amount_minor"]  # noqa: Y015
+    _WhichOneofArgType__amount_minor: _TypeAlias = _typing.Literal["_amount_minor", b"_amount_minor"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount_minor) -> _WhichOneofReturnType__amount_minor | None: ...
+
+Global___RefundPaymentRequest: _TypeAlias = RefundPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RefundPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> _resources_pb2.Payment:
+        """The payment after the refund."""
+
+    @_builtins.property
+    def refund(self) -> _resources_pb2.Refund: ...
+    def __init__(
+        self,
+        *,
+        payment: _resources_pb2.Payment | None = ...,
+        refund: _resources_pb2.Refund | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentResponse: _TypeAlias = RefundPaymentResponse  # noqa: Y015

@@ -26,7 +26,13 @@ if _version_not_supported:
 
 
 class PaymentServiceStub:
-    """Payments of clients, for appointments or on account.
+    """Payments of clients, for appointments or on account, and their refunds.
+    Money is integer minor units with an ISO 4217 currency; amounts of
+    different currencies are never added together.
+
+    Writes take an optional AIP-155 request_id (see CreateClientRequest): a
+    retry returns the first result and records nothing twice. Every write is
+    audited in the same transaction.
     """
 
     def __init__(self, channel):
@@ -35,6 +41,21 @@ class PaymentServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.RecordPayment = channel.unary_unary(
+                '/booking.v1.PaymentService/RecordPayment',
+                request_serializer=booking_dot_v1_dot_payments__pb2.RecordPaymentRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_payments__pb2.RecordPaymentResponse.FromString,
+                _registered_method=True)
+        self.GetPayment = channel.unary_unary(
+                '/booking.v1.PaymentService/GetPayment',
+                request_serializer=booking_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_payments__pb2.GetPaymentResponse.FromString,
+                _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/booking.v1.PaymentService/RefundPayment',
+                request_serializer=booking_dot_v1_dot_payments__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=booking_dot_v1_dot_payments__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
         self.ListPayments = channel.unary_unary(
                 '/booking.v1.PaymentService/ListPayments',
                 request_serializer=booking_dot_v1_dot_payments__pb2.ListPaymentsRequest.SerializeToString,
@@ -43,8 +64,47 @@ class PaymentServiceStub:
 
 
 class PaymentServiceServicer:
-    """Payments of clients, for appointments or on account.
+    """Payments of clients, for appointments or on account, and their refunds.
+    Money is integer minor units with an ISO 4217 currency; amounts of
+    different currencies are never added together.
+
+    Writes take an optional AIP-155 request_id (see CreateClientRequest): a
+    retry returns the first result and records nothing twice. Every write is
+    audited in the same transaction.
     """
+
+    def RecordPayment(self, request, context):
+        """Records a payment: payment.client_id, amount (1 to 10^15 minor units),
+        method, and optionally status (COMPLETED, the default, PENDING or
+        FAILED), appointment_id and external_reference. With an appointment, the
+        payment must be by the appointment's client and in the appointment's
+        currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
+        metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+        CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
+        EXTERNAL_REFERENCE_TAKEN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPayment(self, request, context):
+        """Gets one payment. NOT_FOUND PAYMENT_NOT_FOUND with ResourceInfo.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundPayment(self, request, context):
+        """Refunds a COMPLETED payment in full or in part, never more than what is
+        left of it (amount - refunded_amount): else FAILED_PRECONDITION
+        REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
+        "current_status"). Concurrent refunds of one payment take turns, so
+        together they never exceed it. A payment refunded in full becomes
+        REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ListPayments(self, request, context):
         """Lists payments: by client, appointment, statuses, methods, a created
@@ -59,6 +119,21 @@ class PaymentServiceServicer:
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'RecordPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPayment,
+                    request_deserializer=booking_dot_v1_dot_payments__pb2.RecordPaymentRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_payments__pb2.RecordPaymentResponse.SerializeToString,
+            ),
+            'GetPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPayment,
+                    request_deserializer=booking_dot_v1_dot_payments__pb2.GetPaymentRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_payments__pb2.GetPaymentResponse.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=booking_dot_v1_dot_payments__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=booking_dot_v1_dot_payments__pb2.RefundPaymentResponse.SerializeToString,
+            ),
             'ListPayments': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPayments,
                     request_deserializer=booking_dot_v1_dot_payments__pb2.ListPaymentsRequest.FromString,
@@ -73,8 +148,95 @@ def add_PaymentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PaymentService:
-    """Payments of clients, for appointments or on account.
+    """Payments of clients, for appointments or on account, and their refunds.
+    Money is integer minor units with an ISO 4217 currency; amounts of
+    different currencies are never added together.
+
+    Writes take an optional AIP-155 request_id (see CreateClientRequest): a
+    retry returns the first result and records nothing twice. Every write is
+    audited in the same transaction.
     """
+
+    @staticmethod
+    def RecordPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.PaymentService/RecordPayment',
+            booking_dot_v1_dot_payments__pb2.RecordPaymentRequest.SerializeToString,
+            booking_dot_v1_dot_payments__pb2.RecordPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.PaymentService/GetPayment',
+            booking_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
+            booking_dot_v1_dot_payments__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/booking.v1.PaymentService/RefundPayment',
+            booking_dot_v1_dot_payments__pb2.RefundPaymentRequest.SerializeToString,
+            booking_dot_v1_dot_payments__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListPayments(request,

@@ -27,12 +27,39 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PaymentServiceStub:
-    """Payments of clients, for appointments or on account."""
+    """Payments of clients, for appointments or on account, and their refunds.
+    Money is integer minor units with an ISO 4217 currency; amounts of
+    different currencies are never added together.
+
+    Writes take an optional AIP-155 request_id (see CreateClientRequest): a
+    retry returns the first result and records nothing twice. Every write is
+    audited in the same transaction.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PaymentServiceAsyncStub: ...
+    RecordPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RecordPaymentRequest, _payments_pb2.RecordPaymentResponse]
+    """Records a payment: payment.client_id, amount (1 to 10^15 minor units),
+    method, and optionally status (COMPLETED, the default, PENDING or
+    FAILED), appointment_id and external_reference. With an appointment, the
+    payment must be by the appointment's client and in the appointment's
+    currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
+    metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+    CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
+    EXTERNAL_REFERENCE_TAKEN.
+    """
+    GetPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.GetPaymentResponse]
+    """Gets one payment. NOT_FOUND PAYMENT_NOT_FOUND with ResourceInfo."""
+    RefundPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundPaymentRequest, _payments_pb2.RefundPaymentResponse]
+    """Refunds a COMPLETED payment in full or in part, never more than what is
+    left of it (amount - refunded_amount): else FAILED_PRECONDITION
+    REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
+    "current_status"). Concurrent refunds of one payment take turns, so
+    together they never exceed it. A payment refunded in full becomes
+    REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
+    """
     ListPayments: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]
     """Lists payments: by client, appointment, statuses, methods, a created
     range and an amount range; newest first by default; paged as
@@ -42,9 +69,36 @@ class PaymentServiceStub:
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
-    """Payments of clients, for appointments or on account."""
+    """Payments of clients, for appointments or on account, and their refunds.
+    Money is integer minor units with an ISO 4217 currency; amounts of
+    different currencies are never added together.
+
+    Writes take an optional AIP-155 request_id (see CreateClientRequest): a
+    retry returns the first result and records nothing twice. Every write is
+    audited in the same transaction.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    RecordPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.RecordPaymentRequest, _payments_pb2.RecordPaymentResponse]  # type: ignore[assignment]
+    """Records a payment: payment.client_id, amount (1 to 10^15 minor units),
+    method, and optionally status (COMPLETED, the default, PENDING or
+    FAILED), appointment_id and external_reference. With an appointment, the
+    payment must be by the appointment's client and in the appointment's
+    currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
+    metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+    CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
+    EXTERNAL_REFERENCE_TAKEN.
+    """
+    GetPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.GetPaymentResponse]  # type: ignore[assignment]
+    """Gets one payment. NOT_FOUND PAYMENT_NOT_FOUND with ResourceInfo."""
+    RefundPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundPaymentRequest, _payments_pb2.RefundPaymentResponse]  # type: ignore[assignment]
+    """Refunds a COMPLETED payment in full or in part, never more than what is
+    left of it (amount - refunded_amount): else FAILED_PRECONDITION
+    REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
+    "current_status"). Concurrent refunds of one payment take turns, so
+    together they never exceed it. A payment refunded in full becomes
+    REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
+    """
     ListPayments: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]  # type: ignore[assignment]
     """Lists payments: by client, appointment, statuses, methods, a created
     range and an amount range; newest first by default; paged as
@@ -53,7 +107,52 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Payments of clients, for appointments or on account."""
+    """Payments of clients, for appointments or on account, and their refunds.
+    Money is integer minor units with an ISO 4217 currency; amounts of
+    different currencies are never added together.
+
+    Writes take an optional AIP-155 request_id (see CreateClientRequest): a
+    retry returns the first result and records nothing twice. Every write is
+    audited in the same transaction.
+    """
+
+    @_abc_1.abstractmethod
+    def RecordPayment(
+        self,
+        request: _payments_pb2.RecordPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.RecordPaymentResponse, _abc.Awaitable[_payments_pb2.RecordPaymentResponse]]:
+        """Records a payment: payment.client_id, amount (1 to 10^15 minor units),
+        method, and optionally status (COMPLETED, the default, PENDING or
+        FAILED), appointment_id and external_reference. With an appointment, the
+        payment must be by the appointment's client and in the appointment's
+        currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
+        metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+        CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
+        EXTERNAL_REFERENCE_TAKEN.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPayment(
+        self,
+        request: _payments_pb2.GetPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.GetPaymentResponse, _abc.Awaitable[_payments_pb2.GetPaymentResponse]]:
+        """Gets one payment. NOT_FOUND PAYMENT_NOT_FOUND with ResourceInfo."""
+
+    @_abc_1.abstractmethod
+    def RefundPayment(
+        self,
+        request: _payments_pb2.RefundPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.RefundPaymentResponse, _abc.Awaitable[_payments_pb2.RefundPaymentResponse]]:
+        """Refunds a COMPLETED payment in full or in part, never more than what is
+        left of it (amount - refunded_amount): else FAILED_PRECONDITION
+        REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
+        "current_status"). Concurrent refunds of one payment take turns, so
+        together they never exceed it. A payment refunded in full becomes
+        REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
+        """
 
     @_abc_1.abstractmethod
     def ListPayments(

@@ -759,6 +759,8 @@ class Payment(_message.Message):
     EXTERNAL_REFERENCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REFUNDED_AMOUNT_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organization_id: _builtins.str
     client_id: _builtins.str
@@ -768,12 +770,20 @@ class Payment(_message.Message):
     method: Global___PaymentMethod.ValueType
     external_reference: _builtins.str
     """Optional reference of the payment processor, unique per organization."""
+    etag: _builtins.str
+    """Output only: changes with every write of the payment (a refund)."""
     @_builtins.property
     def amount(self) -> _common_pb2.Money: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def refunded_amount(self) -> _common_pb2.Money:
+        """Output only: the sum of its refunds (same currency as amount). A
+        COMPLETED payment refunded in full becomes REFUNDED.
+        """
+
     def __init__(
         self,
         *,
@@ -787,14 +797,63 @@ class Payment(_message.Message):
         external_reference: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        refunded_amount: _common_pb2.Money | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "refunded_amount", b"refunded_amount", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "appointment_id", b"appointment_id", "client_id", b"client_id", "create_time", b"create_time", "external_reference", b"external_reference", "id", b"id", "method", b"method", "organization_id", b"organization_id", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "appointment_id", b"appointment_id", "client_id", b"client_id", "create_time", b"create_time", "etag", b"etag", "external_reference", b"external_reference", "id", b"id", "method", b"method", "organization_id", b"organization_id", "refunded_amount", b"refunded_amount", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    """Money given back from a COMPLETED payment (RefundPayment)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    organization_id: _builtins.str
+    payment_id: _builtins.str
+    reason: _builtins.str
+    """Why (optional, at most 500 characters)."""
+    external_reference: _builtins.str
+    """Optional reference of the payment processor, unique per organization
+    among refunds.
+    """
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """In the payment's currency; at most what is left of the payment."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        external_reference: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "external_reference", b"external_reference", "id", b"id", "organization_id", b"organization_id", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015
 
 @_typing.final
 class AuditEvent(_message.Message):

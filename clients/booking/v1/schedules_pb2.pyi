@@ -493,8 +493,8 @@ class ScheduleAppointment(_message.Message):
     def appointment(self) -> _resources_pb2.Appointment: ...
     @_builtins.property
     def amount_paid(self) -> _common_pb2.Money:
-        """The sum of its COMPLETED payments in the appointment's currency
-        (payments in another currency are not added in).
+        """The sum of its COMPLETED payments less their refunds, in the
+        appointment's currency (payments in another currency are not added in).
         """
 
     def __init__(
