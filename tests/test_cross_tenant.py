@@ -597,7 +597,8 @@ async def get_payment(w: World) -> None:
 
 async def refund_payment(w: World) -> None:
     for org, pid, owner in _payments(w):
-        for fields in ({}, {"amount_minor": 1, "etag": '"v1"'}):
+        variants: list[dict[str, Any]] = [{}, {"amount_minor": 1, "etag": '"v1"'}]
+        for fields in variants:
             await not_found(
                 w.stubs.payments.RefundPayment(
                     payments_pb2.RefundPaymentRequest(organization_id=org, payment_id=pid, **fields)
