@@ -18,7 +18,6 @@ rows read), never times.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ from server.queries import calendar as q
 from server.queries import schedules as sq
 from server.queries._listing import page_sql
 from server.testing import create_database, drop_database, test_settings
+from tests import plans
 
 N = int(os.environ.get("BOOKING_EXPLAIN_APPOINTMENTS", "1000000"))
 PROVIDERS = 1000
@@ -53,11 +53,7 @@ class Big:
     now: datetime
 
 
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [plan]
-    for child in plan.get("Plans", []):
-        out += _nodes(child)
-    return out
+_nodes = plans.nodes
 
 
 async def _load(conn: asyncpg.Connection) -> Big:
@@ -185,17 +181,8 @@ async def big(database_url: str) -> AsyncIterator[Big]:
 
 
 async def _plans(conn: asyncpg.Connection, sql: str, args: list[Any]) -> list[list[dict[str, Any]]]:
-    """The executed plan's nodes, custom and generic."""
-    out = []
-    for mode in ("force_custom_plan", "force_generic_plan"):
-        await conn.execute(f"SET plan_cache_mode = {mode}")
-        raw = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}", *args
-        )
-        tree = json.loads(raw) if isinstance(raw, str) else raw
-        out.append(_nodes(tree[0]["Plan"]))
-    await conn.execute("RESET plan_cache_mode")
-    return out
+    """The executed plan's nodes, custom and generic (tests.plans)."""
+    return [nodes for _mode, nodes in await plans.custom_and_generic(conn, sql, args)]
 
 
 def _scans(nodes: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:

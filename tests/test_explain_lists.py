@@ -26,7 +26,6 @@ consistent), then everything is ANALYZEd.
 from __future__ import annotations
 
 import importlib.util
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from server.queries._listing import Listing, count_sql, page_sql
 from server.queries.appointments import AppointmentFilter
 from server.queries.payments import PaymentFilter
 from server.testing import create_database, drop_database, test_settings
+from tests import plans
 
 
 @dataclass(frozen=True)
@@ -258,45 +258,8 @@ SOME = tuple(sorted(_xid(M, PROVIDER, p) for p in range(10, 20)))
 OFTEN = _xid(M, SERVICE, 5)  # 2,500 appointments
 
 
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [plan]
-    for child in plan.get("Plans", []):
-        out += _nodes(child)
-    return out
-
-
-async def _analyze(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
-    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {sql}", *args)
-    tree = json.loads(raw) if isinstance(raw, str) else raw
-    return _nodes(tree[0]["Plan"])
-
-
-async def _explain(
-    conn: asyncpg.Connection, sql: str, args: list[Any]
-) -> list[tuple[str, list[dict[str, Any]]]]:
-    """The executed plans of a statement: the custom plan (EXPLAIN with bound
-    parameters plans for their values) and the generic plan, which the pool's
-    prepared statements may switch to after five calls (PREPARE, then EXPLAIN
-    EXECUTE under force_generic_plan: the values as literals of the
-    parameters' types, rendered by PostgreSQL itself)."""
-    custom = await _analyze(conn, sql, *args)
-    types = [
-        await conn.fetchval("SELECT format_type($1::oid, NULL)", p.oid)
-        for p in (await conn.prepare(sql)).get_parameters()
-    ]
-    literals = [
-        await conn.fetchval(f"SELECT quote_nullable(CAST($1::{t} AS text)) || '::{t}'", v)
-        for v, t in zip(args, types, strict=True)
-    ]
-    await conn.execute(f"PREPARE _generic ({', '.join(types)}) AS {sql}")
-    try:
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
-        generic = await _analyze(conn, f"EXECUTE _generic ({', '.join(literals)})")
-        assert "$1" in json.dumps(generic), "not a generic plan"
-    finally:
-        await conn.execute("RESET plan_cache_mode")
-        await conn.execute("DEALLOCATE _generic")
-    return [("custom", custom), ("generic", generic)]
+_nodes = plans.nodes
+_explain = plans.custom_and_generic
 
 
 def _summary(nodes: list[dict[str, Any]]) -> list[str]:

@@ -607,3 +607,7 @@ async def test_day_sheet_statement_plans(paid: explain.Big) -> None:
         header = [paid.org, ids, on, on]
         for nodes in await explain._plans(paid.conn, q.DAY_HEADER_SQL, header):
             assert not explain._scans(nodes, "appointments"), nodes
+            # One key probe a requested provider, also in the generic plan.
+            scans = explain._scans(nodes, "providers")
+            assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
+            assert explain._read(scans) <= providers, scans

@@ -84,6 +84,10 @@ LEFT JOIN offerings f
 
 # The service with its policy (one row, or none for an unknown service).
 # Then one row per requested provider, in request order.
+# (LATERAL ... LIMIT 1, a subquery the planner keeps: one primary-key probe
+# per requested id, also in the generic plan a prepared statement may switch
+# to, which cannot know how many ids $3 holds and would otherwise hash the
+# tenant's providers and offerings whole.)
 PROVIDERS_HEADER_SQL = """
 SELECT
     0 AS ord,
@@ -113,8 +117,15 @@ SELECT
     f.provider_id IS NOT NULL,
     f.duration_minutes
 FROM unnest($3::uuid[]) WITH ORDINALITY AS r(id, ord)
-LEFT JOIN providers p ON p.organization_id = $1 AND p.id = r.id
-LEFT JOIN offerings f ON f.organization_id = $1 AND f.provider_id = p.id AND f.service_id = $2
+LEFT JOIN LATERAL (
+    SELECT id, active, time_zone FROM providers WHERE organization_id = $1 AND id = r.id
+    LIMIT 1
+) p ON true
+LEFT JOIN LATERAL (
+    SELECT provider_id, duration_minutes FROM offerings
+    WHERE organization_id = $1 AND provider_id = p.id AND service_id = $2
+    LIMIT 1
+) f ON true
 ORDER BY ord
 """
 

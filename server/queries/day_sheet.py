@@ -40,7 +40,10 @@ SELECT 'p' AS kind, r.id AS provider_id, NULL::smallint AS weekday,
        NULL::date AS d2, NULL::boolean AS closed, r.ord, p.id IS NOT NULL AS provider_found,
        p.time_zone, p.display_name
 FROM unnest($2::uuid[]) WITH ORDINALITY AS r(id, ord)
-LEFT JOIN providers p ON p.organization_id = $1 AND p.id = r.id
+LEFT JOIN LATERAL (
+    SELECT id, time_zone, display_name FROM providers WHERE organization_id = $1 AND id = r.id
+    LIMIT 1
+) p ON true
 UNION ALL
 SELECT h.kind, h.provider_id, h.weekday, h.start_minute, h.end_minute, h.d1, h.d2, h.closed,
        NULL, NULL, NULL, NULL
