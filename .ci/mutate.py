@@ -902,6 +902,17 @@ MUTANTS: list[Mutant] = [
         [DAY_SHEET],
     ),
     Mutant(
+        "lists-partition-page-not-offset",
+        "A partitioned list's LATERAL reads size + 1 rows, not offset + size + 1 (page-number mode)",
+        one(
+            "server/queries/_listing.py",
+            'f"LIMIT {param(page.offset + page.size + 1)}"',
+            'f"LIMIT {param(page.size + 1)}"',
+        ),
+        [PAGING],
+        select="two-providers",
+    ),
+    Mutant(
         "payments-refund-unlocked",
         "RefundPayment: the payment read without FOR UPDATE (racing refunds lose updates)",
         one(

@@ -375,8 +375,23 @@ SHAPES: dict[str, Shape] = {
     "appointments of several providers in a range": _appointments(
         AppointmentFilter(provider_ids=SOME, start=T0, end=T0 + timedelta(days=60)),
         A_PROVIDER,
-        # Each provider's 31 in the range, sorted (no index order spans providers).
+        # Each provider's first rows in the range (at most a page each: a
+        # LATERAL per provider), merged and sorted.
         read=len(SOME) * 35,
+        sorts=True,
+    ),
+    "appointments of several providers, no range": _appointments(
+        AppointmentFilter(provider_ids=SOME),
+        A_PROVIDER,
+        # At most a page of each provider's, whatever it has: never all its rows.
+        read=len(SOME) * (PAGE + 1),
+        sorts=True,
+    ),
+    "appointments of several providers, no range, newest first": _appointments(
+        AppointmentFilter(provider_ids=SOME),
+        A_PROVIDER,
+        order="start_time desc",
+        read=len(SOME) * (PAGE + 1),
         sorts=True,
     ),
     "appointments of a client": _appointments(AppointmentFilter(client_id=REGULAR), A_CLIENT),

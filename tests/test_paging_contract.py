@@ -1065,6 +1065,24 @@ CASES += [
         _APPOINTMENTS,
         tenant_filters=lambda org: {"provider_ids": [_parent(org, "provider")]},
     ),
+    # Several providers: each one's rows read apart and merged
+    # (ListQuery.partition); the seeded rows are the two providers'.
+    *(
+        ListCase(
+            id=f"appointments-of-two-providers{'-desc' * descending}",
+            order_by=f"start_time{' desc' * descending}",
+            key=_start_key,
+            descending=descending,
+            key_types=_TIME_ID,
+            other_filters={"statuses": [resources_pb2.APPOINTMENT_STATUS_CANCELLED]},
+            other_order="start_time" if descending else "start_time desc",
+            base=lambda org: {
+                "provider_ids": [_parent(org, "provider"), _parent(org, "provider2")]
+            },
+            **_APPOINTMENTS,  # type: ignore[arg-type]
+        )
+        for descending in (False, True)
+    ),
     *_both_ways(
         "payments",
         "create_time",

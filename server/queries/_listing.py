@@ -196,6 +196,12 @@ class ListQuery:
     # sqrt((size + 1) * rows), ~2,300 rows at 100k and ~7,100 at 1M for pages
     # of 50. 2,000 favours rare terms (whose cost is then the budget).
     walk_budget: int = 2000
+    # Optional: a column the request names several values of (a few providers
+    # of many): (column, the array's $n, its element type). Each value's rows
+    # are read apart, in the order from the keyset, at most a page each (a
+    # LATERAL per value, the column's own index), then merged: a page costs
+    # values x page rows, never all of their rows, range or not.
+    partition: tuple[str, str, str] | None = None
 
     def param(self, value: Any) -> str:
         self.args.append(value)
@@ -227,6 +233,13 @@ class ListQuery:
     def match(self, predicate: str) -> None:
         self.matches.append(predicate)
 
+    def partition_by(self, column: str, values: Sequence[Any], cast: str) -> None:
+        """``column`` in ``values`` (distinct), each value's rows read apart
+        (see ``partition``); the order's columns must be plain column names."""
+        if any("." in c for c in self.order.columns):
+            raise ValueError("a partitioned list orders by plain column names")
+        self.partition = (column, self.param(list(dict.fromkeys(values))), cast)
+
     def _with(self, *more: str) -> str:
         clauses = [c for c in (self.with_, *more) if c]
         return f"WITH {', '.join(clauses)} " if clauses else ""
@@ -237,8 +250,14 @@ class ListQuery:
         missing = [c for c in self.order.columns if c not in self.columns]
         return ", ".join((*self.columns, *missing))
 
+    def _partition_filter(self) -> list[str]:
+        if self.partition is None:
+            return []
+        column, values, cast = self.partition
+        return [f"{column} = ANY({values}::{cast}[])"]
+
     def _filters(self) -> str:
-        return " AND ".join(self.predicates + self.matches) or "true"
+        return " AND ".join(self.predicates + self.matches + self._partition_filter()) or "true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +323,11 @@ def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:
     direction = " DESC" if query.order.descending else ""
     order = ", ".join(f"{c}{direction}" for c in sort)
     if query.matches:
-        return _match_page_sql(query, page, predicates, order, args, param)
+        return _match_page_sql(
+            query, page, predicates + query._partition_filter(), order, args, param
+        )
+    if query.partition is not None:
+        return _partitioned_page_sql(query, page, predicates, order, param), args
     sql = (
         f"{query._with()}SELECT {query._select()} FROM {query.source} "
         f"WHERE {' AND '.join(predicates) or 'true'} ORDER BY {order} "
@@ -313,6 +336,32 @@ def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:
     if page.offset:
         sql += f" OFFSET {param(page.offset)}"
     return sql, args
+
+
+def _partitioned_page_sql(
+    query: ListQuery,
+    page: PageRequest,
+    predicates: list[str],
+    order: str,
+    param: Callable[[Any], str],
+) -> str:
+    """A page of a partitioned list (``ListQuery.partition``): for each value,
+    its first offset + size + 1 rows from the keyset in the order (a LATERAL
+    on the column's index), then those merged, sorted and cut to the page."""
+    assert query.partition is not None
+    column, values, cast = query.partition
+    where = " AND ".join([*predicates, f"{column} = _part.v"])
+    inner = (
+        f"SELECT {query._select()} FROM {query.source} WHERE {where} ORDER BY {order} "
+        f"LIMIT {param(page.offset + page.size + 1)}"
+    )
+    sql = (
+        f"{query._with()}SELECT _p.* FROM unnest({values}::{cast}[]) AS _part(v) "
+        f"CROSS JOIN LATERAL ({inner}) AS _p ORDER BY {order} LIMIT {param(page.size + 1)}"
+    )
+    if page.offset:
+        sql += f" OFFSET {param(page.offset)}"
+    return sql
 
 
 def _match_page_sql(
