@@ -902,12 +902,12 @@ MUTANTS: list[Mutant] = [
         [DAY_SHEET],
     ),
     Mutant(
-        "lists-partition-page-not-offset",
-        "A partitioned list's LATERAL reads size + 1 rows, not offset + size + 1 (page-number mode)",
+        "lists-partition-no-keyset",
+        "A partitioned list's LATERAL reads from the start, not from the keyset",
         one(
             "server/queries/_listing.py",
-            'f"LIMIT {param(page.offset + page.size + 1)}"',
-            'f"LIMIT {param(page.size + 1)}"',
+            'where = " AND ".join([*predicates, f"{column} = _part.v"])',
+            'where = " AND ".join([*query.predicates, f"{column} = _part.v"])',
         ),
         [PAGING],
         select="two-providers",

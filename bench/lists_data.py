@@ -52,9 +52,9 @@ PAST_FILL = 1.0
 # (appointment, k), from a hash of the id (deterministic, no random()).
 PAYMENTS_SQL = """
 INSERT INTO payments (organization_id, id, client_id, appointment_id, amount_minor,
-                      currency, status, method, created_at, updated_at)
+                      currency, status, method, created_at, updated_at, refunded_minor)
 SELECT organization_id, gen_random_uuid(), client_id, id, amount, currency, pay_status,
-       pay_method, at, at
+       pay_method, at, at, CASE WHEN pay_status = 'refunded' THEN amount ELSE 0 END
 FROM (
     SELECT a.organization_id, a.id, a.client_id, a.currency, k, h1, h2, h3,
         CASE

@@ -281,3 +281,32 @@ async def test_the_day_sheet_counts_payments_less_their_refunds(stubs: Stubs, b:
     assert entry.amount_paid == common_pb2.Money(currency_code="EUR", amount_minor=1700)
     # The latest payment (the one refunded in full) gives the status.
     assert entry.payment_status == Status.PAYMENT_STATUS_REFUNDED
+
+
+async def test_output_only_fields_are_ignored_and_refunds_audited_by_field(
+    stubs: Stubs, b: Bookable, db: asyncpg.Connection
+) -> None:
+    """RecordPayment ignores its output-only fields, so a retry that sends
+    them back is the same request; a refund's audit names the Payment's fields."""
+    first = await record(stubs, b, amount=400, request_id="pay-oo")
+    again = await record(
+        stubs,
+        b,
+        amount=400,
+        request_id="pay-oo",
+        id=first.id,
+        etag=first.etag,
+        refunded_amount=common_pb2.Money(currency_code="EUR", amount_minor=7),
+    )
+    assert again == first
+    await refund(stubs, b.org, first.id, amount_minor=100)
+    await refund(stubs, b.org, first.id)
+    rows = await db.fetch(
+        "SELECT changed_fields FROM audit_events WHERE resource_id = $1 AND action = 'refund' "
+        "ORDER BY occurred_at, id",
+        first.id,
+    )
+    assert [list(r["changed_fields"]) for r in rows] == [
+        ["refunded_amount"],
+        ["refunded_amount", "status"],
+    ]

@@ -13,7 +13,7 @@ from grpc import aio
 
 from server.errors import FailedPrecondition
 from server.handlers import clients
-from server.handlers._base import Deps, request_violations, timeout_of
+from server.handlers._base import Deps, ignore_output_only, request_violations, timeout_of
 from server.handlers._encoders import (
     PAYMENT_METHODS,
     PAYMENT_STATUS_NAMES,
@@ -84,6 +84,8 @@ LIST = ListSpec(
 MAX_AMOUNT_MINOR = 10**15
 MAX_REASON = 500
 MAX_REFERENCE = 200
+# Payment fields a RecordPayment ignores (the server sets them).
+_OUTPUT_ONLY = ("id", "organization_id", "refunded_amount", "etag", "create_time", "update_time")
 # What RecordPayment may record (refunds are RefundPayment's).
 _RECORDABLE = {
     resources_pb2.PAYMENT_STATUS_UNSPECIFIED: "completed",
@@ -107,8 +109,14 @@ def _payment_values(p: resources_pb2.Payment, v: Violations) -> dict[str, Any]:
         )
     method = PAYMENT_METHODS.get(p.method)
     if method is None:
-        v.add("payment.method", "is required: CARD, CASH, BANK_TRANSFER or OTHER", "REQUIRED")
-    v.text("payment.external_reference", p.external_reference, required=False, max_len=200)
+        v.add(
+            "payment.method",
+            "must be CARD, CASH, BANK_TRANSFER or OTHER",
+            "INVALID_VALUE" if p.method else "REQUIRED",
+        )
+    v.text(
+        "payment.external_reference", p.external_reference, required=False, max_len=MAX_REFERENCE
+    )
     return {
         "client_id": p.client_id,
         "appointment_id": p.appointment_id or None,
@@ -136,6 +144,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):
         self, request: pb.RecordPaymentRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.RecordPaymentResponse:
         v = request_violations(request)
+        ignore_output_only([request.payment], *_OUTPUT_ONLY)
         v.uuid("organization_id", request.organization_id)
         v.request_id("request_id", request.request_id)
         values = _payment_values(request.payment, v)
@@ -187,7 +196,9 @@ class PaymentService(pb_grpc.PaymentServiceServicer):
             v.int_range("amount_minor", amount, 1, MAX_AMOUNT_MINOR)
         if len(request.reason) > MAX_REASON:
             v.add("reason", f"must be at most {MAX_REASON} characters", "TOO_LONG")
-        v.text("external_reference", request.external_reference, required=False, max_len=200)
+        v.text(
+            "external_reference", request.external_reference, required=False, max_len=MAX_REFERENCE
+        )
         version = parse_etag(request.etag, "etag", v)
         v.raise_if_any()
         org, payment_id = request.organization_id, request.payment_id
@@ -224,15 +235,17 @@ class PaymentService(pb_grpc.PaymentServiceServicer):
             )
             refunded = int(payment["refunded_minor"]) + give
             changes: dict[str, Any] = {"refunded_minor": refunded}
+            changed = ["refunded_amount"]  # the Payment's field paths (audit)
             if refunded == payment["amount_minor"]:
                 changes["status"] = "refunded"
+                changed.append("status")
             row = await update_row(
                 w.conn,
                 q.PAYMENT,
                 org_id=org,
                 row_id=payment_id,
                 values=changes,
-                changed_fields=sorted(changes),
+                changed_fields=changed,
                 expected_version=None,
                 audit=w.audit,
                 action="refund",

@@ -197,10 +197,11 @@ class ListQuery:
     # of 50. 2,000 favours rare terms (whose cost is then the budget).
     walk_budget: int = 2000
     # Optional: a column the request names several values of (a few providers
-    # of many): (column, the array's $n, its element type). Each value's rows
-    # are read apart, in the order from the keyset, at most a page each (a
-    # LATERAL per value, the column's own index), then merged: a page costs
-    # values x page rows, never all of their rows, range or not.
+    # of many): (column, the array's $n, its element type). In token mode each
+    # value's rows are read apart, in the order from the keyset, at most a
+    # page each (a LATERAL per value, the column's own index), then merged: a
+    # page costs values x page rows, never all of their rows, range or not.
+    # Page-number mode filters with = ANY and takes its OFFSET as usual.
     partition: tuple[str, str, str] | None = None
 
     def param(self, value: Any) -> str:
@@ -327,7 +328,11 @@ def page_sql(query: ListQuery, page: PageRequest) -> tuple[str, list[Any]]:
             query, page, predicates + query._partition_filter(), order, args, param
         )
     if query.partition is not None:
-        return _partitioned_page_sql(query, page, predicates, order, param), args
+        if not page.offset:
+            return _partitioned_page_sql(query, page, predicates, order, param), args
+        # Page-number mode: OFFSET over the values' merged order (a LATERAL
+        # each would read offset + size rows of every value).
+        predicates += query._partition_filter()
     sql = (
         f"{query._with()}SELECT {query._select()} FROM {query.source} "
         f"WHERE {' AND '.join(predicates) or 'true'} ORDER BY {order} "
@@ -345,23 +350,21 @@ def _partitioned_page_sql(
     order: str,
     param: Callable[[Any], str],
 ) -> str:
-    """A page of a partitioned list (``ListQuery.partition``): for each value,
-    its first offset + size + 1 rows from the keyset in the order (a LATERAL
-    on the column's index), then those merged, sorted and cut to the page."""
-    assert query.partition is not None
+    """A page of a partitioned list (``ListQuery.partition``) in token mode:
+    for each value, its first size + 1 rows from the keyset in the order (a
+    LATERAL on the column's index), then those merged, sorted and cut to the
+    page."""
+    assert query.partition is not None and not page.offset
     column, values, cast = query.partition
     where = " AND ".join([*predicates, f"{column} = _part.v"])
+    limit = param(page.size + 1)
     inner = (
-        f"SELECT {query._select()} FROM {query.source} WHERE {where} ORDER BY {order} "
-        f"LIMIT {param(page.offset + page.size + 1)}"
+        f"SELECT {query._select()} FROM {query.source} WHERE {where} ORDER BY {order} LIMIT {limit}"
     )
-    sql = (
+    return (
         f"{query._with()}SELECT _p.* FROM unnest({values}::{cast}[]) AS _part(v) "
-        f"CROSS JOIN LATERAL ({inner}) AS _p ORDER BY {order} LIMIT {param(page.size + 1)}"
+        f"CROSS JOIN LATERAL ({inner}) AS _p ORDER BY {order} LIMIT {limit}"
     )
-    if page.offset:
-        sql += f" OFFSET {param(page.offset)}"
-    return sql
 
 
 def _match_page_sql(

@@ -79,7 +79,9 @@ class PaymentServiceServicer:
         FAILED), appointment_id and external_reference. With an appointment, the
         payment must be by the appointment's client and in the appointment's
         currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
-        metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+        metadata "appointment_client_id" or "appointment_currency"); the
+        appointment may be in any status (a deposit kept for a cancelled one, a
+        fee for a no-show). NOT_FOUND
         CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
         EXTERNAL_REFERENCE_TAKEN.
         """
@@ -97,8 +99,8 @@ class PaymentServiceServicer:
     def RefundPayment(self, request, context):
         """Refunds a COMPLETED payment in full or in part, never more than what is
         left of it (amount - refunded_amount): else FAILED_PRECONDITION
-        REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
-        "current_status"). Concurrent refunds of one payment take turns, so
+        REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor", what is left
+        of a COMPLETED payment and 0 of any other, and "current_status"). Concurrent refunds of one payment take turns, so
         together they never exceed it. A payment refunded in full becomes
         REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
         """

@@ -46,7 +46,9 @@ class PaymentServiceStub:
     FAILED), appointment_id and external_reference. With an appointment, the
     payment must be by the appointment's client and in the appointment's
     currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
-    metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+    metadata "appointment_client_id" or "appointment_currency"); the
+    appointment may be in any status (a deposit kept for a cancelled one, a
+    fee for a no-show). NOT_FOUND
     CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
     EXTERNAL_REFERENCE_TAKEN.
     """
@@ -55,8 +57,8 @@ class PaymentServiceStub:
     RefundPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundPaymentRequest, _payments_pb2.RefundPaymentResponse]
     """Refunds a COMPLETED payment in full or in part, never more than what is
     left of it (amount - refunded_amount): else FAILED_PRECONDITION
-    REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
-    "current_status"). Concurrent refunds of one payment take turns, so
+    REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor", what is left
+    of a COMPLETED payment and 0 of any other, and "current_status"). Concurrent refunds of one payment take turns, so
     together they never exceed it. A payment refunded in full becomes
     REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
     """
@@ -85,7 +87,9 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     FAILED), appointment_id and external_reference. With an appointment, the
     payment must be by the appointment's client and in the appointment's
     currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
-    metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+    metadata "appointment_client_id" or "appointment_currency"); the
+    appointment may be in any status (a deposit kept for a cancelled one, a
+    fee for a no-show). NOT_FOUND
     CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
     EXTERNAL_REFERENCE_TAKEN.
     """
@@ -94,8 +98,8 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     RefundPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundPaymentRequest, _payments_pb2.RefundPaymentResponse]  # type: ignore[assignment]
     """Refunds a COMPLETED payment in full or in part, never more than what is
     left of it (amount - refunded_amount): else FAILED_PRECONDITION
-    REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
-    "current_status"). Concurrent refunds of one payment take turns, so
+    REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor", what is left
+    of a COMPLETED payment and 0 of any other, and "current_status"). Concurrent refunds of one payment take turns, so
     together they never exceed it. A payment refunded in full becomes
     REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
     """
@@ -127,7 +131,9 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         FAILED), appointment_id and external_reference. With an appointment, the
         payment must be by the appointment's client and in the appointment's
         currency: else FAILED_PRECONDITION PAYMENT_NOT_ALLOWED (ErrorInfo
-        metadata "appointment_client_id" or "appointment_currency"). NOT_FOUND
+        metadata "appointment_client_id" or "appointment_currency"); the
+        appointment may be in any status (a deposit kept for a cancelled one, a
+        fee for a no-show). NOT_FOUND
         CLIENT_NOT_FOUND / APPOINTMENT_NOT_FOUND; ALREADY_EXISTS
         EXTERNAL_REFERENCE_TAKEN.
         """
@@ -148,8 +154,8 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payments_pb2.RefundPaymentResponse, _abc.Awaitable[_payments_pb2.RefundPaymentResponse]]:
         """Refunds a COMPLETED payment in full or in part, never more than what is
         left of it (amount - refunded_amount): else FAILED_PRECONDITION
-        REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor" and
-        "current_status"). Concurrent refunds of one payment take turns, so
+        REFUND_NOT_ALLOWED (ErrorInfo metadata "refundable_minor", what is left
+        of a COMPLETED payment and 0 of any other, and "current_status"). Concurrent refunds of one payment take turns, so
         together they never exceed it. A payment refunded in full becomes
         REFUNDED. ABORTED ETAG_MISMATCH for a stale etag.
         """
