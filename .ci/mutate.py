@@ -799,8 +799,8 @@ MUTANTS: list[Mutant] = [
         "ListAppointments: business dates bounded in UTC, not the provider's zone",
         one(
             "server/queries/appointments.py",
-            "    zone = _PROVIDER_ZONE\n",
-            "    zone = \"'UTC'\"\n",
+            'local_date = f"(start_at AT TIME ZONE {_PROVIDER_ZONE})::date"',
+            "local_date = \"(start_at AT TIME ZONE 'UTC')::date\"",
         ),
         [LIST_FILTERS],
         select="business_dates or repeated_midnight",
