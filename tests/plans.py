@@ -1,6 +1,6 @@
 """Executed query plans for the EXPLAIN tests (test_explain*.py,
-test_provider_schedule.py): a plan's nodes, the custom plan and the generic
-plan of a statement.
+test_provider_schedule.py): a database of their own for a big data set, a
+plan's nodes, the custom plan and the generic plan of a statement.
 
 The generic plan is the one the pool's prepared statements may switch to
 after five calls. ``EXPLAIN`` of a statement with bound parameters always
@@ -11,12 +11,40 @@ PostgreSQL itself); the plan must then mention ``$1``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from sqlalchemy.engine import make_url
 
-__all__ = ["analyze", "custom_and_generic", "nodes"]
+from server.db.engine import to_asyncpg_dsn
+from server.db.migrate import upgrade
+from server.testing import create_database, drop_database, test_settings
+
+__all__ = ["analyze", "custom_and_generic", "database_of_its_own", "nodes"]
+
+
+@contextlib.asynccontextmanager
+async def database_of_its_own(database_url: str, prefix: str) -> AsyncIterator[asyncpg.Connection]:
+    """A migrated database beside the tests' own on the same server (its big
+    data set never meets other tests), a connection to it (JIT off: plans,
+    not compile times), dropped afterwards."""
+    root = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    url = await create_database(root, name)
+    try:
+        await upgrade(url, test_settings().migrations_dir)
+        conn = await asyncpg.connect(to_asyncpg_dsn(url))
+        try:
+            await conn.execute("SET jit = off")
+            yield conn
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(root, name)
 
 
 def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:

@@ -27,17 +27,13 @@ from typing import Any
 
 import asyncpg
 import pytest_asyncio
-from sqlalchemy.engine import make_url
 
 from bench.generate import _appointment_constraints
-from server.db.engine import to_asyncpg_dsn
-from server.db.migrate import upgrade
 from server.paging import PageRequest
 from server.queries import appointments as aq
 from server.queries import calendar as q
 from server.queries import schedules as sq
 from server.queries._listing import page_sql
-from server.testing import create_database, drop_database, test_settings
 from tests import plans
 
 N = int(os.environ.get("BOOKING_EXPLAIN_APPOINTMENTS", "1000000"))
@@ -165,19 +161,8 @@ async def _load(conn: asyncpg.Connection) -> Big:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def big(database_url: str) -> AsyncIterator[Big]:
-    root = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-    name = f"booking_explain_{uuid.uuid4().hex[:12]}"
-    url = await create_database(root, name)
-    try:
-        await upgrade(url, test_settings().migrations_dir)
-        conn = await asyncpg.connect(to_asyncpg_dsn(url))
-        try:
-            await conn.execute("SET jit = off")
-            yield await _load(conn)
-        finally:
-            await conn.close()
-    finally:
-        await drop_database(root, name)
+    async with plans.database_of_its_own(database_url, "booking_explain") as conn:
+        yield await _load(conn)
 
 
 async def _plans(conn: asyncpg.Connection, sql: str, args: list[Any]) -> list[list[dict[str, Any]]]:

@@ -35,11 +35,8 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy.engine import make_url
 
 from server.db import schema
-from server.db.engine import to_asyncpg_dsn
-from server.db.migrate import upgrade
 from server.handlers import appointments as appointment_handlers
 from server.handlers import payments as payment_handlers
 from server.handlers._lists import Related
@@ -52,7 +49,7 @@ from server.queries import providers as prq
 from server.queries._listing import Listing, count_sql, page_sql
 from server.queries.appointments import AppointmentFilter
 from server.queries.payments import PaymentFilter
-from server.testing import create_database, drop_database, test_settings
+from server.testing import test_settings
 from tests import plans
 
 
@@ -228,19 +225,8 @@ async def _load(conn: asyncpg.Connection) -> Data:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def data(database_url: str) -> AsyncIterator[Data]:
-    root = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-    name = f"booking_lists_{uuid.uuid4().hex[:12]}"
-    url = await create_database(root, name)
-    try:
-        await upgrade(url, test_settings().migrations_dir)
-        conn = await asyncpg.connect(to_asyncpg_dsn(url))
-        try:
-            await conn.execute("SET jit = off")
-            yield await _load(conn)
-        finally:
-            await conn.close()
-    finally:
-        await drop_database(root, name)
+    async with plans.database_of_its_own(database_url, "booking_lists") as conn:
+        yield await _load(conn)
 
 
 # -- plans ---------------------------------------------------------------------------

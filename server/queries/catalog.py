@@ -43,6 +43,7 @@ __all__ = [
     "OfferingFilter",
     "OfferingTarget",
     "delete_offering",
+    "offered",
     "offering_target",
     "set_offering",
 ]
@@ -153,6 +154,16 @@ async def delete_offering(
         raise NotFound.of("offering", f"{provider_id}/{service_id}")
 
 
+def offered(query: ListQuery, table: str, column: str, other: str, other_id: str) -> None:
+    """Only the rows of ``table`` (providers or services) linked by an offering
+    to ``other_id`` (a service or a provider): ``column`` is the offerings
+    column naming this table's rows, ``other`` the one naming ``other_id``."""
+    query.where(
+        f"EXISTS (SELECT 1 FROM offerings o WHERE o.organization_id = {table}.organization_id "
+        f"AND o.{other} = {query.param(other_id)} AND o.{column} = {table}.id)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceFilter:
     active: bool | None = None
@@ -171,10 +182,7 @@ def build_list_services_query(org_id: str, flt: ServiceFilter, order: Order) -> 
     query.between("created_at", flt.created_after, flt.created_before)
     if flt.provider_id:
         # The offerings primary key (organization_id, provider_id, service_id).
-        query.where(
-            "EXISTS (SELECT 1 FROM offerings o WHERE o.organization_id = services.organization_id "
-            f"AND o.provider_id = {query.param(flt.provider_id)} AND o.service_id = services.id)"
-        )
+        offered(query, "services", "service_id", "provider_id", flt.provider_id)
     text_search(query, flt.query, substring="name_key", prefix="name_key")
     return query
 

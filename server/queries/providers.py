@@ -22,6 +22,7 @@ from server.queries._listing import (
     orders,
     text_search,
 )
+from server.queries.catalog import offered
 from server.text import fold
 
 __all__ = ["PROVIDER", "PROVIDERS", "ProviderFilter"]
@@ -53,10 +54,7 @@ def build_list_providers_query(org_id: str, flt: ProviderFilter, order: Order) -
     query.between("created_at", flt.created_after, flt.created_before)
     if flt.service_id:
         # ix_offerings_org_service_id_provider_id, one probe per provider row.
-        query.where(
-            "EXISTS (SELECT 1 FROM offerings o WHERE o.organization_id = providers.organization_id "
-            f"AND o.service_id = {query.param(flt.service_id)} AND o.provider_id = providers.id)"
-        )
+        offered(query, "providers", "provider_id", "service_id", flt.service_id)
     text_search(query, flt.query, substring="display_key", prefix="display_key")
     return query
 
