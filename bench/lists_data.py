@@ -110,9 +110,18 @@ class ListsDataset:
 
 
 def _payments_rebuild() -> list[tuple[str, str, str]]:
-    """The payments' primary key, foreign keys and secondary indexes (nothing
-    refers to payments: any order of adding back will do)."""
-    return load_rebuild(schema.payments, (ForeignKeyConstraint, PrimaryKeyConstraint))
+    """The payments' primary key, foreign keys and secondary indexes, then the
+    refunds' foreign key to them (dropped first, added back last: it needs the
+    primary key)."""
+    refunds_fk = [
+        step
+        for step in load_rebuild(schema.refunds, (ForeignKeyConstraint,))
+        if "payment_id" in step[0]
+    ]
+    return [
+        *load_rebuild(schema.payments, (ForeignKeyConstraint, PrimaryKeyConstraint)),
+        *refunds_fk,
+    ]
 
 
 async def _load_payments(

@@ -11,6 +11,8 @@ Money is integer minor units plus a currency code; instants are timestamptz.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -37,6 +39,7 @@ __all__ = [
     "APPOINTMENT_STATUSES",
     "PAYMENT_METHODS",
     "PAYMENT_STATUSES",
+    "ROLLUP_TABLES",
     "appointments",
     "audit_events",
     "clients",
@@ -157,8 +160,12 @@ organizations = Table(
     # Booking policy (availability.proto): least notice, furthest horizon.
     Column("min_notice_minutes", Integer, nullable=False, server_default=text("0")),
     Column("booking_horizon_days", Integer, nullable=False, server_default=text("365")),
+    # ISO weekday (1 = Monday ... 7 = Sunday) the organization's weeks start
+    # on: the WEEK buckets of the summaries (migration 0006).
+    Column("first_day_of_week", SmallInteger, nullable=False, server_default=text("1")),
     UniqueConstraint("slug"),
     CheckConstraint(_POLICY_CHECK, name="booking_policy_range"),
+    CheckConstraint("first_day_of_week BETWEEN 1 AND 7", name="first_day_of_week_range"),
     CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
     CheckConstraint(
         "slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) <= 63", name="slug_format"
@@ -172,6 +179,10 @@ organizations = Table(
                 "CONSTRAINT_VIOLATED",
                 "organization.min_notice_minutes",
                 "organization.booking_horizon_days",
+            ),
+            "ck_organizations_first_day_of_week_range": (
+                "CONSTRAINT_VIOLATED",
+                "organization.first_day_of_week",
             ),
         }
     },
@@ -713,6 +724,8 @@ refunds = Table(
     ),
     # A payment's refunds (and the foreign key's checks).
     Index("ix_refunds_org_payment_id", "organization_id", "payment_id"),
+    # A rollups repair's refunds of a month (migration 0006).
+    Index("ix_refunds_org_created_at_id", "organization_id", "created_at", "id"),
     info={
         "constraint_fields": {
             "uq_refunds_organization_id_external_reference": (
@@ -779,4 +792,188 @@ request_results = Table(
     PrimaryKeyConstraint("organization_id", "request_id"),
     # For purging old results.
     Index("ix_request_results_created_at", "created_at"),
+)
+
+
+# -- rollups (migration 0006; maintained by server/queries/rollups.py) --------------
+#
+# Derived tables that the summaries read instead of the raw appointments,
+# payments and refunds. Every write that changes a raw row applies its delta to
+# them in the same transaction (one statement, server.queries.rollups.apply);
+# `booking-data rollups check|repair` recomputes them from the raw rows. Keys
+# are tenant-first (a distributed schema keeps them on the tenant's shard);
+# they have no foreign keys: they are derived, and a foreign key check would
+# take a KEY SHARE lock on the parent row on every write.
+
+# The measures of a (provider | service | organization) x period x currency
+# row: appointments by status; booked_minutes, expected_minor for the booked
+# ones (pending, confirmed, completed); completed_minor; payments and refunds.
+PERIOD_MEASURES = (
+    "pending",
+    "confirmed",
+    "completed",
+    "cancelled",
+    "no_show",
+    "booked_minutes",
+    "expected_minor",
+    "completed_minor",
+    "paid_minor",
+    "payments",
+    "refunded_minor",
+    "refunds",
+)
+# Rows of the organization's tables are spread over this many shards (by the
+# provider's id), so that concurrent writes of one tenant and day do not all
+# wait for one row; a read sums the shards.
+ORGANIZATION_SHARDS = 8
+
+
+def _measures(names: tuple[str, ...]) -> list[Column[object]]:
+    return [Column(n, BigInteger, nullable=False, server_default=text("0")) for n in names]
+
+
+def _period_totals(name: str, key: str | None, period: str, shard: bool = False) -> Table:
+    keys: list[Column[Any]] = [Column("organization_id", UUID(as_uuid=False), nullable=False)]
+    if key is not None:
+        keys.append(Column(key, UUID(as_uuid=False), nullable=False))
+    keys += [Column(period, Date, nullable=False), Column("currency", Text, nullable=False)]
+    if shard:
+        keys.append(Column("shard", SmallInteger, nullable=False))
+    return Table(
+        name,
+        metadata,
+        *keys,
+        *_measures(PERIOD_MEASURES),
+        PrimaryKeyConstraint(*(c.name for c in keys)),
+        info={"constraint_fields": {}},
+    )
+
+
+# Per provider and business date (the provider's zone), and per month.
+provider_day_totals = _period_totals("provider_day_totals", "provider_id", "business_date")
+provider_month_totals = _period_totals("provider_month_totals", "provider_id", "month")
+# Per service and business date.
+service_day_totals = _period_totals("service_day_totals", "service_id", "business_date")
+# Per organization and business date, in ORGANIZATION_SHARDS shards.
+organization_day_totals = _period_totals(
+    "organization_day_totals", None, "business_date", shard=True
+)
+
+# Clients whose first visit with the organization is on that business date
+# (sharded by the client's id).
+organization_day_new_clients = Table(
+    "organization_day_new_clients",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("shard", SmallInteger, nullable=False),
+    Column("new_clients", BigInteger, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("organization_id", "business_date", "shard"),
+    info={"constraint_fields": {}},
+)
+
+# A client's money per currency: charged (completed appointments' price),
+# paid, refunded; balance and lifetime value computed from them.
+client_totals = Table(
+    "client_totals",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("client_id", UUID(as_uuid=False), nullable=False),
+    Column("currency", Text, nullable=False),
+    *_measures(("charged_minor", "paid_minor", "payments", "refunded_minor", "refunds")),
+    Column(
+        "balance_minor",
+        BigInteger,
+        Computed("charged_minor - paid_minor + refunded_minor", persisted=True),
+        nullable=False,
+    ),
+    Column(
+        "lifetime_value_minor",
+        BigInteger,
+        Computed("paid_minor - refunded_minor", persisted=True),
+        nullable=False,
+    ),
+    PrimaryKeyConstraint("organization_id", "client_id", "currency"),
+    # ListClientBalances: by balance or lifetime value within a currency.
+    Index(
+        "ix_client_totals_org_currency_balance",
+        "organization_id",
+        "currency",
+        "balance_minor",
+        "client_id",
+    ),
+    Index(
+        "ix_client_totals_org_currency_lifetime_value",
+        "organization_id",
+        "currency",
+        "lifetime_value_minor",
+        "client_id",
+    ),
+    info={"constraint_fields": {}},
+)
+
+# A client's visits (completed appointments): how many, the first and last
+# start, and the first's business date (in its provider's zone).
+# replaced_first_visit_date is bookkeeping of the writes: the first visit date
+# an upsert replaced, returned by it so that organization_day_new_clients moves
+# exactly under concurrent writes (RETURNING sees only the new row).
+client_visits = Table(
+    "client_visits",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("client_id", UUID(as_uuid=False), nullable=False),
+    Column("visits", BigInteger, nullable=False, server_default=text("0")),
+    Column("first_visit_at", DateTime(timezone=True), nullable=False),
+    Column("last_visit_at", DateTime(timezone=True), nullable=False),
+    Column("first_visit_date", Date, nullable=False),
+    Column("replaced_first_visit_date", Date),
+    PrimaryKeyConstraint("organization_id", "client_id"),
+    info={"constraint_fields": {}},
+)
+
+# A client's visits with one provider, and the business date of the first:
+# GetProviderMetrics' new clients are those whose first is in the range.
+provider_client_visits = Table(
+    "provider_client_visits",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("provider_id", UUID(as_uuid=False), nullable=False),
+    Column("client_id", UUID(as_uuid=False), nullable=False),
+    Column("visits", BigInteger, nullable=False, server_default=text("0")),
+    Column("first_visit_date", Date, nullable=False),
+    PrimaryKeyConstraint("organization_id", "provider_id", "client_id"),
+    Index(
+        "ix_provider_client_visits_org_provider_first",
+        "organization_id",
+        "provider_id",
+        "first_visit_date",
+    ),
+    info={"constraint_fields": {}},
+)
+
+# Who visited a provider on a business date: GetProviderMetrics' unique
+# clients of a range are the distinct client_ids of its rows (an index-only
+# range scan of the key).
+provider_day_clients = Table(
+    "provider_day_clients",
+    metadata,
+    Column("organization_id", UUID(as_uuid=False), nullable=False),
+    Column("provider_id", UUID(as_uuid=False), nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("client_id", UUID(as_uuid=False), nullable=False),
+    Column("visits", BigInteger, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("organization_id", "provider_id", "business_date", "client_id"),
+    info={"constraint_fields": {}},
+)
+
+ROLLUP_TABLES = (
+    provider_day_totals,
+    provider_month_totals,
+    service_day_totals,
+    organization_day_totals,
+    organization_day_new_clients,
+    client_totals,
+    client_visits,
+    provider_client_visits,
+    provider_day_clients,
 )

@@ -56,6 +56,7 @@ from server.handlers._resource import TenantResource
 from server.handlers._writes import Write, writing
 from server.ids import uuid7
 from server.queries import appointments as q
+from server.queries import rollups
 from server.queries._crud import lock_row, update_row
 from server.queries.catalog import SERVICE
 from server.queries.clients import CLIENT
@@ -254,7 +255,7 @@ async def _transition(
         if row["status"] not in transition.allowed_from:
             raise _invalid_transition(row, transition.done)
         check_version(row, version, "appointment")
-        row = await update_row(
+        after = await update_row(
             w.conn,
             q.APPOINTMENT,
             org_id=org,
@@ -265,7 +266,8 @@ async def _transition(
             audit=w.audit,
             action=transition.action,
         )
-        return await w.result(response(appointment=encode(row)))
+        await rollups.apply(w.conn, org, rollups.appointment_facts(row, after))
+        return await w.result(response(appointment=encode(after)))
 
 
 def _no_writes(*_: Any) -> dict[str, Any]:
@@ -393,6 +395,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
                 audit=w.audit,
                 action="create_override" if override else "create",
             )
+            await rollups.apply(w.conn, org, rollups.appointment_facts(None, row))
             return await w.result(pb.CreateAppointmentResponse(appointment=encode(row)))
 
         return await _taking_time(
@@ -440,7 +443,7 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
             )
             _refuse(evaluation, override, "")
             taking.slot, taking.exclude_id = _slot(evaluation), appointment_id
-            row = await update_row(
+            after = await update_row(
                 w.conn,
                 q.APPOINTMENT,
                 org_id=org,
@@ -451,7 +454,8 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
                 audit=w.audit,
                 action="reschedule_override" if override else "reschedule",
             )
-            return await w.result(pb.RescheduleAppointmentResponse(appointment=encode(row)))
+            await rollups.apply(w.conn, org, rollups.appointment_facts(row, after))
+            return await w.result(pb.RescheduleAppointmentResponse(appointment=encode(after)))
 
         return await _taking_time(
             self._deps, context, request, pb.RescheduleAppointmentResponse, reschedule, ""

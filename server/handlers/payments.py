@@ -27,6 +27,7 @@ from server.handlers._lists import ListSpec, Related, enum_values
 from server.handlers._writes import writing
 from server.ids import uuid7
 from server.queries import payments as q
+from server.queries import rollups
 from server.queries._crud import get_row, insert_row, lock_row, update_row
 from server.queries.appointments import APPOINTMENT
 from server.queries.clients import CLIENT
@@ -171,6 +172,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):
             row = await insert_row(
                 w.conn, q.PAYMENT, org_id=org, row_id=uuid7(), values=values, audit=w.audit
             )
+            await rollups.apply(w.conn, org, rollups.payment_facts(None, row))
             return await w.result(pb.RecordPaymentResponse(payment=encode_payment(row)))
 
     async def GetPayment(
@@ -250,6 +252,8 @@ class PaymentService(pb_grpc.PaymentServiceServicer):
                 audit=w.audit,
                 action="refund",
             )
+            facts = [*rollups.payment_facts(payment, row), rollups.refund_fact(refund, row)]
+            await rollups.apply(w.conn, org, facts)
             return await w.result(
                 pb.RefundPaymentResponse(payment=encode_payment(row), refund=encode_refund(refund))
             )

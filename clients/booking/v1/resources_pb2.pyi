@@ -139,6 +139,7 @@ class Organization(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     MIN_NOTICE_MINUTES_FIELD_NUMBER: _builtins.int
     BOOKING_HORIZON_DAYS_FIELD_NUMBER: _builtins.int
+    FIRST_DAY_OF_WEEK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     """Display name, 1-200 characters."""
@@ -158,6 +159,11 @@ class Organization(_message.Message):
     """How far ahead slots can be booked, in days from now. 1-730; unset on
     create = 365.
     """
+    first_day_of_week: _dayofweek_pb2.DayOfWeek.ValueType
+    """The first day of the organization's weeks: where the week buckets of
+    GetRevenueSummary and the WEEK period of GetDashboard start.
+    DAY_OF_WEEK_UNSPECIFIED on create = MONDAY (ISO 8601); returned always set.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -174,10 +180,11 @@ class Organization(_message.Message):
         etag: _builtins.str = ...,
         min_notice_minutes: _builtins.int | None = ...,
         booking_horizon_days: _builtins.int | None = ...,
+        first_day_of_week: _dayofweek_pb2.DayOfWeek.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "booking_horizon_days", b"booking_horizon_days", "create_time", b"create_time", "min_notice_minutes", b"min_notice_minutes", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "booking_horizon_days", b"booking_horizon_days", "create_time", b"create_time", "etag", b"etag", "id", b"id", "min_notice_minutes", b"min_notice_minutes", "name", b"name", "slug", b"slug", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days", "_min_notice_minutes", b"_min_notice_minutes", "booking_horizon_days", b"booking_horizon_days", "create_time", b"create_time", "etag", b"etag", "first_day_of_week", b"first_day_of_week", "id", b"id", "min_notice_minutes", b"min_notice_minutes", "name", b"name", "slug", b"slug", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__booking_horizon_days: _TypeAlias = _typing.Literal["booking_horizon_days"]  # noqa: Y015
     _WhichOneofArgType__booking_horizon_days: _TypeAlias = _typing.Literal["_booking_horizon_days", b"_booking_horizon_days"]  # noqa: Y015

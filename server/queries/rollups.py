@@ -1,0 +1,425 @@
+"""The rollups: derived tables the summaries read, kept exact by every write.
+
+Why explicit statements and not triggers (migration 0006 says it too):
+
+- one statement per write transaction, at its end, applies the write's whole
+  delta to every rollup table (data-modifying CTEs): one round trip, and the
+  cost is visible where the write is;
+- set-based: a bulk import applies the delta of a whole batch in the same
+  statement (a row trigger would run per row; a statement trigger's
+  transition tables are not supported on distributed tables);
+- a Citus-distributed schema (every table keyed by organization_id) routes
+  the statement to the tenant's shard; triggers on distributed tables need
+  ``citus.enable_unsafe_triggers``.
+
+The price is that every write path must call :func:`apply`; the writes do it
+through one function each, the exactness test walks every write RPC, and
+``booking-data rollups check`` reports any drift from the raw rows.
+
+A write describes what it changed as **facts**: the before image of each
+changed raw row with sign -1 and its after image with sign +1 (an appointment,
+a payment, a refund). :func:`apply` turns them into signed measures (an
+appointment's status count, booked minutes and price; a completed payment's
+amount; a refund's amount; a visit) located by provider, service, client,
+business date and currency, then upserts the grouped deltas into each table.
+
+Concurrency: every rollup row is changed by ``INSERT ... ON CONFLICT DO
+UPDATE SET x = t.x + excluded.x``, which locks the row and adds to its latest
+committed value: concurrent writers never lose an update. Each table's rows
+are written in key order and the tables in one fixed order, and a write
+transaction applies its facts once, at its end, after its raw rows: locks
+are always taken in the same order, so rollup rows cannot deadlock.
+(Deadlocks between raw rows are retried inside the server; see
+server.interceptors.)
+
+Non-additive measures: a visit (a COMPLETED appointment) is final, so the
+first and last visit only move by ``least``/``greatest``; a before image of a
+completed appointment is a programming error (:func:`apply` refuses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from server.db.engine import Conn
+from server.db.schema import BLOCKING_STATUSES, ORGANIZATION_SHARDS, PERIOD_MEASURES
+
+__all__ = [
+    "FACT_COLUMNS",
+    "TABLES",
+    "Fact",
+    "Rollup",
+    "apply",
+    "apply_sql",
+    "appointment_facts",
+    "measures_sql",
+    "payment_facts",
+    "refund_fact",
+    "shard_sql",
+]
+
+PAID_STATUSES = ("completed", "refunded")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One raw row's image: ``kind`` appointment | payment | refund; ``sign``
+    +1 (the row as it is now) or -1 (as it was)."""
+
+    kind: str
+    sign: int
+    client_id: str
+    amount: int
+    currency: str
+    # appointments
+    provider_id: str | None = None
+    service_id: str | None = None
+    status: str | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    # payments and refunds: their appointment (for its provider and service)
+    appointment_id: str | None = None
+    at: datetime | None = None
+
+
+# The columns of a fact source, in order: apply() unnests them from
+# parameters; a repair selects them from the raw tables.
+FACT_COLUMNS = (
+    ("kind", "text"),
+    ("sign", "int"),
+    ("provider_id", "uuid"),
+    ("service_id", "uuid"),
+    ("client_id", "uuid"),
+    ("appointment_id", "uuid"),
+    ("status", "text"),
+    ("amount", "bigint"),
+    ("currency", "text"),
+    ("start_at", "timestamptz"),
+    ("end_at", "timestamptz"),
+    ("at", "timestamptz"),
+)
+
+
+def _s(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def appointment_facts(before: asyncpg.Record | None, after: asyncpg.Record | None) -> list[Fact]:
+    """The facts of an appointment write: its row before (None for a booking)
+    and after."""
+    facts = []
+    for sign, row in ((-1, before), (1, after)):
+        if row is None:
+            continue
+        facts.append(
+            Fact(
+                kind="appointment",
+                sign=sign,
+                client_id=str(row["client_id"]),
+                amount=row["price_minor"],
+                currency=row["currency"],
+                provider_id=str(row["provider_id"]),
+                service_id=str(row["service_id"]),
+                status=row["status"],
+                start_at=row["during"].lower,
+                end_at=row["during"].upper,
+            )
+        )
+    return facts
+
+
+def payment_facts(before: asyncpg.Record | None, after: asyncpg.Record | None) -> list[Fact]:
+    """The facts of a payment write (its refunds are refund_fact's)."""
+    facts = []
+    for sign, row in ((-1, before), (1, after)):
+        if row is None:
+            continue
+        facts.append(
+            Fact(
+                kind="payment",
+                sign=sign,
+                client_id=str(row["client_id"]),
+                amount=row["amount_minor"],
+                currency=row["currency"],
+                status=row["status"],
+                appointment_id=_s(row["appointment_id"]),
+                at=row["created_at"],
+            )
+        )
+    return facts
+
+
+def refund_fact(refund: asyncpg.Record, payment: asyncpg.Record) -> Fact:
+    """A new refund of ``payment``."""
+    return Fact(
+        kind="refund",
+        sign=1,
+        client_id=str(payment["client_id"]),
+        amount=refund["amount_minor"],
+        currency=refund["currency"],
+        appointment_id=_s(payment["appointment_id"]),
+        at=refund["created_at"],
+    )
+
+
+def shard_sql(uuid_expr: str) -> str:
+    """The organization-table shard of a row (stable: a byte of the id)."""
+    return f"(get_byte(uuid_send({uuid_expr}), 15) % {ORGANIZATION_SHARDS})::smallint"
+
+
+def _in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def measures_sql(facts: str, org: str = "$1") -> str:
+    """CTEs ``located`` and ``m`` over a fact source ``facts`` (a CTE name):
+    each fact located (provider, service: a payment's or refund's through its
+    appointment; business date in the provider's zone) and turned into signed
+    measures. A repair runs the same over facts selected from the raw rows."""
+    booked = _in("status", BLOCKING_STATUSES)
+    paid = _in("status", PAID_STATUSES)
+    appointment = "kind = 'appointment'"
+    counts = ",\n        ".join(
+        f"sign * ({appointment} AND status = '{s}')::int AS {s}"
+        for s in ("pending", "confirmed", "completed", "cancelled", "no_show")
+    )
+    return f"""located AS (
+    SELECT f.kind, f.sign, f.status, f.amount, f.currency, f.client_id, f.start_at, f.end_at,
+           coalesce(f.provider_id, a.provider_id) AS provider_id,
+           coalesce(f.service_id, a.service_id) AS service_id,
+           (coalesce(f.start_at, f.at) AT TIME ZONE p.time_zone)::date AS business_date
+    FROM {facts} f
+    LEFT JOIN appointments a
+      ON f.appointment_id IS NOT NULL AND a.organization_id = {org} AND a.id = f.appointment_id
+    LEFT JOIN providers p
+      ON p.organization_id = {org} AND p.id = coalesce(f.provider_id, a.provider_id)
+), m AS (
+    SELECT provider_id, service_id, client_id, business_date, currency, start_at,
+        {counts},
+        CASE WHEN {appointment} AND {booked}
+            THEN sign * (extract(epoch FROM end_at - start_at)::bigint / 60) ELSE 0 END
+            AS booked_minutes,
+        CASE WHEN {appointment} AND {booked} THEN sign * amount ELSE 0 END AS expected_minor,
+        CASE WHEN {appointment} AND status = 'completed' THEN sign * amount ELSE 0 END
+            AS completed_minor,
+        CASE WHEN kind = 'payment' AND {paid} THEN sign * amount ELSE 0 END AS paid_minor,
+        sign * (kind = 'payment' AND {paid})::int AS payments,
+        CASE WHEN kind = 'refund' THEN sign * amount ELSE 0 END AS refunded_minor,
+        sign * (kind = 'refund')::int AS refunds,
+        sign * ({appointment} AND status = 'completed')::int AS visit
+    FROM located
+)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """A rollup table as a GROUP BY over ``m``: its key columns (name, SQL
+    expression over m), its measures (name, aggregate over m, how a delta
+    combines with the stored value: "sum", "min", "max" or "first", a pair
+    kept with its instant), and which rows of m it takes."""
+
+    table: str
+    keys: tuple[tuple[str, str], ...]
+    measures: tuple[tuple[str, str, str], ...]
+    where: str
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.keys)
+
+    def grouped_sql(self, org: str = "$1") -> str:
+        """The rollup's rows (or deltas) over ``m``: one per key, all-zero
+        sums left out."""
+        keys = ", ".join(f"{expr} AS {name}" for name, expr in self.keys)
+        measures = ", ".join(f"{agg} AS {name}" for name, agg, _ in self.measures)
+        having = " OR ".join(f"{agg} <> 0" for name, agg, how in self.measures if how == "sum")
+        group = ", ".join(str(i + 2) for i in range(len(self.keys)))
+        return (
+            f"SELECT {org}::uuid AS organization_id, {keys}, {measures} FROM m "
+            f"WHERE {self.where} GROUP BY {group} HAVING {having}"
+        )
+
+    def combine_sql(self, stored: str = "t", delta: str = "excluded") -> str:
+        sets = []
+        for name, _, how in self.measures:
+            if how == "sum":
+                sets.append(f"{name} = {stored}.{name} + {delta}.{name}")
+            elif how == "min":
+                sets.append(f"{name} = least({stored}.{name}, {delta}.{name})")
+            elif how == "max":
+                sets.append(f"{name} = greatest({stored}.{name}, {delta}.{name})")
+        return ", ".join(sets)
+
+    def upsert_sql(self, source: str, returning: str = "") -> str:
+        columns = ("organization_id", *self.key_names, *(n for n, _, _ in self.measures))
+        key = ", ".join(("organization_id", *self.key_names))
+        return (
+            f"INSERT INTO {self.table} AS t ({', '.join(columns)}) "
+            f"SELECT {', '.join(columns)} FROM ({source}) AS d ORDER BY {key} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {self.combine_sql()}{returning}"
+        )
+
+
+def _sums(
+    names: Iterable[str], source: dict[str, str] | None = None
+) -> tuple[tuple[str, str, str], ...]:
+    source = source or {}
+    return tuple((n, f"sum({source.get(n, n)})", "sum") for n in names)
+
+
+_PERIOD = _sums(PERIOD_MEASURES)
+_MONTH = "date_trunc('month', business_date)::date"
+_DAY = ("business_date", "business_date")
+
+# In the order apply() writes them (the lock order).
+TABLES = (
+    Rollup(
+        "provider_day_totals",
+        (("provider_id", "provider_id"), _DAY, ("currency", "currency")),
+        _PERIOD,
+        "provider_id IS NOT NULL",
+    ),
+    Rollup(
+        "provider_month_totals",
+        (("provider_id", "provider_id"), ("month", _MONTH), ("currency", "currency")),
+        _PERIOD,
+        "provider_id IS NOT NULL",
+    ),
+    Rollup(
+        "service_day_totals",
+        (("service_id", "service_id"), _DAY, ("currency", "currency")),
+        _PERIOD,
+        "service_id IS NOT NULL",
+    ),
+    Rollup(
+        "organization_day_totals",
+        (
+            ("business_date", "business_date"),
+            ("currency", "currency"),
+            ("shard", shard_sql("provider_id")),
+        ),
+        _PERIOD,
+        "provider_id IS NOT NULL",
+    ),
+    Rollup(
+        "client_totals",
+        (("client_id", "client_id"), ("currency", "currency")),
+        _sums(
+            ("charged_minor", "paid_minor", "payments", "refunded_minor", "refunds"),
+            {"charged_minor": "completed_minor"},
+        ),
+        "TRUE",
+    ),
+    Rollup(
+        "provider_client_visits",
+        (("provider_id", "provider_id"), ("client_id", "client_id")),
+        (("visits", "sum(visit)", "sum"), ("first_visit_date", "min(business_date)", "min")),
+        "visit <> 0",
+    ),
+    Rollup(
+        "provider_day_clients",
+        (("provider_id", "provider_id"), _DAY, ("client_id", "client_id")),
+        (("visits", "sum(visit)", "sum"),),
+        "visit <> 0",
+    ),
+)
+
+_FIRST_VISIT_DATE = "(array_agg(business_date ORDER BY start_at, business_date))[1]"
+
+# client_visits' first visit is a pair (instant, its business date) compared
+# as one; its upsert returns the first visit date it replaced, from which
+# organization_day_new_clients moves (-1 on the old date, +1 on the new).
+CLIENT_VISITS = Rollup(
+    "client_visits",
+    (("client_id", "client_id"),),
+    (
+        ("visits", "sum(visit)", "sum"),
+        ("first_visit_at", "min(start_at)", "pair"),
+        ("first_visit_date", _FIRST_VISIT_DATE, "pair"),
+        ("last_visit_at", "max(start_at)", "max"),
+    ),
+    "visit <> 0",
+)
+
+_CLIENT_VISITS_UPSERT = f"""INSERT INTO client_visits AS t
+    (organization_id, client_id, visits, first_visit_at, first_visit_date, last_visit_at)
+SELECT organization_id, client_id, visits, first_visit_at, first_visit_date, last_visit_at
+FROM ({CLIENT_VISITS.grouped_sql()}) AS d ORDER BY organization_id, client_id
+ON CONFLICT (organization_id, client_id) DO UPDATE SET
+    visits = t.visits + excluded.visits,
+    replaced_first_visit_date = t.first_visit_date,
+    first_visit_at = least(t.first_visit_at, excluded.first_visit_at),
+    first_visit_date = CASE
+        WHEN (excluded.first_visit_at, excluded.first_visit_date)
+             < (t.first_visit_at, t.first_visit_date)
+        THEN excluded.first_visit_date ELSE t.first_visit_date END,
+    last_visit_at = greatest(t.last_visit_at, excluded.last_visit_at)
+RETURNING client_id, first_visit_date, replaced_first_visit_date"""
+
+_NEW_CLIENTS_UPSERT = f"""INSERT INTO organization_day_new_clients AS t
+    (organization_id, business_date, shard, new_clients)
+SELECT $1::uuid, day, shard, sum(n) FROM (
+    SELECT first_visit_date AS day, {shard_sql("client_id")} AS shard, 1 AS n FROM cv
+    WHERE first_visit_date IS DISTINCT FROM replaced_first_visit_date
+    UNION ALL
+    SELECT replaced_first_visit_date, {shard_sql("client_id")}, -1 FROM cv
+    WHERE replaced_first_visit_date IS NOT NULL
+      AND first_visit_date IS DISTINCT FROM replaced_first_visit_date
+) AS d
+GROUP BY day, shard HAVING sum(n) <> 0 ORDER BY day, shard
+ON CONFLICT (organization_id, business_date, shard)
+DO UPDATE SET new_clients = t.new_clients + excluded.new_clients"""
+
+
+@lru_cache(maxsize=8)
+def apply_sql(facts_source: str | None = None) -> str:
+    """The statement applying the deltas of ``facts_source`` (a SELECT of
+    FACT_COLUMNS; default: unnested from parameters $2...) to every rollup."""
+    if facts_source is None:
+        params = ", ".join(f"${i + 2}::{t}[]" for i, (_, t) in enumerate(FACT_COLUMNS))
+        names = ", ".join(n for n, _ in FACT_COLUMNS)
+        facts_source = f"SELECT * FROM unnest({params}) AS f({names})"
+    ctes = [f"facts AS ({facts_source})", measures_sql("facts")]
+    ctes += [f"u{i} AS ({table.upsert_sql(table.grouped_sql())})" for i, table in enumerate(TABLES)]
+    ctes.append(f"cv AS ({_CLIENT_VISITS_UPSERT})")
+    ctes.append(f"nc AS ({_NEW_CLIENTS_UPSERT})")
+    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
+
+
+def _columns(facts: Sequence[Fact]) -> list[list[Any]]:
+    return [[getattr(f, name) for f in facts] for name, _ in FACT_COLUMNS]
+
+
+async def apply(conn: Conn, org_id: str, facts: Sequence[Fact]) -> None:
+    """Apply the write's facts to every rollup, in the write's transaction.
+    Call once per transaction, after its raw rows are written."""
+    if not facts:
+        return
+    for f in facts:
+        if f.sign < 0 and f.kind == "appointment" and f.status == "completed":
+            raise AssertionError("a completed appointment is final: its visit cannot be undone")
+    await conn.execute(apply_sql(), org_id, *_columns(facts))
+
+
+def raw_facts_sql(appointments: str = "TRUE", payments: str = "TRUE", refunds: str = "TRUE") -> str:
+    """The facts of the tenant's ($1) raw rows as they are, each filtered by
+    its own condition (over ``a``, ``p``, ``r``): a repair's recomputation."""
+    return f"""SELECT 'appointment'::text AS kind, 1 AS sign, a.provider_id, a.service_id,
+       a.client_id, NULL::uuid AS appointment_id, a.status, a.price_minor AS amount, a.currency,
+       a.start_at, a.end_at, NULL::timestamptz AS at
+FROM appointments a WHERE a.organization_id = $1 AND ({appointments})
+UNION ALL
+SELECT 'payment', 1, NULL, NULL, p.client_id, p.appointment_id, p.status, p.amount_minor,
+       p.currency, NULL, NULL, p.created_at
+FROM payments p WHERE p.organization_id = $1 AND ({payments})
+UNION ALL
+SELECT 'refund', 1, NULL, NULL, p.client_id, p.appointment_id, NULL, r.amount_minor, r.currency,
+       NULL, NULL, r.created_at
+FROM refunds r JOIN payments p ON p.organization_id = r.organization_id AND p.id = r.payment_id
+WHERE r.organization_id = $1 AND ({refunds})"""
