@@ -11,7 +11,12 @@ direction), it
   ``google.rpc.Status`` (``grpc-status-details-bin``); anything else becomes
   INTERNAL with a generic message, logged with its stack and correlation id.
   Database errors are logged by class, SQLSTATE and constraint only: never the
-  driver's message, which can quote row values.
+  driver's message, which can quote row values;
+- re-runs a unary handler whose transaction PostgreSQL broke off with
+  a deadlock (40P01) or a serialization failure (40001): the transaction was
+  rolled back whole, so the handler runs again from the start (up to
+  RETRY_ATTEMPTS times, with jittered backoff, within the call's deadline).
+  Callers only see ABORTED CONCURRENT_CONFLICT when every attempt failed.
 
 Handlers are wrapped once per method (cached), not per call.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
 import traceback
@@ -39,7 +45,7 @@ from server.db.errors import describe_database_error, from_database_error, root_
 from server.errors import InvalidArgument, ServiceError, internal_error
 from server.telemetry import Telemetry
 
-__all__ = ["MAX_ACTOR_LEN", "CallInterceptor"]
+__all__ = ["MAX_ACTOR_LEN", "RETRY_ATTEMPTS", "CallInterceptor"]
 
 _log = logging.getLogger("server.rpc")
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -47,6 +53,10 @@ MAX_ACTOR_LEN = 200
 # Printable ASCII without leading/trailing blanks (gRPC text metadata is ASCII).
 _ACTOR = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$")
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# Attempts of a handler whose transaction was broken off by PostgreSQL (a
+# deadlock or a serialization failure: retrying is what PostgreSQL asks for).
+RETRY_ATTEMPTS = 4
+_RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -123,6 +133,31 @@ class _Call:
         )
 
 
+async def _retrying(behavior: Any, request: Any, context: Context, method: str) -> Any:
+    """``behavior(request, context)``, run again when PostgreSQL broke its
+    transaction off (nothing of it was committed)."""
+    attempt = 1
+    while True:
+        try:
+            return await behavior(request, context)
+        except Exception as exc:
+            if attempt >= RETRY_ATTEMPTS or not isinstance(root_cause(exc), _RETRIED):
+                raise
+            delay = random.uniform(0.005, 0.02) * 2 ** (attempt - 1)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining < delay + 0.05:
+                raise
+            _log.info(
+                "%s: %s, attempt %d of %d",
+                method,
+                describe_database_error(exc),
+                attempt + 1,
+                RETRY_ATTEMPTS,
+            )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
 def _parsed(parse: Callable[[bytes], Any], raw: bytes) -> Any:
     try:
         return parse(raw)
@@ -174,7 +209,7 @@ class CallInterceptor(aio.ServerInterceptor):
         parse = handler.request_deserializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, parse),
+                self._wrap_unary(method, handler.unary_unary, parse, retry=True),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
@@ -215,10 +250,15 @@ class CallInterceptor(aio.ServerInterceptor):
         span.set_status(trace.Status(trace.StatusCode.ERROR, error.reason))
 
     def _wrap_unary(
-        self, method: str, behavior: Any, parse: Callable[[bytes], Any] | None = None
+        self,
+        method: str,
+        behavior: Any,
+        parse: Callable[[bytes], Any] | None = None,
+        retry: bool = False,
     ) -> Callable[..., Awaitable[Any]]:
         """Unary response (unary or streamed request): one answer or one error.
-        ``parse``: the request's deserializer when the request arrives as bytes."""
+        ``parse``: the request's deserializer when the request arrives as bytes;
+        ``retry``: re-run on a deadlock or serialization failure (unary requests)."""
         short = method.rsplit("/", 1)[-1]
 
         async def wrapped(request: Any, context: Context) -> Any:
@@ -229,7 +269,9 @@ class CallInterceptor(aio.ServerInterceptor):
                         call.check_actor()
                         if parse is not None:
                             request = _parsed(parse, request)
-                        return await behavior(request, context)
+                        if not retry:  # a streamed request is consumed: not re-run
+                            return await behavior(request, context)
+                        return await _retrying(behavior, request, context, short)
                     except Exception as exc:
                         error = call.to_error(exc, short)
                     self._failed(span, error)

@@ -24,7 +24,23 @@ from tests.conftest import details
 SERVICE = "booking.v1test.Probe"
 
 
+# Calls per payload of the deadlock probes.
+_CALLS: dict[bytes, int] = {}
+
+
+def _deadlock() -> Exception:
+    return asyncpg.exceptions.DeadlockDetectedError.new(
+        {"M": "deadlock detected", "D": "Process 1 waits for ShareLock", "C": "40P01"}
+    )
+
+
 async def _unary(request: bytes, context: Any) -> bytes:
+    if request.startswith(b"deadlock"):
+        # "deadlock-N": the first N calls are broken off by a deadlock.
+        _CALLS[request] = _CALLS.get(request, 0) + 1
+        if _CALLS[request] <= int(request.split(b"-")[1]):
+            raise _deadlock()
+        return b"ok after %d" % _CALLS[request]
     if request == b"fail":
         raise InvalidArgument("bad", field_violations=[FieldViolation("payload", "is bad")])
     if request == b"crash":
@@ -61,6 +77,9 @@ async def _server_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
 
 async def _client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
     parts = [r async for r in requests]
+    if parts and parts[0].startswith(b"deadlock"):
+        _CALLS[parts[0]] = _CALLS.get(parts[0], 0) + 1
+        raise _deadlock()
     if b"fail" in parts:
         raise InvalidArgument("bad", field_violations=[FieldViolation("payload", "is bad")])
     return b"+".join(parts)
@@ -263,3 +282,30 @@ async def test_any_database_error_is_logged_without_its_message(
     text = caplog.text  # formatted: messages and tracebacks
     assert "sqlstate=" in text, text
     assert "secret@x.org" not in text, text
+
+
+async def test_a_unary_call_broken_off_by_a_deadlock_is_run_again(probe: Any) -> None:
+    """PostgreSQL asks for a retry of a transaction it broke off: the caller
+    never sees the first attempts."""
+    channel, _, _ = probe
+    assert await _method(channel, "Unary")(b"deadlock-2") == b"ok after 3"
+
+
+async def test_retries_are_bounded_then_aborted_concurrent_conflict(probe: Any) -> None:
+    from server.interceptors import RETRY_ATTEMPTS
+
+    channel, _, _ = probe
+    with pytest.raises(aio.AioRpcError) as caught:
+        await _method(channel, "Unary")(b"deadlock-99")
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert details(caught.value)["ErrorInfo"].reason == "CONCURRENT_CONFLICT"
+    assert _CALLS[b"deadlock-99"] == RETRY_ATTEMPTS
+
+
+async def test_a_streamed_request_is_not_run_again(probe: Any) -> None:
+    """Its messages were consumed by the first attempt."""
+    channel, _, _ = probe
+    with pytest.raises(aio.AioRpcError) as caught:
+        await _method(channel, "ClientStream")(_requests(b"deadlock-stream", b"x"))
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert _CALLS[b"deadlock-stream"] == 1
