@@ -2,6 +2,12 @@
 
     booking-data serve   [--database-url URL] [--host H] [--port P] [--workers N]
     booking-data migrate [upgrade|downgrade|current] [REVISION] [--database-url URL]
+    booking-data rollups [check|repair] [--organization ID] [--database-url URL]
+
+``rollups check`` compares every rollup row (the summaries' tables) with the
+raw rows and exits 7 when any drifted; ``rollups repair`` fixes the drift
+(rebuilds rollups from nothing too). Both work in short batches while the
+service runs (server.queries.rollup_check).
 
 ``serve`` runs in the foreground until SIGTERM or Ctrl-C (SIGINT), which let
 the calls in flight finish within the shutdown grace. With no database URL
@@ -26,6 +32,7 @@ Start-up failures print one line on stderr and exit with:
     4  the embedded database's data directory is in use by another process
     5  the embedded PostgreSQL could not be set up or started (initdb, pg_ctl)
     6  the database is unreachable, or migrating it failed
+    7  ``rollups check`` found drift
     130 interrupted (Ctrl-C) while starting
 """
 
@@ -463,6 +470,47 @@ async def _migrate(settings: Settings, action: str, revision: str) -> None:
                 )
 
 
+# -- rollups ------------------------------------------------------------------
+
+EXIT_DRIFT = 7
+
+
+async def _rollups(settings: Settings, action: str, organization: str | None) -> int:
+    import asyncpg
+
+    from server.db.engine import Conn, to_asyncpg_dsn
+    from server.queries.rollup_check import check_tenant
+
+    repair = action == "repair"
+    drifted = 0
+    async with database_url(settings) as url:
+        await check_database(url, settings)
+        raw = await asyncpg.connect(to_asyncpg_dsn(url))
+        try:
+            orgs = (
+                [organization]
+                if organization
+                else [
+                    str(r["id"])
+                    for r in await raw.fetch("SELECT id FROM organizations ORDER BY id")
+                ]
+            )
+            for org in orgs:
+                started = time.perf_counter()
+                report = await check_tenant(Conn(raw, None), org, repair=repair)
+                drifted += report.total
+                tables = ", ".join(f"{t} {n}" for t, n in sorted(report.drifted.items()) if n)
+                print(
+                    f"{org}: {report.total} rollup rows {'repaired' if repair else 'drifted'}"
+                    f"{' (' + tables + ')' if tables else ''}; {report.batches} batches "
+                    f"in {time.perf_counter() - started:.1f}s",
+                    flush=True,
+                )
+        finally:
+            await raw.close()
+    return EXIT_DRIFT if drifted and not repair else 0
+
+
 # -- entry point --------------------------------------------------------------
 
 
@@ -502,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         "action", nargs="?", default="upgrade", choices=["upgrade", "downgrade", "current"]
     )
     migrate.add_argument("revision", nargs="?", default="")
+    rollups = sub.add_parser(
+        "rollups", help="check the summaries' rollups against the raw rows, or repair them"
+    )
+    rollups.add_argument("action", nargs="?", default="check", choices=["check", "repair"])
+    rollups.add_argument("--organization", help="one tenant's id (default: every tenant)")
     args = parser.parse_args(argv)
 
     overrides: dict[str, object] = {}
@@ -523,6 +576,14 @@ def main(argv: list[str] | None = None) -> int:
             _check_database_url(settings.database_url)
         if args.command == "serve":
             _run(_serve(settings))
+        elif args.command == "rollups":
+            outcome: list[int] = []
+
+            async def run_rollups() -> None:
+                outcome.append(await _rollups(settings, args.action, args.organization))
+
+            _run(run_rollups())
+            return outcome[0] if outcome else 1
         else:
             _run(_migrate(settings, args.action, args.revision))
     except StartupError as exc:

@@ -51,6 +51,7 @@ from server.db.engine import Conn
 from server.db.schema import BLOCKING_STATUSES, ORGANIZATION_SHARDS, PERIOD_MEASURES
 
 __all__ = [
+    "CLIENT_VISITS",
     "FACT_COLUMNS",
     "TABLES",
     "Fact",
@@ -60,6 +61,7 @@ __all__ = [
     "appointment_facts",
     "measures_sql",
     "payment_facts",
+    "raw_facts_sql",
     "refund_fact",
     "shard_sql",
 ]
@@ -233,16 +235,16 @@ class Rollup:
     def key_names(self) -> tuple[str, ...]:
         return tuple(k for k, _ in self.keys)
 
-    def grouped_sql(self, org: str = "$1") -> str:
-        """The rollup's rows (or deltas) over ``m``: one per key, all-zero
-        sums left out."""
+    def grouped_sql(self, org: str = "$1", where: str = "TRUE") -> str:
+        """The rollup's rows (or deltas) over ``m`` (those matching ``where``
+        too): one per key, all-zero sums left out."""
         keys = ", ".join(f"{expr} AS {name}" for name, expr in self.keys)
         measures = ", ".join(f"{agg} AS {name}" for name, agg, _ in self.measures)
         having = " OR ".join(f"{agg} <> 0" for name, agg, how in self.measures if how == "sum")
         group = ", ".join(str(i + 2) for i in range(len(self.keys)))
         return (
             f"SELECT {org}::uuid AS organization_id, {keys}, {measures} FROM m "
-            f"WHERE {self.where} GROUP BY {group} HAVING {having}"
+            f"WHERE {self.where} AND ({where}) GROUP BY {group} HAVING {having}"
         )
 
     def combine_sql(self, stored: str = "t", delta: str = "excluded") -> str:

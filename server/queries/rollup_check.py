@@ -1,0 +1,291 @@
+"""Check the rollups against the raw rows, and repair them, while the service runs.
+
+Each batch is ONE statement that recomputes the batch's rollup rows from the
+raw rows (the same fact measures as the writes: server.queries.rollups), reads
+the stored rows of the same keys, and compares them, in one snapshot. Writes
+keep raw rows and rollups in step in their own transactions, so within one
+snapshot the two agree unless the rollups drifted; the difference found is
+exactly the drift. A repair adds that difference to the stored rows with the
+same additive upsert the writes use (``x = t.x + drift``): a write that
+commits after the batch's snapshot adds its own delta on top, before or after
+the repair, and nothing is lost. Columns that are not sums (a client's first
+and last visit, a provider's first visit date with a client) are set to the
+recomputed value; a concurrent visit of the same client during the repair of a
+drifted row may need a second run, which the check then reports.
+
+Batches: calendar months for the per-date tables (the raw rows whose business
+date falls in the month, read by their instants with a day's margin for time
+zones), clients by id for the per-client tables, then the organization's new
+clients per date (one statement over the tenant's completed appointments). Each batch is a short
+statement: the service keeps serving while a repair runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+from server.db.engine import Conn
+from server.queries.rollups import (
+    CLIENT_VISITS,
+    TABLES,
+    Rollup,
+    measures_sql,
+    raw_facts_sql,
+    shard_sql,
+)
+
+__all__ = ["CLIENT_BATCH", "Report", "check_tenant"]
+
+CLIENT_BATCH = 5000
+
+_PERIOD = {
+    "provider_day_totals",
+    "provider_month_totals",
+    "service_day_totals",
+    "organization_day_totals",
+    "provider_day_clients",
+}
+_PERIOD_TABLES = tuple(t for t in TABLES if t.table in _PERIOD)
+_CLIENT_TABLES = (*(t for t in TABLES if t.table not in _PERIOD), CLIENT_VISITS)
+_DATE_COLUMN = {
+    t.table: ("month" if t.table == "provider_month_totals" else "business_date")
+    for t in _PERIOD_TABLES
+}
+
+
+@dataclass
+class Report:
+    """Keys whose stored rollup row differed from the raw rows, per table."""
+
+    drifted: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+    def add(self, table: str, rows: int) -> None:
+        self.drifted[table] = self.drifted.get(table, 0) + rows
+
+    @property
+    def total(self) -> int:
+        return sum(self.drifted.values())
+
+
+def _drift_ctes(i: int, table: Rollup, where: str, stored_where: str, repair: bool) -> list[str]:
+    keys = ", ".join(table.key_names)
+    sums = [n for n, _, how in table.measures if how == "sum"]
+    others = [n for n, _, how in table.measures if how != "sum"]
+    drift = [f"coalesce(r.{n}, 0) - coalesce(s.{n}, 0) AS {n}" for n in sums]
+    drift += [f"r.{n} AS {n}" for n in others]
+    compared_r = [f"coalesce(r.{n}, 0)" for n in sums] + [f"r.{n}" for n in others]
+    compared_s = [f"coalesce(s.{n}, 0)" for n in sums] + [f"s.{n}" for n in others]
+    stored = ", ".join(n for n, _, _ in table.measures)
+    ctes = [
+        f"r{i} AS ({table.grouped_sql(where=where)})",
+        f"s{i} AS (SELECT organization_id, {keys}, {stored} FROM {table.table} "
+        f"WHERE organization_id = $1 AND ({stored_where}))",
+        f"d{i} AS (SELECT organization_id, {keys}, {', '.join(drift)}, "
+        f"r.organization_id IS NULL AS gone "
+        f"FROM r{i} AS r FULL JOIN s{i} AS s USING (organization_id, {keys}) "
+        f"WHERE ({', '.join(compared_r)}) IS DISTINCT FROM ({', '.join(compared_s)}))",
+    ]
+    if not repair:
+        return ctes
+    columns = ("organization_id", *table.key_names, *(n for n, _, _ in table.measures))
+    sets = [f"{n} = t.{n} + excluded.{n}" for n in sums] + [f"{n} = excluded.{n}" for n in others]
+    key = f"organization_id, {keys}"
+    if others:
+        # A row with nothing left has no first visit: deleted, not zeroed.
+        match = " AND ".join(f"t.{k} = d.{k}" for k in table.key_names)
+        ctes.append(
+            f"x{i} AS (DELETE FROM {table.table} AS t USING d{i} AS d "
+            f"WHERE d.gone AND t.organization_id = $1 AND {match})"
+        )
+    ctes.append(
+        f"f{i} AS (INSERT INTO {table.table} AS t ({', '.join(columns)}) "
+        f"SELECT {', '.join(columns)} FROM d{i} WHERE {'NOT gone' if others else 'TRUE'} "
+        f"ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)})"
+    )
+    return ctes
+
+
+def batch_sql(
+    tables: tuple[Rollup, ...],
+    facts: str,
+    where: str,
+    stored_where: Callable[[Rollup], str],
+    repair: bool,
+) -> str:
+    """One statement: the drift of ``tables`` in one batch (and its repair),
+    returning the drifted keys per table as one row."""
+    ctes = [f"facts AS ({facts})", measures_sql("facts")]
+    for i, table in enumerate(tables):
+        ctes += _drift_ctes(i, table, where, stored_where(table), repair)
+    counts = ", ".join(f"(SELECT count(*) FROM d{i}) AS {t.table}" for i, t in enumerate(tables))
+    return "WITH " + ",\n".join(ctes) + f"\nSELECT {counts}"
+
+
+def _window(column: str) -> str:
+    """Instants whose business date may fall in [$2, $3): a day's margin for zones."""
+    return (
+        f"{column} >= (($2::date - 1)::timestamp AT TIME ZONE 'UTC') "
+        f"AND {column} < (($3::date + 1)::timestamp AT TIME ZONE 'UTC')"
+    )
+
+
+MONTH_SQL = {
+    repair: batch_sql(
+        _PERIOD_TABLES,
+        raw_facts_sql(_window("a.start_at"), _window("p.created_at"), _window("r.created_at")),
+        "business_date >= $2::date AND business_date < $3::date",
+        lambda t: f"{_DATE_COLUMN[t.table]} >= $2::date AND {_DATE_COLUMN[t.table]} < $3::date",
+        repair,
+    )
+    for repair in (False, True)
+}
+
+CLIENTS_SQL = {
+    repair: batch_sql(
+        _CLIENT_TABLES,
+        raw_facts_sql(
+            "a.client_id = ANY($2::uuid[])",
+            "p.client_id = ANY($2::uuid[])",
+            "p.client_id = ANY($2::uuid[])",
+        ),
+        "client_id = ANY($2::uuid[])",
+        lambda _: "client_id = ANY($2::uuid[])",
+        repair,
+    )
+    for repair in (False, True)
+}
+
+# The organization's new clients per date and shard: each client's first
+# visit (earliest start, ties by business date) from the raw appointments, in
+# one statement (a sort of the tenant's completed appointments).
+_NEW_CLIENTS = f"""WITH r AS (
+    SELECT $1::uuid AS organization_id, day AS business_date, shard, count(*) AS new_clients
+    FROM (
+        SELECT DISTINCT ON (a.client_id) {shard_sql("a.client_id")} AS shard,
+               (a.start_at AT TIME ZONE p.time_zone)::date AS day
+        FROM appointments a
+        JOIN providers p ON p.organization_id = a.organization_id AND p.id = a.provider_id
+        WHERE a.organization_id = $1 AND a.status = 'completed'
+        ORDER BY a.client_id, a.start_at, day
+    ) AS first
+    GROUP BY day, shard
+), s AS (
+    SELECT organization_id, business_date, shard, new_clients
+    FROM organization_day_new_clients WHERE organization_id = $1
+), d AS (
+    SELECT organization_id, business_date, shard,
+           coalesce(r.new_clients, 0) - coalesce(s.new_clients, 0) AS new_clients
+    FROM r FULL JOIN s USING (organization_id, business_date, shard)
+    WHERE coalesce(r.new_clients, 0) <> coalesce(s.new_clients, 0)
+){{fix}}
+SELECT count(*) FROM d"""
+NEW_CLIENTS_SQL = {
+    False: _NEW_CLIENTS.format(fix=""),
+    True: _NEW_CLIENTS.format(
+        fix=""", f AS (
+    INSERT INTO organization_day_new_clients AS t
+        (organization_id, business_date, shard, new_clients)
+    SELECT organization_id, business_date, shard, new_clients FROM d
+    ORDER BY organization_id, business_date, shard
+    ON CONFLICT (organization_id, business_date, shard)
+    DO UPDATE SET new_clients = t.new_clients + excluded.new_clients
+)"""
+    ),
+}
+
+# The months a tenant's rows span: raw instants (a day's margin) and stored dates.
+BOUNDS_SQL = """
+SELECT least(
+           (SELECT min(start_at) FROM appointments WHERE organization_id = $1),
+           (SELECT min(created_at) FROM payments WHERE organization_id = $1),
+           (SELECT min(created_at) FROM refunds WHERE organization_id = $1)
+       )::date - 1 AS raw_first,
+       greatest(
+           (SELECT max(start_at) FROM appointments WHERE organization_id = $1),
+           (SELECT max(created_at) FROM payments WHERE organization_id = $1),
+           (SELECT max(created_at) FROM refunds WHERE organization_id = $1)
+       )::date + 1 AS raw_last,
+       (SELECT min(business_date) FROM organization_day_totals WHERE organization_id = $1)
+           AS stored_first,
+       (SELECT max(business_date) FROM organization_day_totals WHERE organization_id = $1)
+           AS stored_last
+"""
+
+# The months of stored per-date rows outside the months checked (nothing raw
+# is there, unless written since): each is then checked as a month.
+OUTSIDE_MONTHS_SQL = " UNION ".join(
+    f"SELECT date_trunc('month', {_DATE_COLUMN[t.table]})::date AS month FROM {t.table} "
+    f"WHERE organization_id = $1 "
+    f"AND NOT ({_DATE_COLUMN[t.table]} >= $2::date AND {_DATE_COLUMN[t.table]} < $3::date)"
+    for t in _PERIOD_TABLES
+)
+
+CLIENT_IDS_SQL = """
+SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM (
+    SELECT id FROM clients WHERE organization_id = $1 AND id > $2::uuid ORDER BY id LIMIT $3
+) AS batch
+"""
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+async def check_tenant(
+    conn: Conn,
+    org_id: str,
+    *,
+    repair: bool = False,
+    client_batch: int = CLIENT_BATCH,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Compare (and with ``repair`` fix) every rollup row of a tenant with its
+    raw rows, batch by batch; each batch is its own statement and, on a
+    connection outside a transaction, its own transaction."""
+    report = Report()
+    bounds = await conn.fetchrow(BOUNDS_SQL, org_id)
+    assert bounds is not None
+    firsts = [d for d in (bounds["raw_first"], bounds["stored_first"]) if d is not None]
+    lasts = [d for d in (bounds["raw_last"], bounds["stored_last"]) if d is not None]
+    lo = _month_start(min(firsts)) if firsts else date(2000, 1, 1)
+    hi = _next_month(max(lasts)) if lasts else lo
+    months = []
+    month = lo
+    while month < hi:
+        months.append(month)
+        month = _next_month(month)
+    months += [r["month"] for r in await conn.fetch(OUTSIDE_MONTHS_SQL, org_id, lo, hi)]
+    for month in sorted(months):
+        row = await conn.fetchrow(MONTH_SQL[repair], org_id, month, _next_month(month))
+        assert row is not None
+        for table, n in row.items():
+            report.add(table, int(n))
+        report.batches += 1
+        if progress:
+            progress(f"{month:%Y-%m}")
+    last = "00000000-0000-0000-0000-000000000000"
+    while True:
+        ids = await conn.fetchval(CLIENT_IDS_SQL, org_id, last, client_batch)
+        if not ids:
+            break
+        row = await conn.fetchrow(CLIENTS_SQL[repair], org_id, ids)
+        assert row is not None
+        for table, n in row.items():
+            report.add(table, int(n))
+        report.batches += 1
+        if progress:
+            progress(f"clients to {ids[-1]}")
+        last = str(ids[-1])
+    report.add(
+        "organization_day_new_clients",
+        int(await conn.fetchval(NEW_CLIENTS_SQL[repair], org_id)),
+    )
+    report.batches += 1
+    return report

@@ -1,0 +1,202 @@
+"""`booking-data rollups check|repair` (server.queries.rollup_check): drift is
+found row by row, repaired exactly, also while writes go on, and from nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from booking.v1 import appointments_pb2, resources_pb2
+
+from server.db.engine import Conn
+from server.db.schema import ROLLUP_TABLES
+from server.queries.rollup_check import check_tenant
+from tests.conftest import Bookable, Stubs, make_bookable
+from tests.test_appointments import at, book
+from tests.test_payments import record, refund
+
+PaymentStatus = resources_pb2.PaymentStatus
+
+
+async def _history(stubs: Stubs, org: str) -> list[Bookable]:
+    """Two providers in zones far apart, bookings on both sides of their local
+    midnights, completed / cancelled / no-show ones, payments and refunds."""
+    places = [
+        await make_bookable(stubs, org, time_zone="Pacific/Auckland"),
+        await make_bookable(stubs, org, time_zone="America/Los_Angeles"),
+    ]
+    for n, b in enumerate(places):
+        for k, change in enumerate(("complete", "cancel", "no_show", None, "complete")):
+            a = await book(stubs, b, at(-3000 + 600 * k + 45 * n), status=2)
+            if change == "complete":
+                await stubs.appointments.CompleteAppointment(
+                    appointments_pb2.CompleteAppointmentRequest(
+                        organization_id=org, appointment_id=a.id
+                    )
+                )
+                p = await record(stubs, b, appointment_id=a.id)
+                await refund(stubs, org, p.id, amount_minor=500 + k)
+            elif change == "cancel":
+                await stubs.appointments.CancelAppointment(
+                    appointments_pb2.CancelAppointmentRequest(
+                        organization_id=org, appointment_id=a.id
+                    )
+                )
+            elif change == "no_show":
+                await stubs.appointments.MarkAppointmentNoShow(
+                    appointments_pb2.MarkAppointmentNoShowRequest(
+                        organization_id=org, appointment_id=a.id
+                    )
+                )
+        await record(stubs, b, amount=700)  # no appointment: the client's balance only
+        await record(stubs, b, amount=900, status=PaymentStatus.PAYMENT_STATUS_PENDING)
+    return places
+
+
+async def _snapshot(db: asyncpg.Connection, org: str) -> dict[str, set[tuple[Any, ...]]]:
+    out = {}
+    for table in ROLLUP_TABLES:
+        columns = [c.name for c in table.columns if c.name != "replaced_first_visit_date"]
+        rows = await db.fetch(
+            f"SELECT {', '.join(columns)} FROM {table.name} WHERE organization_id = $1", org
+        )
+        keys = len(table.primary_key.columns)
+        # A row whose measures are all zero is no row (a repair zeroes, never deletes).
+        out[table.name] = {tuple(r) for r in rows if any(v != 0 for v in tuple(r)[keys:])}
+    return out
+
+
+async def _check(db: asyncpg.Connection, org: str, repair: bool = False) -> dict[str, int]:
+    report = await check_tenant(Conn(db, None), org, repair=repair, client_batch=3)
+    return {t: n for t, n in report.drifted.items() if n}
+
+
+async def test_written_rollups_have_no_drift(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    await _history(stubs, org)
+    assert await _check(db, org) == {}
+
+
+async def test_drift_is_reported_per_row_and_repaired_exactly(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    places = await _history(stubs, org)
+    before = await _snapshot(db, org)
+    p = places[0].provider_id
+    await db.execute(
+        "UPDATE provider_day_totals SET completed = completed + 1 "
+        "WHERE organization_id = $1 AND provider_id = $2 "
+        "AND business_date = (SELECT min(business_date) FROM provider_day_totals "
+        "WHERE organization_id = $1 AND provider_id = $2)",
+        org,
+        p,
+    )
+    await db.execute(
+        "DELETE FROM client_totals WHERE organization_id = $1 AND client_id = $2",
+        org,
+        places[1].client_id,
+    )
+    await db.execute(
+        "INSERT INTO provider_day_totals (organization_id, provider_id, business_date, currency, "
+        "pending) VALUES ($1, $2, '1999-01-01', 'EUR', 3)",
+        org,
+        p,
+    )
+    await db.execute(
+        "UPDATE client_visits SET first_visit_date = first_visit_date - 1 "
+        "WHERE organization_id = $1 AND client_id = $2",
+        org,
+        places[0].client_id,
+    )
+    assert await _check(db, org) == {
+        "provider_day_totals": 2,
+        "client_totals": 1,
+        "client_visits": 1,
+    }
+    assert await _check(db, org, repair=True) == {
+        "provider_day_totals": 2,
+        "client_totals": 1,
+        "client_visits": 1,
+    }
+    assert await _check(db, org) == {}
+    assert await _snapshot(db, org) == before
+
+
+async def test_repair_builds_the_rollups_from_nothing(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    await _history(stubs, org)
+    before = await _snapshot(db, org)
+    for table in ROLLUP_TABLES:
+        await db.execute(f"DELETE FROM {table.name} WHERE organization_id = $1", org)
+    assert sum((await _check(db, org)).values()) > 0
+    await _check(db, org, repair=True)
+    assert await _check(db, org) == {}
+    assert await _snapshot(db, org) == before
+
+
+async def test_a_repair_while_writes_go_on_loses_none_of_them(
+    stubs: Stubs, org: str, db: asyncpg.Connection, database_url: str
+) -> None:
+    """The rollups are emptied, then rebuilt by a repair while bookings,
+    completions and payments keep coming: afterwards no drift."""
+    places = await _history(stubs, org)
+    for table in ROLLUP_TABLES:
+        await db.execute(f"DELETE FROM {table.name} WHERE organization_id = $1", org)
+
+    async def writes() -> None:
+        for k in range(12):
+            b = places[k % 2]
+            a = await book(stubs, b, at(3000 + 90 * k) - timedelta(days=k), status=2)
+            await stubs.appointments.CompleteAppointment(
+                appointments_pb2.CompleteAppointmentRequest(
+                    organization_id=org, appointment_id=a.id
+                )
+            )
+            await record(stubs, b, appointment_id=a.id)
+
+    async def repairs() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for _ in range(3):
+                await check_tenant(Conn(conn, None), org, repair=True, client_batch=1)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(writes(), repairs())
+    await _check(db, org, repair=True)  # what the writes emptied before the last pass
+    assert await _check(db, org) == {}
+
+
+@pytest.mark.parametrize("action", ["check", "repair"])
+async def test_the_cli(
+    stubs: Stubs, org: str, db: asyncpg.Connection, database_url: str, action: str
+) -> None:
+    await _history(stubs, org)
+    await db.execute(
+        "UPDATE client_totals SET paid_minor = paid_minor + 1 WHERE organization_id = $1", org
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "BOOKING_LOG_LEVEL": "WARNING"}
+        return subprocess.run(
+            [sys.executable, "-m", "server", "--database-url", database_url, "rollups", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    done = await asyncio.to_thread(run, action, "--organization", org)
+    assert done.returncode == (7 if action == "check" else 0), done.stderr
+    verb = "drifted" if action == "check" else "repaired"
+    assert f"{org}: 2 rollup rows {verb} (client_totals 2)" in done.stdout
+    done = await asyncio.to_thread(run, "check", "--organization", org)
+    assert done.returncode == (7 if action == "check" else 0), done.stdout
