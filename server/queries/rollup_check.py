@@ -65,6 +65,14 @@ class Report:
     def add(self, table: str, rows: int) -> None:
         self.drifted[table] = self.drifted.get(table, 0) + rows
 
+    async def batch(self, conn: Conn, sql: str, *args: object) -> None:
+        """Run one batch statement (a row of drifted keys per table)."""
+        row = await conn.fetchrow(sql, *args)
+        assert row is not None
+        for table, n in row.items():
+            self.add(table, int(n))
+        self.batches += 1
+
     @property
     def total(self) -> int:
         return sum(self.drifted.values())
@@ -181,7 +189,7 @@ _NEW_CLIENTS = f"""WITH r AS (
     FROM r FULL JOIN s USING (organization_id, business_date, shard)
     WHERE coalesce(r.new_clients, 0) <> coalesce(s.new_clients, 0)
 ){{fix}}
-SELECT count(*) FROM d"""
+SELECT count(*) AS organization_day_new_clients FROM d"""
 NEW_CLIENTS_SQL = {
     False: _NEW_CLIENTS.format(fix=""),
     True: _NEW_CLIENTS.format(
@@ -263,11 +271,7 @@ async def check_tenant(
         month = _next_month(month)
     months += [r["month"] for r in await conn.fetch(OUTSIDE_MONTHS_SQL, org_id, lo, hi)]
     for month in sorted(months):
-        row = await conn.fetchrow(MONTH_SQL[repair], org_id, month, _next_month(month))
-        assert row is not None
-        for table, n in row.items():
-            report.add(table, int(n))
-        report.batches += 1
+        await report.batch(conn, MONTH_SQL[repair], org_id, month, _next_month(month))
         if progress:
             progress(f"{month:%Y-%m}")
     last = "00000000-0000-0000-0000-000000000000"
@@ -275,17 +279,9 @@ async def check_tenant(
         ids = await conn.fetchval(CLIENT_IDS_SQL, org_id, last, client_batch)
         if not ids:
             break
-        row = await conn.fetchrow(CLIENTS_SQL[repair], org_id, ids)
-        assert row is not None
-        for table, n in row.items():
-            report.add(table, int(n))
-        report.batches += 1
+        await report.batch(conn, CLIENTS_SQL[repair], org_id, ids)
         if progress:
             progress(f"clients to {ids[-1]}")
         last = str(ids[-1])
-    report.add(
-        "organization_day_new_clients",
-        int(await conn.fetchval(NEW_CLIENTS_SQL[repair], org_id)),
-    )
-    report.batches += 1
+    await report.batch(conn, NEW_CLIENTS_SQL[repair], org_id)
     return report
