@@ -12,12 +12,13 @@ transaction with the audit event and the AIP-155 request id
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from server.db.engine import Conn
 from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.handlers._encoding import parse_etag
 from server.handlers._masks import has_value, require_fields, resolve_mask
@@ -42,6 +43,9 @@ class TenantResource:
     encode: Callable[..., Any]
     # Whether values() validates time zones (they are read from the database once).
     has_time_zone: bool = False
+    # Checked in the update's transaction before the row is written: (conn,
+    # tenant, id, values); raises to refuse the update.
+    before_update: Callable[[Conn, str, str, dict[str, Any]], Awaitable[None]] | None = None
 
     async def _violations(self, deps: Deps, request: Any, context: Context) -> Violations:
         zones = await deps.zones.ready(timeout_of(context)) if self.has_time_zone else None
@@ -89,6 +93,8 @@ class TenantResource:
         async with writing(deps, context, request, response=response) as w:
             if w.replay is not None:
                 return w.replay
+            if self.before_update is not None:
+                await self.before_update(w.conn, org, msg.id, values)
             row = await update_row(
                 w.conn,
                 self.entity,

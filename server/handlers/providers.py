@@ -11,6 +11,8 @@ from booking.v1 import providers_pb2_grpc as pb_grpc
 from booking.v1 import resources_pb2
 from grpc import aio
 
+from server.db.engine import Conn
+from server.errors import FailedPrecondition
 from server.handlers._base import Deps
 from server.handlers._encoding import etag, nullable, set_time, to_datetime
 from server.handlers._lists import ListSpec, search_term
@@ -58,7 +60,30 @@ def _values(
     return out
 
 
-RESOURCE = TenantResource("provider", q.PROVIDER, UPDATABLE, _values, encode, has_time_zone=True)
+async def _keep_booked_zone(conn: Conn, org: str, provider_id: str, values: dict[str, Any]) -> None:
+    """A provider's time zone dates its appointments (their business dates,
+    the rollups the summaries read, the day sheet): it cannot change once
+    appointments are booked with it."""
+    if "time_zone" not in values:
+        return
+    row = await q.zone_in_use(conn, org, provider_id)
+    if row is not None and row["booked"] and row["time_zone"] != values["time_zone"]:
+        raise FailedPrecondition(
+            "the provider has appointments, dated in its time zone: the zone cannot change",
+            reason="TIME_ZONE_IN_USE",
+            metadata={"time_zone": row["time_zone"]},
+        )
+
+
+RESOURCE = TenantResource(
+    "provider",
+    q.PROVIDER,
+    UPDATABLE,
+    _values,
+    encode,
+    has_time_zone=True,
+    before_update=_keep_booked_zone,
+)
 
 
 def _filters(request: pb.ListProvidersRequest, v: Violations) -> q.ProviderFilter:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from server.db import schema
+from server.db.engine import Conn
 from server.queries._crud import Derived, Entity
 from server.queries._listing import (
     KeyType,
@@ -25,7 +28,7 @@ from server.queries._listing import (
 from server.queries.catalog import offered
 from server.text import fold
 
-__all__ = ["PROVIDER", "PROVIDERS", "ProviderFilter"]
+__all__ = ["PROVIDER", "PROVIDERS", "ProviderFilter", "zone_in_use"]
 
 PROVIDER = Entity.of(
     schema.providers,
@@ -70,3 +73,20 @@ PROVIDERS: Listing[ProviderFilter] = Listing(
     default_order="display_name",
     build=build_list_providers_query,
 )
+
+
+# The provider's zone and whether it has appointments, its row locked (FOR NO
+# KEY UPDATE, as bookings lock it): a zone change waits for bookings in flight.
+ZONE_IN_USE_SQL = """
+SELECT p.time_zone,
+       EXISTS (SELECT 1 FROM appointments a
+               WHERE a.organization_id = $1 AND a.provider_id = $2) AS booked
+FROM providers p WHERE p.organization_id = $1 AND p.id = $2
+FOR NO KEY UPDATE OF p
+"""
+
+
+async def zone_in_use(conn: Conn, org_id: str, provider_id: str) -> asyncpg.Record | None:
+    """The provider's time zone and whether any appointment is booked with it
+    (None when there is no such provider)."""
+    return await conn.fetchrow(ZONE_IN_USE_SQL, org_id, provider_id)
