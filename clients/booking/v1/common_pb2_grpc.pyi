@@ -22,7 +22,9 @@ backoff; a write with a request_id is safe to retry with the same one):
 ABORTED, with RetryInfo:
   CONCURRENT_CONFLICT     A serialization failure, deadlock or lock timeout
                           with a concurrent transaction; nothing was written.
-                          Retry the whole request.
+                          (The server already re-ran the call on deadlocks
+                          and serialization failures, a few times.) Retry
+                          the whole request.
 DEADLINE_EXCEEDED:
   STATEMENT_TIMEOUT       The call's deadline expired while the database was
                           working; the statement was cancelled and nothing
@@ -52,6 +54,8 @@ FAILED_PRECONDITION:
                        another currency (see payments.proto).
   REFUND_NOT_ALLOWED   A refund of a payment that is not COMPLETED, or of
                        more than is left of it (metadata "refundable_minor").
+  TIME_ZONE_IN_USE     UpdateProvider of the time zone of a provider with
+                       appointments (see providers.proto).
   CONSTRAINT_VIOLATED  A rule of related data, e.g. a row still referenced.
 INTERNAL: a bug; ErrorInfo.metadata["correlation_id"] identifies the call in
   the server's logs.

@@ -77,6 +77,9 @@ class ProviderServiceServicer:
 
     def UpdateProvider(self, request, context):
         """Updates the fields named by update_mask (display_name, email, time_zone, active).
+        The time_zone of a provider with appointments cannot change (they are
+        dated in it: business dates, summaries): FAILED_PRECONDITION
+        TIME_ZONE_IN_USE, ErrorInfo.metadata["time_zone"] the current one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

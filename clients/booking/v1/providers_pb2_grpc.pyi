@@ -38,7 +38,11 @@ class ProviderServiceStub:
     GetProvider: _grpc.UnaryUnaryMultiCallable[_providers_pb2.GetProviderRequest, _providers_pb2.GetProviderResponse]
     """Gets one provider. NOT_FOUND with ResourceInfo when absent."""
     UpdateProvider: _grpc.UnaryUnaryMultiCallable[_providers_pb2.UpdateProviderRequest, _providers_pb2.UpdateProviderResponse]
-    """Updates the fields named by update_mask (display_name, email, time_zone, active)."""
+    """Updates the fields named by update_mask (display_name, email, time_zone, active).
+    The time_zone of a provider with appointments cannot change (they are
+    dated in it: business dates, summaries): FAILED_PRECONDITION
+    TIME_ZONE_IN_USE, ErrorInfo.metadata["time_zone"] the current one.
+    """
     ListProviders: _grpc.UnaryUnaryMultiCallable[_providers_pb2.ListProvidersRequest, _providers_pb2.ListProvidersResponse]
     """Lists providers: active, name search, the providers offering a service;
     paged as ListClients (see ListClientsRequest for the paging rules).
@@ -54,7 +58,11 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     GetProvider: _aio.UnaryUnaryMultiCallable[_providers_pb2.GetProviderRequest, _providers_pb2.GetProviderResponse]  # type: ignore[assignment]
     """Gets one provider. NOT_FOUND with ResourceInfo when absent."""
     UpdateProvider: _aio.UnaryUnaryMultiCallable[_providers_pb2.UpdateProviderRequest, _providers_pb2.UpdateProviderResponse]  # type: ignore[assignment]
-    """Updates the fields named by update_mask (display_name, email, time_zone, active)."""
+    """Updates the fields named by update_mask (display_name, email, time_zone, active).
+    The time_zone of a provider with appointments cannot change (they are
+    dated in it: business dates, summaries): FAILED_PRECONDITION
+    TIME_ZONE_IN_USE, ErrorInfo.metadata["time_zone"] the current one.
+    """
     ListProviders: _aio.UnaryUnaryMultiCallable[_providers_pb2.ListProvidersRequest, _providers_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """Lists providers: active, name search, the providers offering a service;
     paged as ListClients (see ListClientsRequest for the paging rules).
@@ -85,7 +93,11 @@ class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _providers_pb2.UpdateProviderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_providers_pb2.UpdateProviderResponse, _abc.Awaitable[_providers_pb2.UpdateProviderResponse]]:
-        """Updates the fields named by update_mask (display_name, email, time_zone, active)."""
+        """Updates the fields named by update_mask (display_name, email, time_zone, active).
+        The time_zone of a provider with appointments cannot change (they are
+        dated in it: business dates, summaries): FAILED_PRECONDITION
+        TIME_ZONE_IN_USE, ErrorInfo.metadata["time_zone"] the current one.
+        """
 
     @_abc_1.abstractmethod
     def ListProviders(
