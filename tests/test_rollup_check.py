@@ -12,13 +12,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from booking.v1 import appointments_pb2, resources_pb2
+from booking.v1 import appointments_pb2, catalog_pb2, resources_pb2
 
 from server.db.engine import Conn
 from server.db.schema import ROLLUP_TABLES
 from server.queries.rollup_check import check_tenant
 from tests.conftest import Bookable, Stubs, make_bookable
-from tests.test_appointments import at, book
+from tests.test_appointments import at, book, ts
 from tests.test_payments import record, refund
 
 PaymentStatus = resources_pb2.PaymentStatus
@@ -82,6 +82,44 @@ async def test_written_rollups_have_no_drift(
 ) -> None:
     await _history(stubs, org)
     assert await _check(db, org) == {}
+
+
+async def test_a_reschedule_to_another_provider_takes_its_payments_along(
+    stubs: Stubs, org: str, db: asyncpg.Connection
+) -> None:
+    """Payments and refunds count for their appointment's provider, dated in
+    its zone: moved to a provider on the other side of the world, they move
+    with it (and the rollups keep no trace of the old one)."""
+    nz = await make_bookable(stubs, org, time_zone="Pacific/Auckland")
+    la = await make_bookable(stubs, org, time_zone="America/Los_Angeles")
+    await stubs.catalog.SetOffering(
+        catalog_pb2.SetOfferingRequest(
+            organization_id=org,
+            offering=resources_pb2.Offering(provider_id=la.provider_id, service_id=nz.service_id),
+        )
+    )
+    a = await book(stubs, nz, at(600), status=2)
+    p = await record(stubs, nz, appointment_id=a.id)
+    await refund(stubs, org, p.id, amount_minor=300)
+    await stubs.appointments.RescheduleAppointment(
+        appointments_pb2.RescheduleAppointmentRequest(
+            organization_id=org,
+            appointment_id=a.id,
+            provider_id=la.provider_id,
+            start_time=ts(at(900)),
+            override_rules=True,
+        )
+    )
+    assert await _check(db, org) == {}
+    rows = await db.fetch(
+        "SELECT provider_id::text, sum(paid_minor) AS paid, sum(refunded_minor) AS refunded "
+        "FROM provider_day_totals WHERE organization_id = $1 GROUP BY 1",
+        org,
+    )
+    assert {r["provider_id"]: (r["paid"], r["refunded"]) for r in rows} == {
+        nz.provider_id: (0, 0),
+        la.provider_id: (2500, 300),
+    }
 
 
 async def test_drift_is_reported_per_row_and_repaired_exactly(

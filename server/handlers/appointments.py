@@ -454,7 +454,9 @@ class AppointmentService(pb_grpc.AppointmentServiceServicer):
                 audit=w.audit,
                 action="reschedule_override" if override else "reschedule",
             )
-            await rollups.apply(w.conn, org, rollups.appointment_facts(row, after))
+            facts = rollups.appointment_facts(row, after)
+            facts += await rollups.moved_payment_facts(w.conn, org, row, after)
+            await rollups.apply(w.conn, org, facts)
             return await w.result(pb.RescheduleAppointmentResponse(appointment=encode(after)))
 
         return await _taking_time(

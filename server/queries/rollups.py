@@ -60,6 +60,7 @@ __all__ = [
     "apply_sql",
     "appointment_facts",
     "measures_sql",
+    "moved_payment_facts",
     "payment_facts",
     "raw_facts_sql",
     "refund_fact",
@@ -85,7 +86,8 @@ class Fact:
     status: str | None = None
     start_at: datetime | None = None
     end_at: datetime | None = None
-    # payments and refunds: their appointment (for its provider and service)
+    # payments and refunds: their appointment (for its provider and service,
+    # unless given above)
     appointment_id: str | None = None
     at: datetime | None = None
 
@@ -168,6 +170,47 @@ def refund_fact(refund: asyncpg.Record, payment: asyncpg.Record) -> Fact:
         appointment_id=_s(payment["appointment_id"]),
         at=refund["created_at"],
     )
+
+
+# An appointment's payments and refunds (they count for its provider).
+_PAID_FOR_SQL = """
+SELECT 'payment' AS kind, p.client_id, p.amount_minor AS amount, p.currency, p.status,
+       p.created_at AS at
+FROM payments p WHERE p.organization_id = $1 AND p.appointment_id = $2
+UNION ALL
+SELECT 'refund', p.client_id, r.amount_minor, r.currency, NULL, r.created_at
+FROM payments p
+JOIN refunds r ON r.organization_id = p.organization_id AND r.payment_id = p.id
+WHERE p.organization_id = $1 AND p.appointment_id = $2
+"""
+
+
+async def moved_payment_facts(
+    conn: Conn, org_id: str, before: asyncpg.Record, after: asyncpg.Record
+) -> list[Fact]:
+    """An appointment rescheduled to another provider takes its payments and
+    refunds with it (they count for its provider, dated in its zone): their
+    facts under the old provider (-1) and the new one (+1). None when the
+    provider stays."""
+    if before["provider_id"] == after["provider_id"]:
+        return []
+    facts = []
+    for row in await conn.fetch(_PAID_FOR_SQL, org_id, after["id"]):
+        for sign, provider in ((-1, before["provider_id"]), (1, after["provider_id"])):
+            facts.append(
+                Fact(
+                    kind=row["kind"],
+                    sign=sign,
+                    client_id=str(row["client_id"]),
+                    amount=row["amount"],
+                    currency=row["currency"],
+                    provider_id=str(provider),
+                    service_id=str(after["service_id"]),
+                    status=row["status"],
+                    at=row["at"],
+                )
+            )
+    return facts
 
 
 def shard_sql(uuid_expr: str) -> str:
