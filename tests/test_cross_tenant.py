@@ -41,6 +41,8 @@ from booking.v1 import (
     providers_pb2,
     resources_pb2,
     schedules_pb2,
+    summaries_pb2,
+    summaries_pb2_grpc,
 )
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.type import date_pb2
@@ -302,6 +304,12 @@ class World:
     stubs: Stubs
     a: Tenant
     b: Tenant
+    # For the services conftest's Stubs has no stub of (SummaryService).
+    channel: grpc.aio.Channel
+
+    @property
+    def summaries(self) -> Any:
+        return summaries_pb2_grpc.SummaryServiceStub(self.channel)
 
     def mixes(self, kind: str) -> list[tuple[str, str, Tenant]]:
         """(organization_id, resource id, the tenant that owns the resource)."""
@@ -1067,6 +1075,115 @@ async def reschedule_appointment(w: World) -> None:
         )
 
 
+# -- summaries (read from the rollups) ----------------------------------------------------
+
+
+def _days() -> dict[str, date_pb2.Date]:
+    """start_date / end_date around the tenants' appointments (UTC zone)."""
+    return {"start_date": _date(0), "end_date": _date(9)}
+
+
+async def get_revenue_summary(w: World) -> None:
+    """The other tenant's providers and services contribute nothing; my own
+    figures are mine only (each tenant has one pending EUR appointment)."""
+    request = summaries_pb2.GetRevenueSummaryRequest
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        for foreign in (
+            request(organization_id=org, provider_ids=[pid], **_days()),
+            request(organization_id=org, service_ids=[owner.service.id.upper()], **_days()),
+        ):
+            assert not (await w.summaries.GetRevenueSummary(foreign)).currencies
+        everything = await w.summaries.GetRevenueSummary(request(organization_id=org, **_days()))
+        own = await w.summaries.GetRevenueSummary(
+            request(organization_id=org, provider_ids=[pid, mine.provider.id], **_days())
+        )
+        assert everything.currencies == own.currencies
+        [eur] = own.currencies
+        assert eur.totals.appointments.pending == 1
+
+
+async def get_provider_metrics(w: World) -> None:
+    for org, pid, owner in _providers(w):
+        mine = w.b if owner is w.a else w.a
+        got = await w.summaries.GetProviderMetrics(
+            summaries_pb2.GetProviderMetricsRequest(
+                organization_id=org, provider_ids=[pid, mine.provider.id], **_days()
+            )
+        )
+        foreign, own = got.providers
+        assert foreign.provider_id == pid.lower()
+        assert foreign.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert foreign == summaries_pb2.ProviderMetrics(
+            provider_id=foreign.provider_id, error=foreign.error
+        )
+        raw = foreign.SerializeToString()
+        for secret in (owner.id, owner.org.name, owner.provider.display_name):
+            assert secret.encode() not in raw
+        assert not own.HasField("error") and own.appointments.pending == 1
+
+
+async def get_client_balance(w: World) -> None:
+    for org, rid, owner in w.mixes("client"):
+        await not_found(
+            w.summaries.GetClientBalance(
+                summaries_pb2.GetClientBalanceRequest(organization_id=org, client_id=rid)
+            ),
+            "client",
+            rid,
+            owner,
+        )
+
+
+async def list_client_balances(w: World) -> None:
+    """B's clients in credit (a payment each); A's list shows none of them,
+    B's none of A's; tokens are refused across tenants."""
+    for client in w.b.clients:
+        await w.stubs.payments.RecordPayment(
+            payments_pb2.RecordPaymentRequest(
+                organization_id=w.b.id,
+                payment=resources_pb2.Payment(
+                    client_id=client.id,
+                    amount=common_pb2.Money(currency_code="EUR", amount_minor=100),
+                    method=resources_pb2.PAYMENT_METHOD_CASH,
+                ),
+            )
+        )
+    rpc, make = w.summaries.ListClientBalances, summaries_pb2.ListClientBalancesRequest
+    own = await rpc(make(organization_id=w.b.id, currency_code="EUR", page_size=1000))
+    assert sorted(x.client_id for x in own.balances) == sorted(c.id for c in w.b.clients)
+    other = await rpc(make(organization_id=w.a.id.upper(), currency_code="EUR", page_size=1000))
+    assert not other.balances
+    first = await rpc(make(organization_id=w.b.id, currency_code="EUR", page_size=1))
+    assert first.next_page_token
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rpc(
+            make(
+                organization_id=w.a.id,
+                currency_code="EUR",
+                page_size=1,
+                page_token=first.next_page_token,
+            )
+        )
+    assert details(err.value)["ErrorInfo"].reason == "PAGE_TOKEN_MISMATCH"
+
+
+async def get_dashboard(w: World) -> None:
+    """Each tenant's day has its own appointment only, its own providers."""
+    day = datetime.fromtimestamp(_at(2).seconds, UTC).date()
+    for t in (w.a, w.b):
+        got = await w.summaries.GetDashboard(
+            summaries_pb2.GetDashboardRequest(
+                organization_id=t.id.upper(),
+                date=date_pb2.Date(year=day.year, month=day.month, day=day.day),
+                period=summaries_pb2.GRANULARITY_DAY,
+                currency_code="EUR",
+            )
+        )
+        assert got.today.pending == 1 and got.today.total == 1
+        assert not got.top_providers
+
+
 @dataclass(frozen=True)
 class Attack:
     run: Callable[[World], Awaitable[None]]
@@ -1122,6 +1239,11 @@ ATTACKS: dict[str, Attack] = {
     "booking.v1.AppointmentService/MarkAppointmentNoShow": Attack(
         _transition("MarkAppointmentNoShow")
     ),
+    "booking.v1.SummaryService/GetRevenueSummary": Attack(get_revenue_summary),
+    "booking.v1.SummaryService/GetProviderMetrics": Attack(get_provider_metrics),
+    "booking.v1.SummaryService/GetClientBalance": Attack(get_client_balance),
+    "booking.v1.SummaryService/ListClientBalances": Attack(list_client_balances, changes_b=True),
+    "booking.v1.SummaryService/GetDashboard": Attack(get_dashboard),
 }
 
 # RPCs without an attack, each with the reason.
@@ -1153,7 +1275,7 @@ def test_every_rpc_has_an_attack() -> None:
 
 @pytest.mark.parametrize("rpc", sorted(ATTACKS))
 async def test_other_tenants_rows_are_out_of_reach(
-    rpc: str, stubs: Stubs, db: asyncpg.Connection
+    rpc: str, stubs: Stubs, db: asyncpg.Connection, channel: grpc.aio.Channel
 ) -> None:
     a = await make_tenant(stubs, "A", with_request_ids=True)
     b = await make_tenant(stubs, "B", with_request_ids=False)
@@ -1161,7 +1283,7 @@ async def test_other_tenants_rows_are_out_of_reach(
         await add_payment(db, t)
     before_a, before_b = await snapshot(db, a), await snapshot(db, b)
     attack = ATTACKS[rpc]
-    await attack.run(World(stubs, a, b))
+    await attack.run(World(stubs, a, b, channel))
     after_a = await snapshot(db, a)
     for table, rows in before_a.items():
         assert after_a[table] == rows, f"{rpc} changed tenant A's {table}"

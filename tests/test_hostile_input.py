@@ -43,6 +43,7 @@ from booking.v1 import (
     providers_pb2,
     resources_pb2,
     schedules_pb2,
+    summaries_pb2,
 )
 from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -504,6 +505,28 @@ VALID: dict[str, Callable[[World], Message]] = {
     ),
     "MarkAppointmentNoShow": lambda w: appointments_pb2.MarkAppointmentNoShowRequest(
         organization_id=w.org, appointment_id=str(uuid.uuid4()), request_id=uuid.uuid4().hex
+    ),
+    "GetRevenueSummary": lambda w: summaries_pb2.GetRevenueSummaryRequest(
+        organization_id=w.org,
+        provider_ids=[w.bookable.provider_id],
+        start_date=_date(0),
+        end_date=_date(30),
+        currency_code="EUR",
+    ),
+    "GetProviderMetrics": lambda w: summaries_pb2.GetProviderMetricsRequest(
+        organization_id=w.org,
+        provider_ids=[w.bookable.provider_id],
+        start_date=_date(0),
+        end_date=_date(30),
+    ),
+    "GetClientBalance": lambda w: summaries_pb2.GetClientBalanceRequest(
+        organization_id=w.org, client_id=w.client.id
+    ),
+    "ListClientBalances": lambda w: summaries_pb2.ListClientBalancesRequest(
+        organization_id=w.org, currency_code="EUR", order_by="balance desc"
+    ),
+    "GetDashboard": lambda w: summaries_pb2.GetDashboardRequest(
+        organization_id=w.org, date=_date(0), currency_code="EUR"
     ),
 }
 

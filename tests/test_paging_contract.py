@@ -58,6 +58,7 @@ from booking.v1 import (
     providers_pb2,
     resources_pb2,
     schedules_pb2,
+    summaries_pb2,
 )
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -1116,6 +1117,75 @@ CASES += [
         tenant_filters=_history_other_client,
         ident=_history_ident,
         filters_narrow=False,
+    ),
+]
+
+# ListClientBalances: client_totals rows (the rollup the payment and
+# appointment writes maintain) written with SQL for clients made through the
+# RPC: EUR balances and lifetime values with ties (and negative ones), and a
+# USD row for every third client, which the EUR list never shows.
+_TOTALS_SQL = (
+    "INSERT INTO client_totals (organization_id, client_id, currency, charged_minor,"
+    " paid_minor, refunded_minor, payments, refunds) VALUES ($1, $2, $3, $4, $5, $6, 1, 0)"
+)
+
+
+async def _insert_totals(env: Env, org: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    conn = await _db(env)
+    try:
+        await conn.executemany(_TOTALS_SQL, [(org, *row) for row in rows])
+    finally:
+        await conn.close()
+
+
+async def seed_balances(env: Env, org: str, n: int) -> list[str]:
+    ids = [await _lists().create_client(env.stubs, org) for _ in range(n)]
+    rows = [(c, "EUR", (i % 7 + 1) * 1000, (i % 5) * 700, 0) for i, c in enumerate(ids)]
+    rows += [(c, "USD", 100, 0, 0) for c in ids[::3]]
+    await _insert_totals(env, org, rows)
+    return ids
+
+
+async def insert_balance(env: Env, org: str, low: bool) -> str:
+    """A client whose balance and lifetime value are below / above every seeded one."""
+    client = await _lists().create_client(env.stubs, org)
+    big = 10**12
+    charged, paid, refunded = (-2 * big, 0, big) if low else (2 * big, big, 0)
+    await _insert_totals(env, org, [(client, "EUR", charged, paid, refunded)])
+    return client
+
+
+_BALANCES = {
+    "method": "/booking.v1.SummaryService/ListClientBalances",
+    "server": "booking",
+    "request": summaries_pb2.ListClientBalancesRequest,
+    "response": summaries_pb2.ListClientBalancesResponse,
+    "items_field": "balances",
+    "seed": seed_balances,
+    "insert": insert_balance,
+    "base": lambda _org: {"currency_code": "EUR"},
+    "ident": lambda item: str(item.client_id),
+}
+_INT_ID = (KeyType.INT, KeyType.UUID)
+
+CASES += [
+    *_both_ways(
+        "client-balances",
+        "balance",
+        lambda item: (item.balance_minor, item.client_id),
+        _INT_ID,
+        ({"min_balance_minor": 0}, {"max_balance_minor": 500}),
+        ("balance desc", "lifetime_value"),
+        _BALANCES,
+    ),
+    *_both_ways(
+        "client-balances",
+        "lifetime_value",
+        lambda item: (item.lifetime_value_minor, item.client_id),
+        _INT_ID,
+        ({"min_balance_minor": 1}, {"max_balance_minor": 0}),
+        ("lifetime_value desc", "balance"),
+        _BALANCES,
     ),
 ]
 N = 60  # rows per seeded tenant: more than the default page size (50)

@@ -16,6 +16,7 @@ booking.v1.ScheduleService      schedules.proto          handlers.schedules
 booking.v1.AvailabilityService  availability.proto       handlers.availability
 booking.v1.AppointmentService   appointments.proto       handlers.appointments
 booking.v1.PaymentService       payments.proto           handlers.payments
+booking.v1.SummaryService       summaries.proto          handlers.summaries
 =========================  ============================  ===================
 
 Shared machinery (private modules): ``_base`` (Deps, deadlines, canonical ids,
@@ -57,6 +58,8 @@ from booking.v1 import (
     providers_pb2_grpc,
     schedules_pb2,
     schedules_pb2_grpc,
+    summaries_pb2,
+    summaries_pb2_grpc,
 )
 from grpc import aio
 
@@ -70,6 +73,7 @@ from server.handlers.organizations import OrganizationService
 from server.handlers.payments import PaymentService
 from server.handlers.providers import ProviderService
 from server.handlers.schedules import ScheduleService
+from server.handlers.summaries import SummaryService
 
 __all__ = ["SERVICES", "Deps", "Service", "service_names"]
 
@@ -110,6 +114,7 @@ SERVICES: tuple[Service, ...] = (
     Service(availability_pb2, availability_pb2_grpc, "AvailabilityService", AvailabilityService),
     Service(appointments_pb2, appointments_pb2_grpc, "AppointmentService", AppointmentService),
     Service(payments_pb2, payments_pb2_grpc, "PaymentService", PaymentService),
+    Service(summaries_pb2, summaries_pb2_grpc, "SummaryService", SummaryService),
 )
 
 
