@@ -287,13 +287,6 @@ async def test_a_burst_through_two_servers_keeps_the_rollups_exact(
 # -- one interleaving, made certain ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (server/handlers/payments.py RefundPayment + rollups.moved_payment_facts): "
-    "a refund committed after a concurrent reschedule to another provider read the "
-    "appointment's refunds, but located through the appointment as it was before that "
-    "reschedule committed, stays under the old provider and its zone's business date",
-)
 async def test_a_refund_racing_a_move_to_another_provider(
     stubs: Stubs, org: str, db: asyncpg.Connection, database_url: str
 ) -> None:

@@ -172,7 +172,13 @@ def refund_fact(refund: asyncpg.Record, payment: asyncpg.Record) -> Fact:
     )
 
 
-# An appointment's payments and refunds (they count for its provider).
+# An appointment's payments, locked FOR SHARE: a refund (which locks its
+# payment FOR UPDATE) in flight is waited for, one to come waits for the move.
+_LOCK_PAID_FOR_SQL = """
+SELECT 1 FROM payments WHERE organization_id = $1 AND appointment_id = $2 FOR SHARE
+"""
+# Its payments and refunds (they count for its provider): read in a statement
+# of its own, after the lock wait, so that a refund committed meanwhile is seen.
 _PAID_FOR_SQL = """
 SELECT 'payment' AS kind, p.client_id, p.amount_minor AS amount, p.currency, p.status,
        p.created_at AS at
@@ -191,9 +197,12 @@ async def moved_payment_facts(
     """An appointment rescheduled to another provider takes its payments and
     refunds with it (they count for its provider, dated in its zone): their
     facts under the old provider (-1) and the new one (+1). None when the
-    provider stays."""
+    provider stays. A refund racing the move either committed before the
+    payments' lock was granted (then it is read and moved) or waits for the
+    move and is located through the new provider."""
     if before["provider_id"] == after["provider_id"]:
         return []
+    await conn.execute(_LOCK_PAID_FOR_SQL, org_id, after["id"])
     facts = []
     for row in await conn.fetch(_PAID_FOR_SQL, org_id, after["id"]):
         for sign, provider in ((-1, before["provider_id"]), (1, after["provider_id"])):
