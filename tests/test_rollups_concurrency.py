@@ -28,7 +28,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-import pytest
 import pytest_asyncio
 from google.protobuf.message import Message
 
