@@ -76,6 +76,10 @@ LIST_FILTERS = "tests/test_lists.py"
 DAY_SHEET = "tests/test_provider_schedule.py"
 EXPLAIN_LISTS = "tests/test_explain_lists.py"
 PAYMENTS = "tests/test_payments.py"
+ROLLUPS_EXACT = "tests/test_rollups_exact.py"
+ROLLUPS_RACE = "tests/test_rollups_concurrency.py"
+ROLLUP_CHECK = "tests/test_rollup_check.py"
+SUMMARIES = "tests/test_summaries.py"
 
 MUTANTS: list[Mutant] = [
     # -- tenant isolation (server/queries/_crud.py, list builders) -----------------
@@ -352,7 +356,7 @@ MUTANTS: list[Mutant] = [
             'op = "<=" if query.order.descending else ">="',
         ),
         [PAGING],
-        select="walk",
+        select="random_walks",
     ),
     Mutant(
         "page-sql-no-lookahead",
@@ -956,6 +960,84 @@ MUTANTS: list[Mutant] = [
         [AVAIL],
         select="truncated or limits",
     ),
+    # -- rollups (docs/architecture.md "Rollups") ---------------------------------------
+    Mutant(
+        "rollups-transition-unapplied",
+        "a status change does not apply its facts to the rollups",
+        one(
+            "server/handlers/appointments.py",
+            "        await rollups.apply(w.conn, org, rollups.appointment_facts(row, after))",
+            "        pass",
+        ),
+        [ROLLUPS_EXACT],
+        select="random_walks",
+    ),
+    Mutant(
+        "rollups-overwrite",
+        "a rollup upsert sets the delta instead of adding it",
+        one(
+            "server/queries/rollups.py",
+            'sets.append(f"{name} = {stored}.{name} + {delta}.{name}")',
+            'sets.append(f"{name} = {delta}.{name}")',
+        ),
+        [ROLLUPS_EXACT],
+        select="random_walks",
+    ),
+    Mutant(
+        "rollups-utc-dates",
+        "business dates in UTC, not the provider's zone",
+        one(
+            "server/queries/rollups.py",
+            "(coalesce(f.start_at, f.at) AT TIME ZONE p.time_zone)::date AS business_date",
+            "(coalesce(f.start_at, f.at) AT TIME ZONE 'UTC')::date AS business_date",
+        ),
+        [ROLLUPS_EXACT],
+        select="random_walks",
+    ),
+    Mutant(
+        "rollups-refunds-as-payments",
+        "a refund counted as paid, not refunded",
+        one(
+            "server/queries/rollups.py",
+            "CASE WHEN kind = 'refund' THEN sign * amount ELSE 0 END AS refunded_minor",
+            "0::bigint AS refunded_minor",
+        ),
+        [ROLLUPS_EXACT],
+        select="random_walks",
+    ),
+    Mutant(
+        "rollups-first-visit-kept",
+        "a client's earlier visit completed later does not move their first visit",
+        one(
+            "server/queries/rollups.py",
+            "        THEN excluded.first_visit_date ELSE t.first_visit_date END,",
+            "        THEN t.first_visit_date ELSE t.first_visit_date END,",
+        ),
+        [ROLLUPS_EXACT],
+        select="first_visits",
+    ),
+    Mutant(
+        "rollups-move-unlocked",
+        "a reschedule to another provider reads its payments without locking them",
+        one(
+            "server/queries/rollups.py",
+            '    await conn.execute(_LOCK_PAID_FOR_SQL, org_id, after["id"])',
+            "    pass",
+        ),
+        [ROLLUPS_RACE],
+        select="racing",
+    ),
+    Mutant(
+        "rollup-repair-overwrites",
+        "a repair sets the recomputed sums instead of adding the drift (loses concurrent writes)",
+        one(
+            "server/queries/rollup_check.py",
+            'sets = [f"{n} = t.{n} + excluded.{n}" for n in sums]',
+            'sets = [f"{n} = excluded.{n}" for n in sums]',
+        ),
+        [ROLLUP_CHECK],
+        select="repair",
+    ),
 ]
 
 
@@ -975,8 +1057,15 @@ def make_copy(source: str, into: Path) -> None:
             tar.extractall(into, filter="data")
         tar_path.unlink()
     else:
+        # Not the bench's databases (bench/results/pgdata-*): big, and live sockets.
         ignore = shutil.ignore_patterns(
-            ".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"
+            ".git",
+            ".venv",
+            "__pycache__",
+            ".mypy_cache",
+            ".ruff_cache",
+            ".pytest_cache",
+            "pgdata-*",
         )
         shutil.copytree(ROOT, into, ignore=ignore)
 
