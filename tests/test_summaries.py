@@ -41,7 +41,7 @@ from google.rpc import code_pb2
 from google.type import date_pb2, dayofweek_pb2
 
 from server.handlers.summaries import average_ticket
-from server.queries.summaries import wall_instant_sql
+from server.queries.summaries import day_instants_sql, minute_instant_sql
 from server.scheduling import wall_instant
 from server.testing import running_server
 from tests.conftest import Stubs, details, new_org, violated_fields
@@ -961,23 +961,43 @@ async def test_working_time_on_dst_days_is_real_time(
 
 
 async def test_wall_instants_are_read_as_availability_reads_them(db: asyncpg.Connection) -> None:
-    """The SQL reading of wall-clock times (working time) against
-    server.scheduling's (availability's), every 5 minutes of DST change
-    days: gaps, repeated hours, a 30-minute change, a skipped date, negative DST."""
-    cases = {
+    """The SQL reading of wall-clock minutes (working time) against
+    server.scheduling's (availability's), every 5 minutes of DST change days
+    and the days around them: gaps, repeated hours, a 30-minute change, a
+    skipped date, negative DST, changes at midnight (Havana falls back from
+    01:00 to 00:00: its midnight is repeated; Santiago springs forward at
+    midnight)."""
+    changes = {
         "America/Los_Angeles": (date(2025, 3, 9), date(2025, 11, 2)),
         "Pacific/Auckland": (date(2025, 4, 6), date(2025, 9, 28)),
         "Australia/Lord_Howe": (date(2025, 4, 6), date(2025, 10, 5)),
-        "Pacific/Apia": (date(2011, 12, 29), date(2011, 12, 31)),
+        "Pacific/Apia": (date(2011, 12, 30),),
         "Europe/Dublin": (date(2025, 3, 30), date(2025, 10, 26)),
+        "America/Havana": (date(2025, 3, 9), date(2025, 11, 2)),
+        "America/Santiago": (date(2025, 4, 6), date(2025, 9, 7)),
     }
-    sql = f"SELECT {wall_instant_sql('$1::timestamp', '$2::text')}"
-    for zone, dates in cases.items():
-        for on in dates:
-            for minute in range(0, 1441, 5):
-                local = datetime(on.year, on.month, on.day) + timedelta(minutes=minute)
-                got = await db.fetchval(sql, local, zone)
-                assert got == wall_instant(ZoneInfo(zone), on, minute), (zone, local)
+    cases = [
+        (zone, on + timedelta(days=shift), minute)
+        for zone, dates in changes.items()
+        for on in dates
+        for shift in (-1, 0, 1)
+        for minute in range(0, 1441, 5)
+    ]
+    sql = (
+        f"SELECT {minute_instant_sql('x.d', 'x.m', 'x.z', 'c')} AS at "
+        "FROM unnest($1::timestamp[], $2::int[], $3::text[]) WITH ORDINALITY AS x(d, m, z, n) "
+        f"CROSS JOIN LATERAL ({day_instants_sql('x.d', 'x.z')}) AS c ORDER BY x.n"
+    )
+    rows = await db.fetch(
+        sql,
+        [datetime(on.year, on.month, on.day) for _z, on, _m in cases],
+        [m for _z, _on, m in cases],
+        [z for z, _on, _m in cases],
+    )
+    got = [r["at"] for r in rows]
+    expected = [wall_instant(ZoneInfo(z), on, m) for z, on, m in cases]
+    wrong = [(c, g, e) for c, g, e in zip(cases, got, expected, strict=True) if g != e]
+    assert not wrong, wrong[:10]
 
 
 async def test_unknown_and_other_tenants_providers_are_per_entry_not_found(

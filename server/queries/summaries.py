@@ -47,6 +47,8 @@ __all__ = [
     "ClientBalanceFilter",
     "client_balance",
     "dashboard",
+    "day_instants_sql",
+    "minute_instant_sql",
     "provider_metrics",
     "revenue",
     "wall_instant_sql",
@@ -127,6 +129,34 @@ def wall_instant_sql(local: str, zone: str) -> str:
     )
 
 
+def day_instants_sql(day: str, zone: str) -> str:
+    """SQL: a LATERAL subquery of one row (m0, m1, e0) for the local midnight
+    ``day`` (a timestamp) in ``zone``: its instant as PostgreSQL reads it,
+    the next midnight's, and the midnight read with the offset of 24 hours
+    earlier. Three zone conversions a date (OFFSET 0: evaluated once, not
+    inlined into every use) instead of several a wall time."""
+    return (
+        f"SELECT ({day}) AT TIME ZONE {zone} AS m0, "
+        f"(({day}) + interval '1 day') AT TIME ZONE {zone} AS m1, "
+        f"((({day}) - interval '1 day') AT TIME ZONE {zone}) + interval '24 hours' AS e0 OFFSET 0"
+    )
+
+
+def minute_instant_sql(day: str, minute: str, zone: str, instants: str) -> str:
+    """SQL: the instant of wall-clock ``minute`` (0-1440) of local date
+    ``day`` (a timestamp at midnight) in ``zone``, as wall_instant_sql reads
+    it; ``instants`` is the alias of the date's day_instants_sql. On a date
+    whose midnight has one reading and which lasts 24 hours (no offset change
+    from the day before to the day after), the midnight's instant plus the
+    minutes; else wall_instant_sql."""
+    c = instants
+    minutes = f"({minute}) * interval '1 minute'"
+    return (
+        f"(CASE WHEN {c}.e0 = {c}.m0 AND {c}.m1 - {c}.m0 = interval '24 hours' "
+        f"THEN {c}.m0 + {minutes} ELSE {wall_instant_sql(f'({day}) + {minutes}', zone)} END)"
+    )
+
+
 # -- GetRevenueSummary -------------------------------------------------------------------
 #
 # $1 organization, $2 first date, $3 last date, $4 period ('day' | 'week' |
@@ -149,11 +179,13 @@ _REVENUE_SOURCES = {
         + _provider_rows_sql("k.id", "$2::date", "$3::date", "s")
         + ") AS x"
     ),
+    # OFFSET 0 keeps the LATERAL a range scan per id (pulled up into a join,
+    # it may be planned as a scan of the tenant's rows, hashed).
     "services": (
         "SELECT x.* FROM unnest($6::uuid[]) AS k(id) CROSS JOIN LATERAL ("
         f"SELECT business_date AS d, currency, {_COLUMNS} FROM service_day_totals "
         "WHERE organization_id = $1 AND service_id = k.id AND business_date BETWEEN $2 AND $3"
-        ") AS x"
+        " OFFSET 0) AS x"
     ),
 }
 
@@ -264,8 +296,8 @@ WHERE x.organization_id = $1 AND x.provider_id = r.id
   AND x.on_date BETWEEN $3::date AND $4::date AND NOT x.closed
 """
 
-_START = wall_instant_sql("i.d + i.sm * interval '1 minute'", "r.time_zone")
-_END = wall_instant_sql("i.d + i.em * interval '1 minute'", "r.time_zone")
+_START = minute_instant_sql("i.d", "i.sm", "r.time_zone", "c")
+_END = minute_instant_sql("i.d", "i.em", "r.time_zone", "c")
 
 # Time off within two days of the range's dates (local midnights lie within a
 # day of UTC's in every zone).
@@ -274,6 +306,7 @@ _WORK_SECONDS = f"""(
     FROM unnest(
         (SELECT range_agg(tstzrange(w.a, w.b)) FROM (
             SELECT {_START} AS a, {_END} AS b FROM ({_WORK_DAYS}) AS i
+            CROSS JOIN LATERAL ({day_instants_sql("i.d", "r.time_zone")}) AS c
         ) AS w WHERE w.b > w.a)
         - coalesce((
             SELECT range_agg(t.during) FROM time_off t
