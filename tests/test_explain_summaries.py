@@ -17,7 +17,6 @@ and time off for every provider. Then ANALYZE.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -32,6 +31,9 @@ from server.paging import PageRequest
 from server.queries import summaries as q
 from server.queries._listing import count_sql, page_sql
 from tests import plans
+
+# The id of row n of a kind in a tenant, as pg_temp.xid (_FUNCTIONS) makes it.
+from tests.test_explain_lists import _FUNCTIONS, _xid
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,6 @@ LAST = date(2026, 6, 30)
 
 ORG, PROVIDER, SERVICE, CLIENT = range(4)
 
-
-def _xid(tenant: int, kind: int, n: int) -> str:
-    """The id of row ``n`` of ``kind`` in ``tenant`` (as pg_temp.xid makes it)."""
-    return str(uuid.UUID(f"{tenant:08x}{kind:04x}{n:020x}"))
-
-
-_FUNCTIONS = """
-CREATE FUNCTION pg_temp.xid(t int, k int, n bigint) RETURNS uuid LANGUAGE sql IMMUTABLE AS $$
-SELECT (lpad(to_hex(t), 8, '0') || lpad(to_hex(k), 4, '0') || lpad(to_hex(n), 20, '0'))::uuid $$
-"""
 
 # A provider's (or service's) day: some appointments by status, minutes and
 # money; a fifth of them in USD.
