@@ -18,16 +18,30 @@ generate_lists() loads, unless present:
   added back from server.db.schema (which checks the rows);
 - SMALL_TENANTS small tenants (generate_booking at a few providers) with
   their payments the same way;
-- ANALYZE.
+- ANALYZE;
+- each tenant's refunds (REFUNDS_SQL): the raw truth of a refund is the
+  refunds table, so a payment loaded as refunded gets one refund of its
+  refunded amount, dated at the payment's updated_at (as migration 0006's
+  LEGACY_REFUNDS_SQL does for the rows it finds), one set-based INSERT;
+- each tenant's rollups (the summaries' tables), built from nothing by
+  ``server.queries.rollup_check.check_tenant(..., repair=True)``: the
+  backfill's own measurement, its time printed and returned; then ANALYZE
+  of the rollup tables.
 
 Every step is skipped when its rows are there already (a tenant by its slug
 and counts, payments by any payment of the tenant: they are loaded in one
-statement, so all or none).
+statement, so all or none; refunds likewise; rollups by the tenant's new
+clients per date, the backfill's last batch: an interrupted backfill runs
+again, and a repair of partial rollups adds what is missing).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,9 +50,19 @@ from sqlalchemy import ForeignKeyConstraint, PrimaryKeyConstraint
 
 from bench.generate import generate_booking, load_rebuild
 from server.db import schema
-from server.db.engine import to_asyncpg_dsn
+from server.db.engine import Conn, to_asyncpg_dsn
+from server.queries.rollup_check import check_tenant
+from server.queries.rollups import CLIENT_VISITS, TABLES
 
-__all__ = ["LISTS_SLUG", "SMALL_TENANTS", "ListsDataset", "generate_lists"]
+__all__ = [
+    "LISTS_SLUG",
+    "SMALL_TENANTS",
+    "ListsDataset",
+    "add_dataset_arguments",
+    "dataset_options",
+    "generate_lists",
+    "lists_database",
+]
 
 LISTS_SLUG = "bench-lists"
 SMALL_TENANTS = 3
@@ -98,6 +122,25 @@ LIMIT $2
 """
 
 
+# One refund per payment loaded as refunded ($1 tenant): its refunded
+# amount, in its currency, at its updated_at (migration 0006's
+# LEGACY_REFUNDS_SQL for a tenant without refunds).
+REFUNDS_SQL = """
+INSERT INTO refunds (organization_id, id, payment_id, amount_minor, currency, reason, created_at)
+SELECT organization_id, gen_random_uuid(), id, refunded_minor, currency,
+       'bench: refunded when loaded', updated_at
+FROM payments
+WHERE organization_id = $1 AND refunded_minor > 0
+"""
+
+# The rollup tables (ANALYZEd once built).
+ROLLUP_TABLES = (
+    *(t.table for t in TABLES),
+    CLIENT_VISITS.table,
+    "organization_day_new_clients",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ListsDataset:
     org: str
@@ -107,6 +150,10 @@ class ListsDataset:
     payments: int
     clients: int
     small_orgs: tuple[str, ...]
+    refunds: int = 0
+    # Seconds the big tenant's rollups took to build from nothing (check_tenant
+    # with repair), when this run built them; None when they were there.
+    rollups_backfill_s: float | None = None
 
 
 def _payments_rebuild() -> list[tuple[str, str, str]]:
@@ -145,6 +192,43 @@ async def _load_payments(
     return loaded
 
 
+async def _load_refunds(conn: asyncpg.Connection, org: str) -> int:
+    """The tenant's refunds (REFUNDS_SQL) unless it has some; how many it has."""
+    have = int(await conn.fetchval("SELECT count(*) FROM refunds WHERE organization_id = $1", org))
+    if have:
+        return have
+    t = time.perf_counter()
+    loaded = int((await conn.execute(REFUNDS_SQL, org)).split()[-1])
+    print(f"  refunds: {loaded:,} in {time.perf_counter() - t:.1f}s", flush=True)
+    return loaded
+
+
+async def _build_rollups(conn: asyncpg.Connection, org: str) -> float | None:
+    """The tenant's rollups from its raw rows (check_tenant, repair), unless
+    built: the seconds it took, None when skipped."""
+    if await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM organization_day_new_clients WHERE organization_id = $1)",
+        org,
+    ):
+        return None
+    t = last = time.perf_counter()
+
+    def progress(batch: str) -> None:
+        nonlocal last
+        if time.perf_counter() - last >= 30:
+            last = time.perf_counter()
+            print(f"  rollups of {org}: {batch} ({last - t:.0f}s)", flush=True)
+
+    report = await check_tenant(Conn(conn, None), org, repair=True, progress=progress)
+    took = time.perf_counter() - t
+    print(
+        f"  rollups of {org}: built in {took:.1f}s ({report.batches} batches, "
+        f"{report.total:,} rows written)",
+        flush=True,
+    )
+    return took
+
+
 async def generate_lists(
     url: str,
     providers: int = 1_000,
@@ -181,6 +265,14 @@ async def generate_lists(
         if fresh:
             await conn.execute("ANALYZE")
             print(f"lists dataset loaded in {time.perf_counter() - started:.0f}s", flush=True)
+        refunds = 0
+        for org in (*(s.org for s in small), big.org):
+            refunds = await _load_refunds(conn, org)
+        backfill = None
+        for org in (*(s.org for s in small), big.org):
+            backfill = await _build_rollups(conn, org)
+        if backfill is not None:
+            await conn.execute(f"ANALYZE refunds, {', '.join(ROLLUP_TABLES)}")
     finally:
         await conn.close()
     return ListsDataset(
@@ -191,4 +283,52 @@ async def generate_lists(
         payments=n,
         clients=clients,
         small_orgs=tuple(s.org for s in small),
+        refunds=refunds,
+        rollups_backfill_s=backfill,
     )
+
+
+# -- the command line of the benches on this dataset (bench.lists, bench.summaries) --------
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """--database-url, --quick and the dataset's sizes."""
+    parser.add_argument("--database-url")
+    parser.add_argument("--quick", action="store_true", help="20 providers, 10k clients, 50k + 50k")
+    parser.add_argument("--providers", type=int)
+    parser.add_argument("--appointments", type=int)
+    parser.add_argument("--payments", type=int, help="default: as many as appointments")
+    parser.add_argument("--clients", type=int)
+
+
+def dataset_options(args: argparse.Namespace) -> str:
+    """The sizes (defaults filled in: full scale, or --quick's) as options."""
+    quick = (20, 50_000, 10_000) if args.quick else (1_000, 5_000_000, 1_000_000)
+    args.providers = args.providers or quick[0]
+    args.appointments = args.appointments or quick[1]
+    args.clients = args.clients or quick[2]
+    args.payments = args.payments or args.appointments
+    return (
+        f"--providers {args.providers} --appointments {args.appointments} "
+        f"--payments {args.payments} --clients {args.clients}"
+    )
+
+
+@contextlib.contextmanager
+def lists_database(args: argparse.Namespace) -> Iterator[tuple[str, ListsDataset]]:
+    """The dataset of ``args``' sizes (dataset_options first) in its own
+    database, migrated and loaded unless present: of an embedded PostgreSQL in
+    bench/results/pgdata-lists (running while this is open), or on
+    --database-url."""
+    from bench.run import RESULTS, ROOT, database
+    from server.db.migrate import upgrade
+
+    name = f"lists_{args.providers}p_{args.appointments}a_{args.payments}pay_{args.clients}c"
+    with database(args.database_url, RESULTS / "pgdata-lists", name) as url:
+        asyncio.run(upgrade(url, ROOT / "alembic"))
+        t0 = time.perf_counter()
+        data = asyncio.run(
+            generate_lists(url, args.providers, args.appointments, args.payments, args.clients)
+        )
+        print(f"dataset ready ({time.perf_counter() - t0:.0f}s): {data}", flush=True)
+        yield url, data
