@@ -268,8 +268,8 @@ async def revenue(
 # intervals are its overrides' (a date with an override row, even a closed
 # one, ignores the weekly rules) or else its weekly rules' (weekday, valid
 # from/to), wall-clock minutes of the provider's zone read as instants by
-# wall_instant_sql (1440 = midnight at the end of the date; an interval that
-# a spring-forward gap leaves empty or inverted counts nothing); their union
+# minute_instant_sql (1440 = midnight at the end of the date; an interval
+# that a spring-forward gap leaves empty or inverted counts nothing); their union
 # (range_agg: overlapping and touching ones merged) less the union of the
 # provider's time off, in seconds.
 
