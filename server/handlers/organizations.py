@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,6 @@ from server.handlers._masks import has_value, require_fields, resolve_mask
 from server.handlers._writes import writing
 from server.ids import uuid7
 from server.queries import organizations as q
-from server.queries._crud import insert_row, update_row
 from server.queries.requests import GLOBAL_SCOPE
 from server.validation import Violations
 
@@ -34,12 +32,6 @@ UPDATABLE = (
     "first_day_of_week",
 )
 
-# queries.organizations' entity with first_day_of_week writable too (the
-# column's ISO number, 1 = Monday ... 7 = Sunday, is google.type.DayOfWeek's).
-# The writes use it until that module's ORGANIZATION lists the column itself.
-ORGANIZATION = dataclasses.replace(
-    q.ORGANIZATION, writable=tuple(dict.fromkeys((*q.ORGANIZATION.writable, "first_day_of_week")))
-)
 # An organization's weeks start on Monday unless it says otherwise (ISO 8601).
 DEFAULT_FIRST_DAY_OF_WEEK = dayofweek_pb2.MONDAY
 
@@ -126,10 +118,7 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         ) as w:
             if w.replay is not None:
                 return w.replay
-            org_id = uuid7()
-            row = await insert_row(
-                w.conn, ORGANIZATION, org_id=org_id, row_id=org_id, values=values, audit=w.audit
-            )
+            row = await q.create_organization(w.conn, uuid7(), values, w.audit)
             return await w.result(response(organization=encode(row)))
 
     async def GetOrganization(
@@ -158,14 +147,5 @@ class OrganizationService(pb_grpc.OrganizationServiceServicer):
         async with writing(self._deps, context, request, response=response, scope=org.id) as w:
             if w.replay is not None:
                 return w.replay
-            row = await update_row(
-                w.conn,
-                ORGANIZATION,
-                org_id=org.id,
-                row_id=org.id,
-                values=values,
-                changed_fields=fields,
-                expected_version=version,
-                audit=w.audit,
-            )
+            row = await q.update_organization(w.conn, org.id, values, fields, version, w.audit)
             return await w.result(response(organization=encode(row)))

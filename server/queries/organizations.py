@@ -16,7 +16,14 @@ __all__ = ["create_organization", "get_organization", "update_organization"]
 ORGANIZATION = Entity.of(
     schema.organizations,
     "organization",
-    writable=("name", "slug", "time_zone", "min_notice_minutes", "booking_horizon_days"),
+    writable=(
+        "name",
+        "slug",
+        "time_zone",
+        "min_notice_minutes",
+        "booking_horizon_days",
+        "first_day_of_week",
+    ),
     tenant_scoped=False,
 )
 
