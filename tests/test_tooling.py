@@ -207,6 +207,29 @@ async def test_readme_lists_block_runs_as_written(booking_server: RunningServer)
         assert out.count('"status": "APPOINTMENT_STATUS_PENDING"') >= 4, out
 
 
+async def test_readme_summaries_block_runs_as_written(booking_server: RunningServer) -> None:
+    for out in await _run_readme_block("## Summaries with grpcurl", booking_server.target):
+        for expected in (
+            '"granularity": "GRANULARITY_WEEK"',  # GetRevenueSummary
+            '"first_day_of_week": "SUNDAY"',
+            '"currency_code": "USD"',
+            '"completed_minor": "4000"',  # the cut, completed ...
+            '"paid_minor": "4000"',  # ... paid ...
+            '"refunded_minor": "500"',  # ... and partly refunded
+            '"net_paid_minor": "3500"',
+            '"average_ticket_minor": "4000"',  # GetProviderMetrics
+            '"unique_clients": "1"',
+            '"balance_minor": "500"',  # GetClientBalance: 4000 - 4000 + 500
+            '"visits": "1"',
+            '"total_size": "1"',  # ListClientBalances
+            '"top_providers": [',  # GetDashboard
+            '"display_name": "Sam"',
+            '"field":"end_date"',  # the refusal
+        ):
+            assert expected in out, f"{expected!r} not in the README block's output:\n{out}"
+        assert "Traceback" not in out and "INTERNAL" not in out, out
+
+
 def _check_readme_output(out: str) -> None:
     for expected in (
         "booking.v1.ClientService",  # list
