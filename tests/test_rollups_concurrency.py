@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,12 +29,16 @@ from typing import Any
 
 import asyncpg
 import grpc
+import pytest
 import pytest_asyncio
+from booking.v1 import providers_pb2, resources_pb2
+from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from server.db.engine import to_asyncpg_dsn
 from server.testing import RunningServer, assert_eventually, running_server
-from tests.conftest import Stubs
+from tests.conftest import Stubs, details, make_bookable
+from tests.test_appointments import BASE
 from tests.test_rollups_exact import (
     BLOCKED_SQL,
     CONFIRMED,
@@ -337,3 +342,53 @@ async def test_a_refund_racing_a_move_to_another_provider(
     finally:
         await holder.close()
     await assert_exact(db, org, "after the refund raced the move")
+
+
+async def test_a_zone_change_waits_for_a_booking_in_flight_and_sees_it(
+    stubs: Stubs, org: str, db: asyncpg.Connection, database_url: str
+) -> None:
+    """A booking holds its provider's lock and inserts the provider's first
+    appointment; a time-zone change waits for that lock, then must see the
+    appointment (TIME_ZONE_IN_USE), not the snapshot it started with."""
+    b = await make_bookable(stubs, org, time_zone="Pacific/Kiritimati")
+    holder = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute(
+            "SELECT 1 FROM providers WHERE organization_id = $1 AND id = $2 FOR NO KEY UPDATE",
+            org,
+            b.provider_id,
+        )
+        during = asyncpg.Range(BASE, BASE + timedelta(minutes=30))
+        await holder.execute(
+            "INSERT INTO appointments (organization_id, id, provider_id, client_id, service_id, "
+            "during, occupied, status, price_minor, currency) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $6, 'pending', 2500, 'EUR')",
+            org,
+            str(uuid.uuid4()),
+            b.provider_id,
+            b.client_id,
+            b.service_id,
+            during,
+        )
+        changing = asyncio.ensure_future(
+            stubs.providers.UpdateProvider(
+                providers_pb2.UpdateProviderRequest(
+                    organization_id=org,
+                    provider=resources_pb2.Provider(id=b.provider_id, time_zone="Pacific/Honolulu"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["time_zone"]),
+                )
+            )
+        )
+        pid = holder.get_server_pid()
+        await assert_eventually(lambda: db.fetchval(BLOCKED_SQL, pid), timeout=20)
+        await tx.commit()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await changing
+    finally:
+        await holder.close()
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details(refused.value)["ErrorInfo"].reason == "TIME_ZONE_IN_USE"
+    zone = await db.fetchval("SELECT time_zone FROM providers WHERE id = $1", b.provider_id)
+    assert zone == "Pacific/Kiritimati"

@@ -25,6 +25,7 @@ from server.queries._listing import (
     orders,
     text_search,
 )
+from server.queries.calendar import LOCK_PROVIDER_SQL
 from server.queries.catalog import offered
 from server.text import fold
 
@@ -75,18 +76,21 @@ PROVIDERS: Listing[ProviderFilter] = Listing(
 )
 
 
-# The provider's zone and whether it has appointments, its row locked (FOR NO
-# KEY UPDATE, as bookings lock it): a zone change waits for bookings in flight.
+# The provider's zone and whether it has appointments. Read in a statement of
+# its own AFTER calendar.LOCK_PROVIDER_SQL (as bookings lock it): a statement
+# that waits for a row lock keeps the snapshot it started with, so a booking
+# that committed during the wait would not be seen by a locking read of it.
 ZONE_IN_USE_SQL = """
 SELECT p.time_zone,
        EXISTS (SELECT 1 FROM appointments a
                WHERE a.organization_id = $1 AND a.provider_id = $2) AS booked
 FROM providers p WHERE p.organization_id = $1 AND p.id = $2
-FOR NO KEY UPDATE OF p
 """
 
 
 async def zone_in_use(conn: Conn, org_id: str, provider_id: str) -> asyncpg.Record | None:
     """The provider's time zone and whether any appointment is booked with it
-    (None when there is no such provider)."""
+    (None when there is no such provider), its row locked first: a booking in
+    flight is waited for, and then seen."""
+    await conn.execute(LOCK_PROVIDER_SQL, org_id, provider_id)
     return await conn.fetchrow(ZONE_IN_USE_SQL, org_id, provider_id)
