@@ -25,8 +25,8 @@ generate_lists() loads, unless present:
   LEGACY_REFUNDS_SQL does for the rows it finds), one set-based INSERT;
 - each tenant's rollups (the summaries' tables), built from nothing by
   ``server.queries.rollup_check.check_tenant(..., repair=True)``: the
-  backfill's own measurement, its time printed and returned; then ANALYZE
-  of the rollup tables.
+  backfill's own measurement, its time printed and returned; then VACUUM
+  (ANALYZE) of the rollup tables.
 
 Every step is skipped when its rows are there already (a tenant by its slug
 and counts, payments by any payment of the tenant: they are loaded in one
@@ -133,7 +133,7 @@ FROM payments
 WHERE organization_id = $1 AND refunded_minor > 0
 """
 
-# The rollup tables (ANALYZEd once built).
+# The rollup tables (vacuumed and analyzed once built).
 ROLLUP_TABLES = (
     *(t.table for t in TABLES),
     CLIENT_VISITS.table,
@@ -272,7 +272,10 @@ async def generate_lists(
         for org in (*(s.org for s in small), big.org):
             backfill = await _build_rollups(conn, org)
         if backfill is not None:
-            await conn.execute(f"ANALYZE refunds, {', '.join(ROLLUP_TABLES)}")
+            # As autovacuum would after such inserts: statistics, and the
+            # visibility map that lets the summaries' index-only scans skip
+            # the heap.
+            await conn.execute(f"VACUUM (ANALYZE) refunds, {', '.join(ROLLUP_TABLES)}")
     finally:
         await conn.close()
     return ListsDataset(
