@@ -1032,11 +1032,22 @@ MUTANTS: list[Mutant] = [
         "a repair sets the recomputed sums instead of adding the drift (loses concurrent writes)",
         one(
             "server/queries/rollup_check.py",
-            'sets = [f"{n} = t.{n} + excluded.{n}" for n in sums]',
-            'sets = [f"{n} = excluded.{n}" for n in sums]',
+            'added = [f"{n} = t.{n} + excluded.{n}" for n in sums]',
+            'added = [f"{n} = excluded.{n}" for n in sums]',
         ),
         [ROLLUP_CHECK],
         select="repair",
+    ),
+    Mutant(
+        "rollup-repair-overwrites-visits",
+        "a repair sets a missing row's first/last visit to what its snapshot saw (loses a visit written meanwhile)",
+        one(
+            "server/queries/rollup_check.py",
+            "    merged = [f\"{n} = {_merged(table, n, how, 't', 'excluded')}\" for n, how in others]",
+            '    merged = [f"{n} = excluded.{n}" for n, how in others]',
+        ),
+        [ROLLUP_CHECK],
+        select="keeps_a_visit",
     ),
 ]
 

@@ -6,7 +6,8 @@
 
 ``rollups check`` compares every rollup row (the summaries' tables) with the
 raw rows and exits 7 when any drifted; ``rollups repair`` fixes the drift
-(rebuilds rollups from nothing too). Both work in short batches while the
+(rebuilds rollups from nothing too), checks again, and exits 7 if drift
+remains after its passes. Both work in short batches while the
 service runs (server.queries.rollup_check).
 
 ``serve`` runs in the foreground until SIGTERM or Ctrl-C (SIGINT), which let
@@ -32,7 +33,7 @@ Start-up failures print one line on stderr and exit with:
     4  the embedded database's data directory is in use by another process
     5  the embedded PostgreSQL could not be set up or started (initdb, pg_ctl)
     6  the database is unreachable, or migrating it failed
-    7  ``rollups check`` found drift
+    7  ``rollups check`` found drift (``repair``: drift left after its passes)
     130 interrupted (Ctrl-C) while starting
 """
 
@@ -52,6 +53,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -498,17 +500,18 @@ async def _rollups(settings: Settings, action: str, organization: str | None) ->
             for org in orgs:
                 started = time.perf_counter()
                 report = await check_tenant(Conn(raw, None), org, repair=repair)
-                drifted += report.total
+                drifted += report.remaining if repair else report.total
                 tables = ", ".join(f"{t} {n}" for t, n in sorted(report.drifted.items()) if n)
+                left = f"; {report.remaining} still drifted" if report.remaining else ""
                 print(
                     f"{org}: {report.total} rollup rows {'repaired' if repair else 'drifted'}"
-                    f"{' (' + tables + ')' if tables else ''}; {report.batches} batches "
+                    f"{' (' + tables + ')' if tables else ''}{left}; {report.batches} batches "
                     f"in {time.perf_counter() - started:.1f}s",
                     flush=True,
                 )
         finally:
             await raw.close()
-    return EXIT_DRIFT if drifted and not repair else 0
+    return EXIT_DRIFT if drifted else 0
 
 
 # -- entry point --------------------------------------------------------------
@@ -534,6 +537,13 @@ class _ArgumentParser(argparse.ArgumentParser):
         _fail(EXIT_CONFIG, f"{message} (see {self.prog} --help)")
 
 
+def _uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _ArgumentParser(prog="booking-data", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -554,7 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         "rollups", help="check the summaries' rollups against the raw rows, or repair them"
     )
     rollups.add_argument("action", nargs="?", default="check", choices=["check", "repair"])
-    rollups.add_argument("--organization", help="one tenant's id (default: every tenant)")
+    rollups.add_argument(
+        "--organization", type=_uuid, help="one tenant's id (default: every tenant)"
+    )
     args = parser.parse_args(argv)
 
     overrides: dict[str, object] = {}

@@ -16,7 +16,9 @@ from booking.v1 import appointments_pb2, catalog_pb2, resources_pb2
 
 from server.db.engine import Conn
 from server.db.schema import ROLLUP_TABLES
+from server.queries import rollups
 from server.queries.rollup_check import check_tenant
+from server.testing import assert_eventually
 from tests.conftest import Bookable, Stubs, make_bookable
 from tests.test_appointments import at, book, ts
 from tests.test_payments import record, refund
@@ -200,17 +202,82 @@ async def test_a_repair_while_writes_go_on_loses_none_of_them(
             )
             await record(stubs, b, appointment_id=a.id)
 
+    verified: list[list[int]] = []
+
     async def repairs() -> None:
         conn = await asyncpg.connect(database_url)
         try:
             for _ in range(3):
-                await check_tenant(Conn(conn, None), org, repair=True, client_batch=1)
+                report = await check_tenant(Conn(conn, None), org, repair=True, client_batch=1)
+                verified.append(report.verifications)
         finally:
             await conn.close()
 
     await asyncio.gather(writes(), repairs())
-    await _check(db, org, repair=True)  # what the writes emptied before the last pass
+    # Each repair was exact at once (its own check found nothing), and so is the end.
+    assert verified == [[0], [0], [0]]
     assert await _check(db, org) == {}
+
+
+async def test_a_repair_keeps_a_visit_written_while_it_waits(
+    stubs: Stubs, org: str, db: asyncpg.Connection, database_url: str
+) -> None:
+    """The client's visits row is missing; a completion of a later visit has
+    applied its facts but not committed when a repair reaches the row: the
+    repair waits, then merges (visits 2, the first visit the old one, the last
+    the new one) instead of overwriting with what its snapshot saw."""
+    b = await make_bookable(stubs, org, time_zone="Europe/London")
+    first = await book(stubs, b, at(-3000), status=2)
+    await stubs.appointments.CompleteAppointment(
+        appointments_pb2.CompleteAppointmentRequest(organization_id=org, appointment_id=first.id)
+    )
+    later = await book(stubs, b, at(-1500), status=2)
+    await db.execute("DELETE FROM client_visits WHERE organization_id = $1", org)
+    holder = await asyncpg.connect(database_url)
+    repairing = None
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        conn = Conn(holder, None)
+        before = await conn.fetchrow(
+            "SELECT * FROM appointments WHERE organization_id = $1 AND id = $2 FOR UPDATE",
+            org,
+            later.id,
+        )
+        after = await conn.fetchrow(
+            "UPDATE appointments SET status = 'completed' WHERE organization_id = $1 AND id = $2 "
+            "RETURNING *",
+            org,
+            later.id,
+        )
+        assert before is not None and after is not None
+        await rollups.apply(conn, org, rollups.appointment_facts(before, after))
+
+        async def repair() -> Any:
+            other = await asyncpg.connect(database_url)
+            try:
+                return await check_tenant(Conn(other, None), org, repair=True)
+            finally:
+                await other.close()
+
+        repairing = asyncio.ensure_future(repair())
+        pid = holder.get_server_pid()
+        blocked = (
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))"
+        )
+        await assert_eventually(lambda: db.fetchval(blocked, pid), timeout=20)
+        await tx.commit()
+        report = await repairing
+    finally:
+        await holder.close()
+    assert report.verifications == [0]  # exact at once, not by a second pass
+    assert await _check(db, org) == {}
+    row = await db.fetchrow(
+        "SELECT visits, first_visit_at, last_visit_at FROM client_visits "
+        "WHERE organization_id = $1",
+        org,
+    )
+    assert tuple(row) == (2, at(-3000), at(-1500))
 
 
 @pytest.mark.parametrize("action", ["check", "repair"])

@@ -36,9 +36,11 @@ from server.queries.rollups import (
     shard_sql,
 )
 
-__all__ = ["CLIENT_BATCH", "Report", "check_tenant"]
+__all__ = ["CLIENT_BATCH", "REPAIR_PASSES", "Report", "check_tenant"]
 
 CLIENT_BATCH = 5000
+# A repair's verify-and-repair-again rounds.
+REPAIR_PASSES = 3
 
 _PERIOD = {
     "provider_day_totals",
@@ -61,6 +63,13 @@ class Report:
 
     drifted: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    # After a repair: the drift each verification pass found (the last one is
+    # what remains; a first 0 means the repair alone was exact).
+    verifications: list[int] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return self.verifications[-1] if self.verifications else 0
 
     def add(self, table: str, rows: int) -> None:
         self.drifted[table] = self.drifted.get(table, 0) + rows
@@ -78,40 +87,80 @@ class Report:
         return sum(self.drifted.values())
 
 
+def _merged(table: Rollup, name: str, how: str, stored: str, new: str) -> str:
+    """A non-sum column of a stored row merged with a recomputed one (the
+    stored row may hold a visit written after the recomputation's snapshot)."""
+    if how == "min":
+        return f"least({stored}.{name}, {new}.{name})"
+    if how == "max":
+        return f"greatest({stored}.{name}, {new}.{name})"
+    # "pair": (first_visit_at, first_visit_date) compared as one.
+    at, day = (n for n, _, h in table.measures if h == "pair")
+    return (
+        f"CASE WHEN ({new}.{at}, {new}.{day}) < ({stored}.{at}, {stored}.{day}) "
+        f"THEN {new}.{name} ELSE {stored}.{name} END"
+    )
+
+
 def _drift_ctes(i: int, table: Rollup, where: str, stored_where: str, repair: bool) -> list[str]:
     keys = ", ".join(table.key_names)
     sums = [n for n, _, how in table.measures if how == "sum"]
-    others = [n for n, _, how in table.measures if how != "sum"]
+    others = [(n, how) for n, _, how in table.measures if how != "sum"]
     drift = [f"coalesce(r.{n}, 0) - coalesce(s.{n}, 0) AS {n}" for n in sums]
-    drift += [f"r.{n} AS {n}" for n in others]
-    compared_r = [f"coalesce(r.{n}, 0)" for n in sums] + [f"r.{n}" for n in others]
-    compared_s = [f"coalesce(s.{n}, 0)" for n in sums] + [f"s.{n}" for n in others]
+    drift += [f"r.{n} AS {n}" for n, _ in others]
+    compared_r = [f"coalesce(r.{n}, 0)" for n in sums] + [f"r.{n}" for n, _ in others]
+    compared_s = [f"coalesce(s.{n}, 0)" for n in sums] + [f"s.{n}" for n, _ in others]
     stored = ", ".join(n for n, _, _ in table.measures)
+    # The stored row as the snapshot saw it: a repair overwrites a non-sum
+    # column only when the row has not changed since (its first sum, the
+    # visits, is unchanged).
+    guard = sums[0]
     ctes = [
         f"r{i} AS ({table.grouped_sql(where=where)})",
         f"s{i} AS (SELECT organization_id, {keys}, {stored} FROM {table.table} "
         f"WHERE organization_id = $1 AND ({stored_where}))",
         f"d{i} AS (SELECT organization_id, {keys}, {', '.join(drift)}, "
-        f"r.organization_id IS NULL AS gone "
+        f"r.organization_id IS NULL AS gone, s.organization_id IS NOT NULL AS stored, "
+        f"s.{guard} AS seen "
         f"FROM r{i} AS r FULL JOIN s{i} AS s USING (organization_id, {keys}) "
         f"WHERE ({', '.join(compared_r)}) IS DISTINCT FROM ({', '.join(compared_s)}))",
     ]
     if not repair:
         return ctes
     columns = ("organization_id", *table.key_names, *(n for n, _, _ in table.measures))
-    sets = [f"{n} = t.{n} + excluded.{n}" for n in sums] + [f"{n} = excluded.{n}" for n in others]
     key = f"organization_id, {keys}"
-    if others:
-        # A row with nothing left has no first visit: deleted, not zeroed.
-        match = " AND ".join(f"t.{k} = d.{k}" for k in table.key_names)
+    added = [f"{n} = t.{n} + excluded.{n}" for n in sums]
+    if not others:
+        # Sums only: the drift is added to whatever the row holds by now.
         ctes.append(
-            f"x{i} AS (DELETE FROM {table.table} AS t USING d{i} AS d "
-            f"WHERE d.gone AND t.organization_id = $1 AND {match})"
+            f"f{i} AS (INSERT INTO {table.table} AS t ({', '.join(columns)}) "
+            f"SELECT {', '.join(columns)} FROM d{i} ORDER BY {key} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(added)})"
         )
+        return ctes
+    match = " AND ".join(f"t.{k} = d.{k}" for k in table.key_names)
+    unchanged = f"t.{guard} = d.seen"
+    # A row with no visits left has no first visit: deleted (if unchanged).
+    ctes.append(
+        f"x{i} AS (DELETE FROM {table.table} AS t USING d{i} AS d "
+        f"WHERE d.gone AND t.organization_id = $1 AND {match} AND {unchanged})"
+    )
+    # A stored row: sums get the drift; the others the recomputed values if
+    # the row is unchanged, else merged with what a write added meanwhile.
+    sets = [f"{n} = t.{n} + d.{n}" for n in sums] + [
+        f"{n} = CASE WHEN {unchanged} THEN d.{n} ELSE {_merged(table, n, how, 't', 'd')} END"
+        for n, how in others
+    ]
+    ctes.append(
+        f"u{i} AS (UPDATE {table.table} AS t SET {', '.join(sets)} FROM d{i} AS d "
+        f"WHERE d.stored AND NOT d.gone AND t.organization_id = $1 AND {match})"
+    )
+    # A missing row: inserted, or merged with one a write inserted meanwhile.
+    merged = [f"{n} = {_merged(table, n, how, 't', 'excluded')}" for n, how in others]
     ctes.append(
         f"f{i} AS (INSERT INTO {table.table} AS t ({', '.join(columns)}) "
-        f"SELECT {', '.join(columns)} FROM d{i} WHERE {'NOT gone' if others else 'TRUE'} "
-        f"ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)})"
+        f"SELECT {', '.join(columns)} FROM d{i} WHERE NOT stored ORDER BY {key} "
+        f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(added + merged)})"
     )
     return ctes
 
@@ -246,17 +295,14 @@ def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
-async def check_tenant(
+async def _pass(
     conn: Conn,
     org_id: str,
-    *,
-    repair: bool = False,
-    client_batch: int = CLIENT_BATCH,
-    progress: Callable[[str], None] | None = None,
+    repair: bool,
+    client_batch: int,
+    progress: Callable[[str], None] | None,
 ) -> Report:
-    """Compare (and with ``repair`` fix) every rollup row of a tenant with its
-    raw rows, batch by batch; each batch is its own statement and, on a
-    connection outside a transaction, its own transaction."""
+    """One pass over every batch of the tenant."""
     report = Report()
     bounds = await conn.fetchrow(BOUNDS_SQL, org_id)
     assert bounds is not None
@@ -284,4 +330,32 @@ async def check_tenant(
             progress(f"clients to {ids[-1]}")
         last = str(ids[-1])
     await report.batch(conn, NEW_CLIENTS_SQL[repair], org_id)
+    return report
+
+
+async def check_tenant(
+    conn: Conn,
+    org_id: str,
+    *,
+    repair: bool = False,
+    client_batch: int = CLIENT_BATCH,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Compare (and with ``repair`` fix) every rollup row of a tenant with its
+    raw rows, batch by batch; each batch is its own statement and, on a
+    connection outside a transaction, its own transaction.
+
+    A repair is verified: a check pass follows it, and what it still finds
+    (a non-sum column a concurrent write touched while it was being
+    repaired) is repaired again, up to REPAIR_PASSES passes;
+    ``Report.verifications`` is what each check found (the last: what remains)."""
+    report = await _pass(conn, org_id, repair, client_batch, progress)
+    if not repair:
+        return report
+    for attempt in range(REPAIR_PASSES):
+        check = await _pass(conn, org_id, False, client_batch, progress)
+        report.verifications.append(check.total)
+        if not check.total or attempt == REPAIR_PASSES - 1:
+            break
+        await _pass(conn, org_id, True, client_batch, progress)
     return report
