@@ -31,14 +31,16 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
-from booking.v1 import providers_pb2, resources_pb2
+from booking.v1 import common_pb2, payments_pb2, providers_pb2, resources_pb2
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
-from server.db.engine import to_asyncpg_dsn
+from server.db.engine import Conn, to_asyncpg_dsn
+from server.queries import rollups
 from server.testing import RunningServer, assert_eventually, running_server
 from tests.conftest import Stubs, details, make_bookable
 from tests.test_appointments import BASE
+from tests.test_appointments import booking as booking_request
 from tests.test_rollups_exact import (
     BLOCKED_SQL,
     CONFIRMED,
@@ -392,3 +394,60 @@ async def test_a_zone_change_waits_for_a_booking_in_flight_and_sees_it(
     assert details(refused.value)["ErrorInfo"].reason == "TIME_ZONE_IN_USE"
     zone = await db.fetchval("SELECT time_zone FROM providers WHERE id = $1", b.provider_id)
     assert zone == "Pacific/Kiritimati"
+
+
+async def test_a_payment_racing_a_move_to_another_provider(
+    stubs: Stubs, org: str, db: asyncpg.Connection, database_url: str
+) -> None:
+    """A move holds its appointment FOR UPDATE (as lock_row takes it) until it
+    commits: a payment for the appointment waits at its foreign key check
+    (KEY SHARE), then locates itself through the new provider. With a weaker
+    lock (FOR NO KEY UPDATE) the payment would be dated under the old one."""
+    nz = await make_bookable(stubs, org, time_zone="Pacific/Auckland")
+    la = await make_bookable(stubs, org, time_zone="America/Los_Angeles")
+    a = (
+        await stubs.appointments.CreateAppointment(
+            booking_request(nz, BASE + timedelta(hours=6), status=2)
+        )
+    ).appointment
+    holder = await asyncpg.connect(to_asyncpg_dsn(database_url))
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        conn = Conn(holder, None)
+        before = await conn.fetchrow(
+            "SELECT * FROM appointments WHERE organization_id = $1 AND id = $2 FOR UPDATE",
+            org,
+            a.id,
+        )
+        after = await conn.fetchrow(
+            "UPDATE appointments SET provider_id = $3 WHERE organization_id = $1 AND id = $2 "
+            "RETURNING *",
+            org,
+            a.id,
+            la.provider_id,
+        )
+        assert before is not None and after is not None
+        facts = rollups.appointment_facts(before, after)
+        facts += await rollups.moved_payment_facts(conn, org, before, after)
+        await rollups.apply(conn, org, facts)
+        paying = asyncio.ensure_future(
+            stubs.payments.RecordPayment(
+                payments_pb2.RecordPaymentRequest(
+                    organization_id=org,
+                    payment=resources_pb2.Payment(
+                        client_id=nz.client_id,
+                        appointment_id=a.id,
+                        amount=common_pb2.Money(currency_code="EUR", amount_minor=1200),
+                        method=resources_pb2.PaymentMethod.PAYMENT_METHOD_CASH,
+                    ),
+                )
+            )
+        )
+        pid = holder.get_server_pid()
+        await assert_eventually(lambda: db.fetchval(BLOCKED_SQL, pid), timeout=20)
+        await tx.commit()
+        await paying
+    finally:
+        await holder.close()
+    await assert_exact(db, org, "after the payment raced the move")

@@ -219,7 +219,13 @@ async def get_row(conn: Conn, entity: Entity, org_id: str, row_id: str) -> async
 async def lock_row(conn: Conn, entity: Entity, org_id: str, row_id: str) -> asyncpg.Record:
     """The row, locked until the transaction ends (``SELECT ... FOR UPDATE``): the
     load of a load-check-transition write. Concurrent transitions of the same row
-    wait here, then see the row as the first one left it. NotFound when absent."""
+    wait here, then see the row as the first one left it. NotFound when absent.
+
+    FOR UPDATE, not FOR NO KEY UPDATE, on purpose: it also holds off the
+    foreign-key checks (KEY SHARE) of rows that refer to this one, e.g. a
+    payment recorded for an appointment that is being moved to another provider
+    waits for the move and is then dated under the new one (the rollups;
+    tests/test_rollups_concurrency.py)."""
     row = await conn.fetchrow(_get_sql(entity, lock=True), *_key(entity, org_id, row_id))
     if row is None:
         raise NotFound.of(entity.resource_type, row_id)

@@ -199,7 +199,9 @@ async def moved_payment_facts(
     facts under the old provider (-1) and the new one (+1). None when the
     provider stays. A refund racing the move either committed before the
     payments' lock was granted (then it is read and moved) or waits for the
-    move and is located through the new provider."""
+    move and is located through the new provider. A payment recorded meanwhile
+    waits at its foreign-key check for the move's FOR UPDATE of the
+    appointment (_crud.lock_row), then is located through the new provider."""
     if before["provider_id"] == after["provider_id"]:
         return []
     await conn.execute(_LOCK_PAID_FOR_SQL, org_id, after["id"])
