@@ -16,10 +16,10 @@ CREATE INDEX inside the migration's transaction holds a SHARE lock on each
 table until it commits: rollup writes (every appointment and payment write,
 server.queries.rollups.apply) wait for it. On a big database run it by hand
 in a quiet window (docs/architecture.md "Upgrading"). Afterwards an upsert
-that changes completed_minor or completed (a completion, a reschedule of a
-completed appointment) can no longer be a HOT update: it adds an entry to
-the primary key and to the new index; upserts of the other measures
-(bookings, cancellations, payments) stay HOT where the page has room.
+that changes completed_minor or completed (a completion, or a repair of
+them) can no longer be a HOT update: it adds an entry to the primary key and
+to the new index; upserts of the other measures only (bookings,
+cancellations, payments, refunds) stay HOT where the page has room.
 
 Revision ID: 0007
 Revises: 0006
