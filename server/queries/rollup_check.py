@@ -16,8 +16,9 @@ drifted row may need a second run, which the check then reports.
 Batches: calendar months for the per-date tables (the raw rows whose business
 date falls in the month, read by their instants with a day's margin for time
 zones), clients by id for the per-client tables, then the organization's new
-clients per date (one statement over the tenant's completed appointments). Each batch is a short
-statement: the service keeps serving while a repair runs.
+clients per date (one statement over the tenant's completed appointments:
+the one long statement, it sorts them). Rows are only locked as they are
+written: the service keeps serving while a repair runs.
 """
 
 from __future__ import annotations

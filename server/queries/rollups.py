@@ -26,9 +26,11 @@ business date and currency, then upserts the grouped deltas into each table.
 Concurrency: every rollup row is changed by ``INSERT ... ON CONFLICT DO
 UPDATE SET x = t.x + excluded.x``, which locks the row and adds to its latest
 committed value: concurrent writers never lose an update. Each table's rows
-are written in key order and the tables in one fixed order, and a write
-transaction applies its facts once, at its end, after its raw rows: locks
-are always taken in the same order, so rollup rows cannot deadlock.
+are written in key order and the tables in the order PostgreSQL runs the
+statement's CTEs (one order for one statement text: every rollup writer uses
+this module's statement), and a write transaction applies its facts once, at
+its end, after its raw rows: locks are always taken in the same order, so
+rollup rows cannot deadlock.
 (Deadlocks between raw rows are retried inside the server; see
 server.interceptors.)
 
@@ -114,49 +116,48 @@ def _s(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _images(
+    before: asyncpg.Record | None, after: asyncpg.Record | None
+) -> list[tuple[int, asyncpg.Record]]:
+    """(sign, row) of a write's before (-1) and after (+1) images that exist."""
+    return [(sign, row) for sign, row in ((-1, before), (1, after)) if row is not None]
+
+
 def appointment_facts(before: asyncpg.Record | None, after: asyncpg.Record | None) -> list[Fact]:
     """The facts of an appointment write: its row before (None for a booking)
     and after."""
-    facts = []
-    for sign, row in ((-1, before), (1, after)):
-        if row is None:
-            continue
-        facts.append(
-            Fact(
-                kind="appointment",
-                sign=sign,
-                client_id=str(row["client_id"]),
-                amount=row["price_minor"],
-                currency=row["currency"],
-                provider_id=str(row["provider_id"]),
-                service_id=str(row["service_id"]),
-                status=row["status"],
-                start_at=row["during"].lower,
-                end_at=row["during"].upper,
-            )
+    return [
+        Fact(
+            kind="appointment",
+            sign=sign,
+            client_id=str(row["client_id"]),
+            amount=row["price_minor"],
+            currency=row["currency"],
+            provider_id=str(row["provider_id"]),
+            service_id=str(row["service_id"]),
+            status=row["status"],
+            start_at=row["during"].lower,
+            end_at=row["during"].upper,
         )
-    return facts
+        for sign, row in _images(before, after)
+    ]
 
 
 def payment_facts(before: asyncpg.Record | None, after: asyncpg.Record | None) -> list[Fact]:
     """The facts of a payment write (its refunds are refund_fact's)."""
-    facts = []
-    for sign, row in ((-1, before), (1, after)):
-        if row is None:
-            continue
-        facts.append(
-            Fact(
-                kind="payment",
-                sign=sign,
-                client_id=str(row["client_id"]),
-                amount=row["amount_minor"],
-                currency=row["currency"],
-                status=row["status"],
-                appointment_id=_s(row["appointment_id"]),
-                at=row["created_at"],
-            )
+    return [
+        Fact(
+            kind="payment",
+            sign=sign,
+            client_id=str(row["client_id"]),
+            amount=row["amount_minor"],
+            currency=row["currency"],
+            status=row["status"],
+            appointment_id=_s(row["appointment_id"]),
+            at=row["created_at"],
         )
-    return facts
+        for sign, row in _images(before, after)
+    ]
 
 
 def refund_fact(refund: asyncpg.Record, payment: asyncpg.Record) -> Fact:
@@ -277,7 +278,7 @@ def measures_sql(facts: str, org: str = "$1") -> str:
 class Rollup:
     """A rollup table as a GROUP BY over ``m``: its key columns (name, SQL
     expression over m), its measures (name, aggregate over m, how a delta
-    combines with the stored value: "sum", "min", "max" or "first", a pair
+    combines with the stored value: "sum", "min", "max" or "pair", a pair
     kept with its instant), and which rows of m it takes."""
 
     table: str
@@ -333,7 +334,11 @@ _PERIOD = _sums(PERIOD_MEASURES)
 _MONTH = "date_trunc('month', business_date)::date"
 _DAY = ("business_date", "business_date")
 
-# In the order apply() writes them (the lock order).
+# The tables apply() writes, one CTE each. PostgreSQL runs the statement's
+# data-modifying CTEs in an order of its own (unreferenced ones last to first),
+# the same for every execution of the same statement text: every rollup writer
+# goes through apply_sql() or rollup_check.batch_sql(), never a statement of
+# its own, so that all of them lock rollup rows in one order.
 TABLES = (
     Rollup(
         "provider_day_totals",
