@@ -1538,16 +1538,6 @@ async def test_a_sum_past_int64_is_a_documented_answer(
     assert details(outcome)["ErrorInfo"].reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RecordPayment of 10^15 (a valid amount) for a client whose paid "
-    "sum is 9,223 * 10^15 overflows the rollups' bigint (client_totals, "
-    "provider_day_totals, ...: 22003) and is refused as INVALID_ARGUMENT "
-    "INVALID_VALUE with metadata sqlstate=22003 and no field violation: no "
-    "field named, nothing says that the running total is full. Expected: "
-    "FAILED_PRECONDITION / OUT_OF_RANGE with a reason, or INVALID_ARGUMENT "
-    "naming payment.amount.amount_minor",
-)
 async def test_a_payment_past_int64_is_refused_with_a_documented_code(
     summaries: Summaries, channel: grpc.aio.Channel, huge: Huge
 ) -> None:
@@ -1568,12 +1558,8 @@ async def test_a_payment_past_int64_is_refused_with_a_documented_code(
     )
     assert listed.page_info.total_size == FITS + 1
     assert_documented(outcome, "RecordPayment")
-    code, found = outcome.code(), details(outcome)
-    if code == INVALID:
-        fields = {v.field for v in found["BadRequest"].field_violations}
-        assert fields == {"payment.amount.amount_minor"}, found
-    else:
-        assert code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE), code
+    assert outcome.code() == grpc.StatusCode.OUT_OF_RANGE, outcome.code()
+    assert details(outcome)["ErrorInfo"].reason == "TOTAL_OUT_OF_RANGE"
 
 
 # -- no staleness ------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ import asyncpg
 
 from server.db.engine import Conn
 from server.db.schema import BLOCKING_STATUSES, ORGANIZATION_SHARDS, PERIOD_MEASURES
+from server.errors import OutOfRange
 
 __all__ = [
     "CLIENT_VISITS",
@@ -67,9 +68,19 @@ __all__ = [
     "raw_facts_sql",
     "refund_fact",
     "shard_sql",
+    "total_out_of_range",
 ]
 
 PAID_STATUSES = ("completed", "refunded")
+
+
+def total_out_of_range() -> OutOfRange:
+    """A running total past int64: the write is refused (nothing written)."""
+    return OutOfRange(
+        "the write would take a running total (of a client, provider, service or day) past "
+        "9223372036854775807 minor units, the most a summary can carry; nothing was written",
+        reason="TOTAL_OUT_OF_RANGE",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +476,12 @@ async def apply(conn: Conn, org_id: str, facts: Sequence[Fact]) -> None:
     for f in facts:
         if f.sign < 0 and f.kind == "appointment" and f.status == "completed":
             raise AssertionError("a completed appointment is final: its visit cannot be undone")
-    await conn.execute(apply_sql(), org_id, *_columns(facts))
+    try:
+        await conn.execute(apply_sql(), org_id, *_columns(facts))
+    except asyncpg.NumericValueOutOfRangeError:
+        # A bigint rollup column would pass 2^63-1: thousands of payments of
+        # the largest amount (10^15) to one client, provider or day.
+        raise total_out_of_range() from None
 
 
 def raw_facts_sql(appointments: str = "TRUE", payments: str = "TRUE", refunds: str = "TRUE") -> str:
