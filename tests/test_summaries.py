@@ -1186,6 +1186,66 @@ async def test_dashboard_of_a_whole_month_and_of_today(summaries: Summaries, stu
     assert got.today == counts() and not got.top_providers and got.ranking_currency_code == ""
 
 
+async def test_dashboard_top_providers_on_every_date_of_a_month(
+    summaries: Summaries, stubs: Stubs
+) -> None:
+    """Top providers on every date of a month, by MONTH (the month's rows
+    less the days after the date, or the days up to it, whichever are fewer)
+    and by WEEK: what they completed in the ranking currency from the
+    period's start to the date, never later, never in another currency."""
+    org = (await make_org(stubs, "Europe/Berlin")).id
+    providers = [await make_provider(stubs, org, "Europe/Berlin", n) for n in ("Al", "Bo", "Cy")]
+    al, bo, cy = providers
+    eur = await make_service(stubs, org, 30, 2500, "EUR")
+    usd = await make_service(stubs, org, 30, 9000, "USD")
+    await offer(stubs, org, providers, [eur, usd])
+    client = await make_client(stubs, org)
+    completed = [
+        (al, date(2025, 3, 3), eur),
+        (al, date(2025, 3, 28), eur),
+        (bo, date(2025, 3, 20), eur),
+        (bo, date(2025, 3, 20), eur),
+        (cy, date(2025, 3, 27), eur),
+        (cy, date(2025, 3, 10), usd),
+        (bo, date(2025, 2, 27), eur),  # in the week of 1 March
+        (cy, date(2025, 4, 1), eur),
+    ]
+    for hour, (p, on, s) in enumerate(completed, start=8):
+        start = datetime(on.year, on.month, on.day, hour, tzinfo=BERLIN)
+        await book(stubs, org, p, s, client, start, "completed")
+    await book(stubs, org, al, eur, client, datetime(2025, 3, 5, 9, tzinfo=BERLIN), "cancelled")
+
+    def expected(first: date, last: date) -> list[tuple[str, int, int]]:
+        done = Counter(p for p, on, s in completed if s == eur and first <= on <= last)
+        return sorted(((p, 2500 * n, n) for p, n in done.items()), key=lambda t: (-t[1], t[0]))
+
+    for on in days(date(2025, 3, 1), date(2025, 3, 31)):
+        monday = on - timedelta(days=on.weekday())
+        for period, first in ((MONTH, on.replace(day=1)), (WEEK, monday), (DAY, on)):
+            got = await summaries.GetDashboard(
+                pb.GetDashboardRequest(
+                    organization_id=org,
+                    date=pb_date(on),
+                    period=period,
+                    currency_code="EUR",
+                    top_providers=50,
+                )
+            )
+            assert [
+                (t.provider_id, t.completed_minor, t.completed_appointments)
+                for t in got.top_providers
+            ] == expected(first, on), (on, period)
+    # Two at most: the first two of the ranking.
+    got = await summaries.GetDashboard(
+        pb.GetDashboardRequest(
+            organization_id=org, date=pb_date(date(2025, 3, 30)), top_providers=2
+        )
+    )
+    assert [t.provider_id for t in got.top_providers] == [
+        p for p, _m, _n in expected(date(2025, 3, 1), date(2025, 3, 30))[:2]
+    ]
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

@@ -21,7 +21,10 @@ Indexes: every rollup is read by its primary key, tenant first: a provider's
 whole months of a provider come from ``provider_month_totals`` (one row a
 month) and only the cut months' days from ``provider_day_totals``. The
 organization's days are one range scan of ``organization_day_totals``
-(its shards summed). ``tests/test_explain_summaries.py`` checks the plans.
+(its shards summed). The dashboard ranks every provider of the tenant from
+one index-only range scan of a currency's rows (the ``_org_currency_``
+indexes of provider_day_totals and provider_month_totals), never a scan
+per provider. ``tests/test_explain_summaries.py`` checks the plans.
 """
 
 from __future__ import annotations
@@ -477,22 +480,62 @@ WITH o AS (
         SELECT currency FROM fs WHERE part <> 'p' GROUP BY currency
         HAVING sum(completed_minor) > 0 ORDER BY sum(completed_minor) DESC, currency LIMIT 1
     )) AS currency
-), s AS (
-    SELECT m.* FROM b CROSS JOIN LATERAL ({_months_sql("b.cur_start", "b.on_date")}) AS m
-), top AS (
-    SELECT p.id, p.display_name, x.completed_minor, x.completed,
-           row_number() OVER (ORDER BY x.completed_minor DESC, p.id) AS rank
-    FROM b CROSS JOIN s CROSS JOIN rc
-    JOIN providers p ON p.organization_id = $1
+), tr AS (
+    -- The rows of the current period in the ranking currency: by MONTH, the
+    -- month's row less the days after the date when they are fewer than the
+    -- days up to it (a month's row holds its every date), else the days up
+    -- to the date.
+    SELECT rc.currency, b.cur_start, b.on_date,
+           CASE WHEN x.by_month THEN b.cur_start END AS month,
+           CASE WHEN x.by_month THEN b.cur_start - 1 ELSE b.on_date END AS add_last,
+           CASE WHEN x.by_month THEN x.month_last ELSE b.on_date END AS sub_last
+    FROM b CROSS JOIN rc
     CROSS JOIN LATERAL (
-        SELECT sum(y.completed_minor)::bigint AS completed_minor,
-               sum(y.completed)::bigint AS completed
-        FROM ({_provider_rows_sql("p.id", "b.cur_start", "b.on_date", "s")}) AS y
-        WHERE y.currency = rc.currency
-    ) x
-    WHERE rc.currency IS NOT NULL AND x.completed_minor > 0
-    ORDER BY x.completed_minor DESC, p.id
-    LIMIT $4
+        SELECT m.month_last,
+               $3::text = 'month' AND b.on_date - b.cur_start + 1 > m.month_last - b.on_date
+                   AS by_month
+        FROM (SELECT (date_trunc('month', b.cur_start::timestamp) + interval '1 month')::date - 1
+                  AS month_last) AS m
+    ) AS x
+    WHERE rc.currency IS NOT NULL
+), ranked AS (
+    -- Every provider's completed figures: index-only range scans of the
+    -- tenant's rows in the currency (ix_provider_*_totals_org_currency_*).
+    SELECT y.provider_id, sum(y.completed_minor)::bigint AS completed_minor,
+           sum(y.completed)::bigint AS completed
+    FROM (
+        SELECT m.provider_id, m.completed_minor, m.completed
+        FROM tr JOIN provider_month_totals m
+            ON m.organization_id = $1 AND m.currency = tr.currency AND m.month = tr.month
+        UNION ALL
+        SELECT d.provider_id, d.completed_minor, d.completed
+        FROM tr JOIN provider_day_totals d
+            ON d.organization_id = $1 AND d.currency = tr.currency
+            AND d.business_date BETWEEN tr.cur_start AND tr.add_last
+        UNION ALL
+        SELECT d.provider_id, -d.completed_minor, -d.completed
+        FROM tr JOIN provider_day_totals d
+            ON d.organization_id = $1 AND d.currency = tr.currency
+            AND d.business_date BETWEEN tr.on_date + 1 AND tr.sub_last
+    ) AS y
+    GROUP BY y.provider_id
+    HAVING sum(y.completed_minor) > 0
+    ORDER BY 2 DESC, 1
+), top AS (
+    -- The first $4 and only their names: a primary key probe each, in rank
+    -- order (ranked's own ORDER BY: the LIMIT stops the probes; a provider
+    -- without its row would be skipped, as the join did before).
+    SELECT t.*, row_number() OVER (ORDER BY t.completed_minor DESC, t.id) AS rank
+    FROM (
+        SELECT x.provider_id AS id, p.display_name, x.completed_minor, x.completed
+        FROM ranked x
+        CROSS JOIN LATERAL (
+            SELECT display_name FROM providers WHERE organization_id = $1 AND id = x.provider_id
+            LIMIT 1
+        ) p
+        ORDER BY x.completed_minor DESC, x.provider_id
+        LIMIT $4
+    ) t
 )
 SELECT 'h' AS kind, 0::bigint AS rank, b.on_date, b.cur_start, b.prev_start, b.prev_end,
     (SELECT coalesce(sum(n.new_clients), 0)::bigint FROM organization_day_new_clients n
