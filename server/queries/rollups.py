@@ -56,12 +56,14 @@ from server.errors import OutOfRange
 __all__ = [
     "CLIENT_VISITS",
     "FACT_COLUMNS",
+    "GROUPS",
     "TABLES",
     "Fact",
     "Rollup",
     "apply",
     "apply_sql",
     "appointment_facts",
+    "groups_of",
     "measures_sql",
     "moved_payment_facts",
     "payment_facts",
@@ -449,18 +451,56 @@ ON CONFLICT (organization_id, business_date, shard)
 DO UPDATE SET new_clients = t.new_clients + excluded.new_clients"""
 
 
-@lru_cache(maxsize=8)
-def apply_sql(facts_source: str | None = None) -> str:
+# Which rollups a kind of fact can change: "period" the four per-date tables,
+# "money" client_totals, "visits" the visit tables (and new clients).
+GROUPS = frozenset({"period", "money", "visits"})
+_GROUP_OF = {
+    "provider_day_totals": "period",
+    "provider_month_totals": "period",
+    "service_day_totals": "period",
+    "organization_day_totals": "period",
+    "client_totals": "money",
+    "provider_client_visits": "visits",
+    "provider_day_clients": "visits",
+}
+
+
+def groups_of(facts: Sequence[Fact]) -> frozenset[str]:
+    """The rollups ``facts`` can change (others would get all-zero deltas: a
+    booking changes no client's money, a pending payment nothing at all)."""
+    out: set[str] = set()
+    for f in facts:
+        located = f.provider_id is not None or f.appointment_id is not None
+        if f.kind == "appointment":
+            out.add("period")
+            if f.status == "completed":
+                out |= {"money", "visits"}
+        elif f.kind == "refund" or f.status in PAID_STATUSES:
+            out.add("money")
+            if located:
+                out.add("period")
+    return frozenset(out)
+
+
+@lru_cache(maxsize=16)
+def apply_sql(facts_source: str | None = None, groups: frozenset[str] = GROUPS) -> str:
     """The statement applying the deltas of ``facts_source`` (a SELECT of
-    FACT_COLUMNS; default: unnested from parameters $2...) to every rollup."""
+    FACT_COLUMNS; default: unnested from parameters $2...) to the rollups of
+    ``groups`` (the CTEs of the others left out: subsets of one list, in one
+    order, so that every variant locks rollup rows in the same order)."""
     if facts_source is None:
         params = ", ".join(f"${i + 2}::{t}[]" for i, (_, t) in enumerate(FACT_COLUMNS))
         names = ", ".join(n for n, _ in FACT_COLUMNS)
         facts_source = f"SELECT * FROM unnest({params}) AS f({names})"
     ctes = [f"facts AS ({facts_source})", measures_sql("facts")]
-    ctes += [f"u{i} AS ({table.upsert_sql(table.grouped_sql())})" for i, table in enumerate(TABLES)]
-    ctes.append(f"cv AS ({_CLIENT_VISITS_UPSERT})")
-    ctes.append(f"nc AS ({_NEW_CLIENTS_UPSERT})")
+    ctes += [
+        f"u{i} AS ({table.upsert_sql(table.grouped_sql())})"
+        for i, table in enumerate(TABLES)
+        if _GROUP_OF[table.table] in groups
+    ]
+    if "visits" in groups:
+        ctes.append(f"cv AS ({_CLIENT_VISITS_UPSERT})")
+        ctes.append(f"nc AS ({_NEW_CLIENTS_UPSERT})")
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
 
@@ -476,8 +516,11 @@ async def apply(conn: Conn, org_id: str, facts: Sequence[Fact]) -> None:
     for f in facts:
         if f.sign < 0 and f.kind == "appointment" and f.status == "completed":
             raise AssertionError("a completed appointment is final: its visit cannot be undone")
+    groups = groups_of(facts)
+    if not groups:
+        return
     try:
-        await conn.execute(apply_sql(), org_id, *_columns(facts))
+        await conn.execute(apply_sql(groups=groups), org_id, *_columns(facts))
     except asyncpg.NumericValueOutOfRangeError:
         # A bigint rollup column would pass 2^63-1: thousands of payments of
         # the largest amount (10^15) to one client, provider or day.
