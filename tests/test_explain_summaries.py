@@ -395,6 +395,11 @@ def _read(nodes: list[dict[str, Any]], tables: tuple[str, ...]) -> int:
     )
 
 
+def _reads(node: dict[str, Any], tables: tuple[str, ...]) -> bool:
+    """Whether the node or a node below it scans one of ``tables``."""
+    return _table_of(node) in tables or any(_reads(n, tables) for n in node.get("Plans", []))
+
+
 def _summary(nodes: list[dict[str, Any]]) -> list[str]:
     return [
         f"{n['Node Type']} {n.get('Index Name') or n.get('Relation Name') or ''}"
@@ -468,3 +473,32 @@ async def test_the_ranking_indexes_include_the_ranked_figures(data: Data) -> Non
         keys = ", ".join(str(c.name) for c in index.columns)
         include = ", ".join(index.dialect_options["postgresql"]["include"])
         assert definition.endswith(f"USING btree ({keys}) INCLUDE ({include})"), definition
+
+
+def _work_rows(providers: int, first: date, last: date) -> int:
+    """Rows a node of GetProviderMetrics' working time may handle: the rules
+    (5 a provider), twice the overrides and stretches of time off (a closed
+    date and an afternoon off a month: the dates they fall on), and every date
+    of the range (and the 2 around it) once per zone (3 here), for the
+    zones' offset changes. Not one per date and rule."""
+    days = (last - first).days + 1
+    months = days // 30 + 2
+    return providers * (5 + 2 * 2 * months) + min(providers, 3) * (days + 2)
+
+
+@pytest.mark.parametrize("name", [n for n in STATEMENTS if n.startswith("metrics")])
+async def test_working_time_handles_no_row_per_date_and_rule(data: Data, name: str) -> None:
+    """Apart from the rollups' rows (bounded above: the nodes that read
+    them), no node of the metrics' plan handles more rows than the
+    providers' rules, overrides, time off and the zones' dates allow (a row
+    per date and rule: 100 providers' cut year would be some 26,000)."""
+    statement = STATEMENTS[name]
+    ids, first, last = statement.args[1:4]
+    bound = _work_rows(len(ids), first, last)
+    for mode, nodes in await _plans(data, name):
+        handled = [
+            n.get("Actual Rows", 0) * n.get("Actual Loops", 1)
+            for n in nodes
+            if not _reads(n, ROLLUPS)
+        ]
+        assert max(handled) <= bound, (name, mode, bound, _summary(nodes))

@@ -12,11 +12,13 @@ statement count of each RPC (one, whatever the range and the providers).
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
 
@@ -41,8 +43,9 @@ from google.rpc import code_pb2
 from google.type import date_pb2, dayofweek_pb2
 
 from server.handlers.summaries import average_ticket
+from server.queries import summaries as summary_queries
 from server.queries.summaries import day_instants_sql, minute_instant_sql
-from server.scheduling import wall_instant
+from server.scheduling import Calendar, Interval, WeeklyRule, merge, stretches, wall_instant
 from server.testing import running_server
 from tests.conftest import Stubs, details, new_org, violated_fields
 from tests.test_availability import add_hours, add_override, add_time_off
@@ -960,6 +963,19 @@ async def test_working_time_on_dst_days_is_real_time(
     assert got.providers[0].utilization == pytest.approx(360 / (23 * 60))
 
 
+# Offset changes of zones: gaps, repeated hours, a 30-minute change, a skipped
+# date, negative DST, changes at midnight.
+DST_CHANGES = {
+    "America/Los_Angeles": (date(2025, 3, 9), date(2025, 11, 2)),
+    "Pacific/Auckland": (date(2025, 4, 6), date(2025, 9, 28)),
+    "Australia/Lord_Howe": (date(2025, 4, 6), date(2025, 10, 5)),
+    "Pacific/Apia": (date(2011, 12, 30),),
+    "Europe/Dublin": (date(2025, 3, 30), date(2025, 10, 26)),
+    "America/Havana": (date(2025, 3, 9), date(2025, 11, 2)),
+    "America/Santiago": (date(2025, 4, 6), date(2025, 9, 7)),
+}
+
+
 async def test_wall_instants_are_read_as_availability_reads_them(db: asyncpg.Connection) -> None:
     """The SQL reading of wall-clock minutes (working time) against
     server.scheduling's (availability's), every 5 minutes of DST change days
@@ -967,18 +983,9 @@ async def test_wall_instants_are_read_as_availability_reads_them(db: asyncpg.Con
     skipped date, negative DST, changes at midnight (Havana falls back from
     01:00 to 00:00: its midnight is repeated; Santiago springs forward at
     midnight)."""
-    changes = {
-        "America/Los_Angeles": (date(2025, 3, 9), date(2025, 11, 2)),
-        "Pacific/Auckland": (date(2025, 4, 6), date(2025, 9, 28)),
-        "Australia/Lord_Howe": (date(2025, 4, 6), date(2025, 10, 5)),
-        "Pacific/Apia": (date(2011, 12, 30),),
-        "Europe/Dublin": (date(2025, 3, 30), date(2025, 10, 26)),
-        "America/Havana": (date(2025, 3, 9), date(2025, 11, 2)),
-        "America/Santiago": (date(2025, 4, 6), date(2025, 9, 7)),
-    }
     cases = [
         (zone, on + timedelta(days=shift), minute)
-        for zone, dates in changes.items()
+        for zone, dates in DST_CHANGES.items()
         for on in dates
         for shift in (-1, 0, 1)
         for minute in range(0, 1441, 5)
@@ -998,6 +1005,148 @@ async def test_wall_instants_are_read_as_availability_reads_them(db: asyncpg.Con
     expected = [wall_instant(ZoneInfo(z), on, m) for z, on, m in cases]
     wrong = [(c, g, e) for c, g, e in zip(cases, got, expected, strict=True) if g != e]
     assert not wrong, wrong[:10]
+
+
+@dataclass
+class Schedule:
+    """A provider's working hours as stored (rules, override rows, time off)
+    and a range of dates."""
+
+    zone: str
+    first: date
+    last: date
+    rules: list[WeeklyRule] = field(default_factory=list)
+    # Override rows of a date: (start, end) minutes, None for a closed row.
+    overrides: dict[date, list[tuple[int, int] | None]] = field(default_factory=dict)
+    time_off: list[Interval] = field(default_factory=list)
+
+    def available(self) -> timedelta:
+        """Working time as availability reads it (server.scheduling's
+        stretches), less the time off."""
+        calendar = Calendar(
+            ZoneInfo(self.zone),
+            self.rules,
+            {on: [i for i in rows if i is not None] for on, rows in self.overrides.items()},
+        )
+        work = stretches(calendar, self.first, self.last)
+        total = sum((end - start for start, end in work), timedelta())
+        for start, end in work:
+            for off_start, off_end in merge(self.time_off):
+                total -= max(timedelta(), min(end, off_end) - max(start, off_start))
+        return total
+
+
+# Wall-clock minutes around offset changes (01:00-03:00, midnight) and others.
+_MINUTES = (0, 30, 60, 90, 120, 150, 180, 210, 1380, 1410, 1440)
+
+
+def random_schedule(rnd: random.Random, zone: str, around: date) -> Schedule:
+    """Rules (some overlapping, touching, across midnight, with validity
+    windows), overrides (closed, several and overlapping intervals) and
+    overlapping time off (short, to the second, over days, outside the
+    hours), for a range over ``around``."""
+    first = around - timedelta(days=rnd.randrange(0, 10))
+    last = around + timedelta(days=rnd.choice((0, 1, 3, 9, 40, 130)))
+    s = Schedule(zone, first, last)
+
+    def minutes() -> tuple[int, int]:
+        start = rnd.choice((*_MINUTES[:-1], rnd.randrange(0, 1440)))
+        end = rnd.choice((1440, rnd.randrange(start + 1, 1441), min(1440, start + 60)))
+        return start, end
+
+    def near() -> date:
+        return first + timedelta(days=rnd.randrange(-3, (last - first).days + 4))
+
+    for _ in range(rnd.randrange(1, 9)):
+        start, end = minutes()
+        valid_from = rnd.choice((None, None, near()))
+        valid_to = rnd.choice((None, None, near()))
+        if valid_from and valid_to and valid_to < valid_from:
+            valid_from, valid_to = valid_to, valid_from
+        s.rules.append(WeeklyRule(rnd.randrange(1, 8), start, end, valid_from, valid_to))
+    for _ in range(rnd.randrange(0, 4)):
+        on = first + timedelta(days=rnd.randrange(0, (last - first).days + 1))
+        rows: list[tuple[int, int] | None] = [minutes() for _ in range(rnd.randrange(0, 4))]
+        s.overrides[on] = rows or [None]
+    zone_info = ZoneInfo(zone)
+    for _ in range(rnd.randrange(0, 6)):
+        wall = rnd.choice((*_MINUTES, rnd.randrange(0, 1440)))
+        begin = wall_instant(zone_info, near(), wall) + timedelta(
+            seconds=rnd.randrange(0, 60), microseconds=rnd.choice((0, 250_000))
+        )
+        length = rnd.choice(
+            (timedelta(minutes=rnd.randrange(1, 300)), timedelta(hours=rnd.randrange(20, 100)))
+        )
+        s.time_off.append((begin, begin + length))
+        if rnd.random() < 0.3:  # another overlapping it
+            s.time_off.append((begin + length / 2, begin + length * 2))
+    return s
+
+
+async def store_schedule(db: asyncpg.Connection, org: str, provider: str, s: Schedule) -> None:
+    """The rows as stored, written directly (whatever the write RPCs would
+    refuse or merge: overlapping rules and intervals, a closed row beside
+    intervals)."""
+    await db.executemany(
+        "INSERT INTO working_hours (organization_id, id, provider_id, weekday, start_minute,"
+        " end_minute, valid_from, valid_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [
+            (
+                org,
+                str(uuid.uuid4()),
+                provider,
+                r.weekday,
+                r.start_minute,
+                r.end_minute,
+                r.valid_from,
+                r.valid_to,
+            )
+            for r in s.rules
+        ],
+    )
+    await db.executemany(
+        "INSERT INTO date_overrides (organization_id, id, provider_id, on_date, closed,"
+        " start_minute, end_minute) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            (org, str(uuid.uuid4()), provider, on, i is None, *(i or (None, None)))
+            for on, rows in s.overrides.items()
+            for i in rows
+        ],
+    )
+    await db.executemany(
+        "INSERT INTO time_off (organization_id, id, provider_id, during)"
+        " VALUES ($1, $2, $3, tstzrange($4, $5))",
+        [(org, str(uuid.uuid4()), provider, a, b) for a, b in s.time_off],
+    )
+
+
+async def test_working_time_equals_availabilitys_on_random_schedules(
+    stubs: Stubs, db: asyncpg.Connection, org: str
+) -> None:
+    """The working seconds of the metrics' one statement (ordinary dates by
+    weekday arithmetic, the others date by date) against server.scheduling's
+    stretches less the time off, to the microsecond, on random schedules
+    around every offset change of DST_CHANGES (ranges of one date to 131)."""
+    rnd = random.Random(20251109)
+    cases: list[tuple[str, Schedule]] = []
+    for zone, changes in DST_CHANGES.items():
+        for around in changes:
+            for _ in range(3):
+                provider = await make_provider(stubs, org, zone)
+                schedule = random_schedule(rnd, zone, around)
+                await store_schedule(db, org, provider, schedule)
+                cases.append((provider, schedule))
+    wrong = []
+    for provider, s in cases:
+        [row] = await summary_queries.provider_metrics(db, org, [provider], s.first, s.last)
+        expected = Decimal(s.available() // timedelta(microseconds=1)) / 1_000_000
+        if row["work_seconds"] != expected:
+            wrong.append((s.zone, s.first, s.last, row["work_seconds"], expected))
+    assert not wrong, wrong
+    # The cases hold what they are meant to.
+    assert any(len(s.overrides) for _p, s in cases)
+    assert any(len(s.time_off) > 1 for _p, s in cases)
+    assert any((s.last - s.first).days > 100 for _p, s in cases)
 
 
 async def test_unknown_and_other_tenants_providers_are_per_entry_not_found(

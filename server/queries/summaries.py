@@ -273,53 +273,196 @@ async def revenue(
 # from/to), wall-clock minutes of the provider's zone read as instants by
 # minute_instant_sql (1440 = midnight at the end of the date; an interval
 # that a spring-forward gap leaves empty or inverted counts nothing); their union
-# (range_agg: overlapping and touching ones merged) less the union of the
-# provider's time off, in seconds.
+# (overlapping and touching ones merged) less the union of the provider's time
+# off, in seconds.
+#
+# Without a row per date and rule: the cost is the rules, overrides, time off
+# and the zones' offset changes, not the days of the range.
+# - A *simple* date (its local midnights before and after are 24 hours away:
+#   no offset change from the day before to the day after; minute_instant_sql
+#   reads it as its midnight plus the minutes) lasts 24 hours, its wall-clock
+#   time runs as real time, and its intervals share no instant with another
+#   date's (no zone changes its offset twice within two days).
+# - Ordinary dates (simple, not overridden, no time off starting or ending on
+#   them) count their weekly rules' merged wall-clock minutes (k: per weekday
+#   and per stretch of dates over which the same rules are valid) by weekday
+#   arithmetic (weekdays_sql): the range's, less the dates wholly within a
+#   stretch of time off (wo: those strictly between the local dates of its
+#   start and end), less the special dates that are not.
+# - The *special* dates (sd: overridden ones, the zone's dates that are not
+#   simple (zd), the local dates on which a stretch of time off starts or
+#   ends) are read date by date (sv: their intervals): their union less the
+#   time off, on simple dates in wall-clock time (local timestamps less the
+#   time off's local images), on the others as instants.
 
-_WORK_DAYS = """
-SELECT g.d, h.start_minute AS sm, h.end_minute AS em
-FROM working_hours h
-CROSS JOIN LATERAL (SELECT greatest($3::date, coalesce(h.valid_from, $3::date)) AS lo) AS f
-CROSS JOIN LATERAL generate_series(
-    (f.lo + (h.weekday - extract(isodow FROM f.lo)::int + 7) % 7)::timestamp,
-    least($4::date, coalesce(h.valid_to, $4::date))::timestamp,
-    interval '7 days'
-) AS g(d)
-WHERE h.organization_id = $1 AND h.provider_id = r.id
-  AND (h.valid_from IS NULL OR h.valid_from <= $4::date)
-  AND (h.valid_to IS NULL OR h.valid_to >= $3::date)
-  AND NOT EXISTS (
-      SELECT 1 FROM date_overrides x
-      WHERE x.organization_id = $1 AND x.provider_id = r.id AND x.on_date = g.d::date
-  )
-UNION ALL
-SELECT x.on_date::timestamp, x.start_minute, x.end_minute
-FROM date_overrides x
-WHERE x.organization_id = $1 AND x.provider_id = r.id
-  AND x.on_date BETWEEN $3::date AND $4::date AND NOT x.closed
-"""
 
-_START = minute_instant_sql("i.d", "i.sm", "r.time_zone", "c")
-_END = minute_instant_sql("i.d", "i.em", "r.time_zone", "c")
+def weekdays_sql(weekday: str, first: str, last: str) -> str:
+    """SQL: how many dates of [first, last] (dates; none when last < first)
+    fall on ISO ``weekday``."""
+    return (
+        f"greatest(0, (({last}) - ({first}) + 7"
+        f" - (({weekday}) - extract(isodow FROM {first})::int + 7) % 7) / 7)"
+    )
 
-# Time off within two days of the range's dates (local midnights lie within a
-# day of UTC's in every zone).
-_WORK_SECONDS = f"""(
-    SELECT coalesce(sum(extract(epoch FROM upper(x.piece) - lower(x.piece))), 0)
-    FROM unnest(
-        (SELECT range_agg(tstzrange(w.a, w.b)) FROM (
-            SELECT {_START} AS a, {_END} AS b FROM ({_WORK_DAYS}) AS i
-            CROSS JOIN LATERAL ({day_instants_sql("i.d", "r.time_zone")}) AS c
-        ) AS w WHERE w.b > w.a)
-        - coalesce((
-            SELECT range_agg(t.during) FROM time_off t
-            WHERE t.organization_id = $1 AND t.provider_id = r.id
-              AND t.during && tstzrange(
-                  ($3::date - 2)::timestamp AT TIME ZONE 'UTC',
-                  ($4::date + 3)::timestamp AT TIME ZONE 'UTC')
-        ), '{{}}'::tstzmultirange)
-    ) AS x(piece)
+
+_WEEKDAYS = weekdays_sql("k.w", "greatest(k.lo, x.a)", "least(k.hi, x.b)")
+_START = minute_instant_sql("v.ts", "v.sm", "r.time_zone", "i")
+_END = minute_instant_sql("v.ts", "v.em", "r.time_zone", "i")
+_LOCAL = "tsrange(v.ts + v.sm * interval '1 minute', v.ts + v.em * interval '1 minute')"
+
+# CTEs of PROVIDER_METRICS_SQL after r (the requested providers): w holds the
+# working seconds of each found provider that has any (by ord).
+_WORK_CTES = f"""
+h AS (
+    -- The providers' weekly rules valid in the range, their validity cut to it.
+    SELECT r.ord, x.weekday AS w, x.start_minute AS sm, x.end_minute AS em, x.vf, x.vt
+    FROM r CROSS JOIN LATERAL (
+        SELECT weekday, start_minute, end_minute,
+               greatest($3::date, valid_from) AS vf, least($4::date, valid_to) AS vt
+        FROM working_hours
+        WHERE organization_id = $1 AND provider_id = r.id
+          AND (valid_from IS NULL OR valid_from <= $4::date)
+          AND (valid_to IS NULL OR valid_to >= $3::date)
+        OFFSET 0
+    ) AS x
+    WHERE r.time_zone IS NOT NULL
+), k AS (
+    -- Per provider, stretch of dates [lo, hi] between the rules' validity
+    -- bounds, and weekday: the merged wall-clock minutes of its rules (each
+    -- rule, by start, adds what it reaches beyond the rules before it).
+    SELECT ord, lo, hi, w, sum(greatest(0, em - greatest(sm, reach))) AS minutes
+    FROM (
+        SELECT b.ord, b.lo, b.hi, h.w, h.sm, h.em,
+               coalesce(max(h.em) OVER (
+                   PARTITION BY b.ord, b.lo, h.w ORDER BY h.sm, h.em
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS reach
+        FROM (
+            SELECT ord, lo,
+                   coalesce(lead(lo) OVER (PARTITION BY ord ORDER BY lo) - 1, $4::date) AS hi
+            FROM (SELECT ord, vf AS lo FROM h UNION SELECT ord, vt + 1 FROM h WHERE vt < $4::date)
+                AS c
+        ) AS b
+        JOIN h ON h.ord = b.ord AND h.vf <= b.lo AND h.vt >= b.hi
+    ) AS x
+    GROUP BY ord, lo, hi, w
+), zd AS MATERIALIZED (
+    -- The dates of the range that are not simple in a zone of the providers
+    -- (MATERIALIZED: once a zone, not once a provider).
+    SELECT z.zone, y.d
+    FROM (SELECT DISTINCT time_zone AS zone FROM r WHERE time_zone IS NOT NULL) AS z
+    CROSS JOIN LATERAL (
+        SELECT g.d, g.m - lag(g.m) OVER d AS before, lead(g.m) OVER d - g.m AS after
+        FROM (
+            SELECT x.d::date AS d, x.d AT TIME ZONE z.zone AS m
+            FROM generate_series(
+                ($3::date - 1)::timestamp, ($4::date + 1)::timestamp, interval '1 day'
+            ) AS x(d)
+        ) AS g
+        WINDOW d AS (ORDER BY g.d)
+    ) AS y
+    WHERE y.d BETWEEN $3::date AND $4::date
+      AND (y.before <> interval '24 hours' OR y.after <> interval '24 hours')
+), o AS (
+    -- The providers' override rows of the range.
+    SELECT r.ord, x.on_date, x.closed, x.start_minute AS sm, x.end_minute AS em
+    FROM r CROSS JOIN LATERAL (
+        SELECT on_date, closed, start_minute, end_minute FROM date_overrides
+        WHERE organization_id = $1 AND provider_id = r.id
+          AND on_date BETWEEN $3::date AND $4::date
+        OFFSET 0
+    ) AS x
+    WHERE r.time_zone IS NOT NULL
+), tm AS (
+    -- The providers' time off within two days of the range's dates (local
+    -- midnights lie within a day of UTC's in every zone), merged.
+    SELECT r.ord, r.time_zone AS zone, x.off
+    FROM r CROSS JOIN LATERAL (
+        SELECT range_agg(during) AS off FROM time_off
+        WHERE organization_id = $1 AND provider_id = r.id
+          AND during && tstzrange(
+              ($3::date - 2)::timestamp AT TIME ZONE 'UTC',
+              ($4::date + 3)::timestamp AT TIME ZONE 'UTC')
+    ) AS x
+    WHERE r.time_zone IS NOT NULL AND x.off IS NOT NULL
+), tp AS (
+    -- Each stretch of time off: its start and end in local time.
+    SELECT tm.ord, lower(p) AT TIME ZONE tm.zone AS la, upper(p) AT TIME ZONE tm.zone AS lb
+    FROM tm CROSS JOIN LATERAL unnest(tm.off) AS p
+), wo AS (
+    -- Per provider, the dates of the range wholly off (strictly between the
+    -- local dates of a stretch's start and end), and the time off's local
+    -- images (exact on simple dates).
+    SELECT ord,
+           range_agg(daterange(la::date + 1, greatest(la::date + 1, lb::date)))
+               * datemultirange(daterange($3::date, $4::date + 1)) AS dates,
+           range_agg(tsrange(la, greatest(la, lb))) AS local
+    FROM tp GROUP BY ord
+), sd AS (
+    -- Per provider, its special dates, whether each has an override row and
+    -- whether it is simple.
+    SELECT e.ord, e.d, bool_or(e.overridden) AS overridden, bool_and(e.simple) AS simple
+    FROM (
+        SELECT ord, on_date AS d, true AS overridden, true AS simple FROM o
+        UNION ALL
+        SELECT r.ord, zd.d, false, false FROM r JOIN zd ON zd.zone = r.time_zone
+        UNION ALL
+        SELECT tp.ord, x.d, false, true
+        FROM tp CROSS JOIN LATERAL (VALUES (tp.la::date), (tp.lb::date)) AS x(d)
+        WHERE x.d BETWEEN $3::date AND $4::date
+    ) AS e
+    GROUP BY e.ord, e.d
+), sv AS (
+    -- The special dates' intervals: their overrides', else their rules'.
+    SELECT sd.ord, sd.d::timestamp AS ts, sd.simple, x.sm, x.em
+    FROM sd JOIN o x ON x.ord = sd.ord AND x.on_date = sd.d AND NOT x.closed
+    UNION ALL
+    SELECT sd.ord, sd.d::timestamp, sd.simple, h.sm, h.em
+    FROM sd JOIN h ON h.ord = sd.ord AND h.w = extract(isodow FROM sd.d)
+        AND sd.d BETWEEN h.vf AND h.vt
+    WHERE NOT sd.overridden
+), w AS (
+    -- Per provider, its working seconds: the ordinary dates' minutes (the
+    -- range's, less the dates wholly off, less the special dates that are
+    -- not), and the special dates' seconds less the time off (simple dates
+    -- in wall-clock time, the others as instants).
+    SELECT y.ord, sum(y.seconds) AS seconds
+    FROM (
+        SELECT x.ord, 60 * x.sign * k.minutes * {_WEEKDAYS} AS seconds
+        FROM (
+            SELECT ord, $3::date AS a, $4::date AS b, 1 AS sign FROM r WHERE time_zone IS NOT NULL
+            UNION ALL
+            SELECT wo.ord, lower(p), upper(p) - 1, -1
+            FROM wo CROSS JOIN LATERAL unnest(wo.dates) AS p
+        ) AS x
+        JOIN k ON k.ord = x.ord AND k.lo <= x.b AND k.hi >= x.a
+        UNION ALL
+        SELECT sd.ord, -60 * k.minutes
+        FROM sd JOIN k ON k.ord = sd.ord AND k.w = extract(isodow FROM sd.d)::int
+            AND sd.d BETWEEN k.lo AND k.hi
+        LEFT JOIN wo ON wo.ord = sd.ord
+        WHERE wo.dates IS NULL OR NOT wo.dates @> sd.d
+        UNION ALL
+        SELECT u.ord, extract(epoch FROM upper(p) - lower(p))
+        FROM (
+            SELECT v.ord, range_agg({_LOCAL}) AS work FROM sv AS v WHERE v.simple GROUP BY v.ord
+        ) AS u
+        LEFT JOIN wo ON wo.ord = u.ord
+        CROSS JOIN LATERAL unnest(u.work - coalesce(wo.local, '{{}}'::tsmultirange)) AS p
+        UNION ALL
+        SELECT u.ord, extract(epoch FROM upper(p) - lower(p))
+        FROM (
+            SELECT v.ord, range_agg(tstzrange({_START}, greatest({_START}, {_END}))) AS work
+            FROM sv AS v JOIN r ON r.ord = v.ord
+            CROSS JOIN LATERAL ({day_instants_sql("v.ts", "r.time_zone")}) AS i
+            WHERE NOT v.simple
+            GROUP BY v.ord
+        ) AS u
+        LEFT JOIN tm ON tm.ord = u.ord
+        CROSS JOIN LATERAL unnest(u.work - coalesce(tm.off, '{{}}'::tstzmultirange)) AS p
+    ) AS y
+    GROUP BY y.ord
 )"""
+
 
 PROVIDER_METRICS_SQL = f"""
 WITH s AS (
@@ -337,7 +480,7 @@ WITH s AS (
     CROSS JOIN LATERAL ({_provider_rows_sql("r.id", "$3::date", "$4::date", "s")}) AS x
     WHERE r.time_zone IS NOT NULL
     GROUP BY r.ord, x.currency
-)
+), {_WORK_CTES.strip()}
 SELECT 'p' AS kind, r.ord, r.time_zone IS NOT NULL AS found, NULL::text AS currency, {_NULLS},
     CASE WHEN r.time_zone IS NOT NULL THEN (
         -- provider_day_clients rows exist only with visits (a visit is final)
@@ -350,8 +493,8 @@ SELECT 'p' AS kind, r.ord, r.time_zone IS NOT NULL AS found, NULL::text AS curre
         WHERE v.organization_id = $1 AND v.provider_id = r.id
           AND v.first_visit_date BETWEEN $3::date AND $4::date
     ) END AS new_clients,
-    CASE WHEN r.time_zone IS NOT NULL THEN {_WORK_SECONDS} END AS work_seconds
-FROM r
+    CASE WHEN r.time_zone IS NOT NULL THEN coalesce(w.seconds, 0) END AS work_seconds
+FROM r LEFT JOIN w ON w.ord = r.ord
 UNION ALL
 SELECT 'c', t.ord, true, t.currency, {_of("t")}, NULL, NULL, NULL
 FROM t WHERE t.nonzero
