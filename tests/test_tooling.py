@@ -131,6 +131,7 @@ def test_public_surfaces() -> None:
         "FieldViolation",
         "InvalidArgument",
         "NotFound",
+        "OutOfRange",
         "PermissionDenied",
         "ServiceError",
         "Unavailable",

@@ -57,6 +57,11 @@ FAILED_PRECONDITION:
   TIME_ZONE_IN_USE     UpdateProvider of the time zone of a provider with
                        appointments (see providers.proto).
   CONSTRAINT_VIOLATED  A rule of related data, e.g. a row still referenced.
+OUT_OF_RANGE:
+  TOTAL_OUT_OF_RANGE   A write would take a running total kept for the
+                       summaries (a client's, a provider's, a day's) past
+                       2^63-1 minor units, or a summary's sum would pass it
+                       (summaries.proto); nothing was written.
 INTERNAL: a bug; ErrorInfo.metadata["correlation_id"] identifies the call in
   the server's logs.
 """
