@@ -1239,16 +1239,6 @@ async def test_figures_on_the_first_and_last_bookable_dates(
 MANY_CURRENCIES = 500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: GetRevenueSummary's response has no bound: currencies x buckets "
-    "(every bucket of every currency with a figure, zeros included). 500 "
-    "currencies (any [A-Z]{3} is accepted) over 366 days by day = ~4.4 MB: a "
-    "client with gRPC's default 4 MiB limit gets RESOURCE_EXHAUSTED 'Received "
-    "message larger than max', an undocumented answer to a valid request. "
-    "Expected: a bound (as GetAvailability's 20,000 slots) answered with a "
-    "documented error naming currency_code / granularity, or a documented limit",
-)
 async def test_a_revenue_summary_of_many_currencies_fits_in_a_message(
     summaries: Summaries, stubs: Stubs
 ) -> None:
@@ -1278,12 +1268,11 @@ async def test_a_revenue_summary_of_many_currencies_fits_in_a_message(
     )
     assert [c.currency_code for c in by_month.currencies] == codes
     outcome = await answer(summaries.GetRevenueSummary(request))
-    if isinstance(outcome, grpc.aio.AioRpcError):
-        assert_documented(outcome, "a year by day in 500 currencies")
-        assert outcome.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, outcome.details()
-    else:
-        assert isinstance(outcome, pb.GetRevenueSummaryResponse)
-        assert [c.currency_code for c in outcome.currencies] == codes
+    assert isinstance(outcome, grpc.aio.AioRpcError), "500 x 365 buckets: past the bound"
+    assert_documented(outcome, "a year by day in 500 currencies")
+    assert outcome.code() == grpc.StatusCode.OUT_OF_RANGE, outcome.details()
+    info = details(outcome)["ErrorInfo"]
+    assert (info.reason, info.metadata["buckets"]) == ("SUMMARY_TOO_LARGE", str(500 * 365))
 
 
 # -- deadlines --------------------------------------------------------------------------------
@@ -1476,17 +1465,6 @@ SUMS = ["revenue by day", "revenue by week", "revenue by month", "revenue of the
 SUMS += ["revenue of the service", "dashboard of the week", "dashboard of the month"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a sum past int64 (figures of 10^15 * 9,224 payments; FITS + 1 "
-    "allowed payments) is not a documented answer: summed in Python "
-    "(GetRevenueSummary totals over day buckets, GetDashboard's current = date + "
-    "rest of the period) protobuf raises ValueError 'Value out of range' -> "
-    "INTERNAL; summed in SQL (sum(...)::bigint of week / month buckets, of "
-    "several providers' or a service's rows) PostgreSQL raises 22003 -> "
-    "INVALID_ARGUMENT INVALID_VALUE without a field violation, for a valid "
-    "request. Expected: OUT_OF_RANGE (or FAILED_PRECONDITION) with ErrorInfo",
-)
 @pytest.mark.parametrize("what", SUMS)
 async def test_a_sum_past_int64_is_a_documented_answer(
     summaries: Summaries, channel: grpc.aio.Channel, huge: Huge, what: str
@@ -1531,11 +1509,8 @@ async def test_a_sum_past_int64_is_a_documented_answer(
     }
     outcome = await answer(calls[what]())
     assert isinstance(outcome, grpc.aio.AioRpcError), f"{what}: an int64 cannot hold the sum"
-    assert outcome.code() in (
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    ), (what, outcome.code(), outcome.details(), details(outcome))
-    assert details(outcome)["ErrorInfo"].reason
+    assert outcome.code() == grpc.StatusCode.OUT_OF_RANGE, (what, outcome.details())
+    assert details(outcome)["ErrorInfo"].reason == "TOTAL_OUT_OF_RANGE"
 
 
 async def test_a_payment_past_int64_is_refused_with_a_documented_code(

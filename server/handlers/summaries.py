@@ -17,16 +17,16 @@ CLIENT_NOT_FOUND, ListClientBalances an empty page (as every list).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date
 from itertools import groupby
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 from booking.v1 import summaries_pb2 as pb
 from booking.v1 import summaries_pb2_grpc as pb_grpc
 
-from server.errors import NotFound
+from server.errors import NotFound, OutOfRange
 from server.handlers._base import Context, Deps, request_violations, timeout_of
 from server.handlers._calendar_fields import date_of, date_range_of, fill_date
 from server.handlers._encoding import set_time
@@ -44,6 +44,25 @@ MAX_DAYS = 366
 LAST_DATE = date(9999, 12, 30)
 MAX_TOP_PROVIDERS = 50
 DEFAULT_TOP_PROVIDERS = 5
+# A GetRevenueSummary answers at most this many buckets, all currencies
+# together (a few MB at most: gRPC's default message limit is 4 MiB).
+MAX_BUCKETS = 20_000
+_INT64 = range(-(2**63), 2**63)
+
+
+def _sum_out_of_range() -> OutOfRange:
+    return OutOfRange(
+        "a figure of this summary passes 9223372036854775807 minor units, the most an "
+        "int64 carries: ask a shorter range, fewer providers or services, or one currency",
+        reason="TOTAL_OUT_OF_RANGE",
+    )
+
+
+def _int64(value: int) -> int:
+    if value not in _INT64:
+        raise _sum_out_of_range()
+    return value
+
 
 # Granularity -> the query's period.
 _PERIODS = {
@@ -53,6 +72,7 @@ _PERIODS = {
 }
 
 Figures = dict[str, int]
+R = TypeVar("R")
 
 
 Granularity: TypeAlias = pb.Granularity.ValueType
@@ -131,23 +151,28 @@ def _by_currency(rows: Iterable[Mapping[str, Any]]) -> dict[str, Figures]:
 
 
 def _counts(target: pb.AppointmentCounts, f: Mapping[str, int]) -> None:
-    target.pending = f["pending"]
-    target.confirmed = f["confirmed"]
-    target.completed = f["completed"]
-    target.cancelled = f["cancelled"]
-    target.no_show = f["no_show"]
-    target.total = f["pending"] + f["confirmed"] + f["completed"] + f["cancelled"] + f["no_show"]
-    target.booked = f["pending"] + f["confirmed"] + f["completed"]
+    """Sums made in Python (of day rows, of currencies) are checked against
+    int64 (OUT_OF_RANGE TOTAL_OUT_OF_RANGE), as are those PostgreSQL makes
+    (SummaryService catches its 22003)."""
+    target.pending = _int64(f["pending"])
+    target.confirmed = _int64(f["confirmed"])
+    target.completed = _int64(f["completed"])
+    target.cancelled = _int64(f["cancelled"])
+    target.no_show = _int64(f["no_show"])
+    target.total = _int64(
+        f["pending"] + f["confirmed"] + f["completed"] + f["cancelled"] + f["no_show"]
+    )
+    target.booked = _int64(f["pending"] + f["confirmed"] + f["completed"])
 
 
 def _figures(target: pb.RevenueFigures, f: Mapping[str, int]) -> None:
-    target.expected_minor = f["expected_minor"]
-    target.completed_minor = f["completed_minor"]
-    target.paid_minor = f["paid_minor"]
-    target.refunded_minor = f["refunded_minor"]
-    target.net_paid_minor = f["paid_minor"] - f["refunded_minor"]
-    target.payments = f["payments"]
-    target.refunds = f["refunds"]
+    target.expected_minor = _int64(f["expected_minor"])
+    target.completed_minor = _int64(f["completed_minor"])
+    target.paid_minor = _int64(f["paid_minor"])
+    target.refunded_minor = _int64(f["refunded_minor"])
+    target.net_paid_minor = _int64(f["paid_minor"] - f["refunded_minor"])
+    target.payments = _int64(f["payments"])
+    target.refunds = _int64(f["refunds"])
     _counts(target.appointments, f)
 
 
@@ -193,6 +218,13 @@ async def _revenue_summary(
         )
     if not rows:
         raise NotFound.of("organization", org)
+    if len(rows) > MAX_BUCKETS:
+        raise OutOfRange(
+            f"the summary would hold {len(rows)} buckets (currencies x buckets), at most "
+            f"{MAX_BUCKETS}: name a currency_code, a coarser granularity or a shorter range",
+            reason="SUMMARY_TOO_LARGE",
+            metadata={"buckets": str(len(rows)), "max_buckets": str(MAX_BUCKETS)},
+        )
     response = pb.GetRevenueSummaryResponse(
         granularity=granularity, first_day_of_week=rows[0]["first_day_of_week"]
     )
@@ -221,7 +253,7 @@ def _metrics(entry: pb.ProviderMetrics, header: asyncpg.Record, rows: list[async
     counts = entry.appointments
     entry.no_show_rate = _ratio(counts.no_show, counts.completed + counts.no_show)
     entry.cancellation_rate = _ratio(counts.cancelled, counts.total)
-    entry.booked_minutes = total["booked_minutes"]
+    entry.booked_minutes = _int64(total["booked_minutes"])
     entry.available_minutes = int(header["work_seconds"]) // 60
     entry.utilization = _ratio(entry.booked_minutes, entry.available_minutes)
     for code, f in _by_currency(rows).items():
@@ -376,6 +408,14 @@ async def _dashboard(
     return response
 
 
+async def _fitting(answer: Awaitable[R]) -> R:
+    """The answer, or OUT_OF_RANGE when PostgreSQL's sum passed int64 (22003)."""
+    try:
+        return await answer
+    except asyncpg.NumericValueOutOfRangeError:
+        raise _sum_out_of_range() from None
+
+
 class SummaryService(pb_grpc.SummaryServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
@@ -383,24 +423,24 @@ class SummaryService(pb_grpc.SummaryServiceServicer):
     async def GetRevenueSummary(
         self, request: pb.GetRevenueSummaryRequest, context: Context
     ) -> pb.GetRevenueSummaryResponse:
-        return await _revenue_summary(self._deps, request, context)
+        return await _fitting(_revenue_summary(self._deps, request, context))
 
     async def GetProviderMetrics(
         self, request: pb.GetProviderMetricsRequest, context: Context
     ) -> pb.GetProviderMetricsResponse:
-        return await _provider_metrics(self._deps, request, context)
+        return await _fitting(_provider_metrics(self._deps, request, context))
 
     async def GetClientBalance(
         self, request: pb.GetClientBalanceRequest, context: Context
     ) -> pb.GetClientBalanceResponse:
-        return await _client_balance(self._deps, request, context)
+        return await _fitting(_client_balance(self._deps, request, context))
 
     async def ListClientBalances(
         self, request: pb.ListClientBalancesRequest, context: Context
     ) -> pb.ListClientBalancesResponse:
-        return await LIST_BALANCES.serve(self._deps, request, context)
+        return await _fitting(LIST_BALANCES.serve(self._deps, request, context))
 
     async def GetDashboard(
         self, request: pb.GetDashboardRequest, context: Context
     ) -> pb.GetDashboardResponse:
-        return await _dashboard(self._deps, request, context)
+        return await _fitting(_dashboard(self._deps, request, context))

@@ -62,6 +62,7 @@ OUT_OF_RANGE:
                        summaries (a client's, a provider's, a day's) past
                        2^63-1 minor units, or a summary's sum would pass it
                        (summaries.proto); nothing was written.
+  SUMMARY_TOO_LARGE    GetRevenueSummary: currencies x buckets past 20,000.
 INTERNAL: a bug; ErrorInfo.metadata["correlation_id"] identifies the call in
   the server's logs.
 """

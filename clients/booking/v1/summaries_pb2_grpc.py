@@ -51,6 +51,10 @@ class SummaryServiceStub:
     date: they count in client balances only.
     - A visit is a COMPLETED appointment. A client's first visit with the
     organization (or with a provider) is their earliest one.
+    - A figure is an int64: a sum that would pass 2^63-1 minor units (only
+    reachable with thousands of payments of the largest amount) is
+    OUT_OF_RANGE TOTAL_OUT_OF_RANGE, for a write that would store it and for
+    a summary that would add it up.
     """
 
     def __init__(self, channel):
@@ -112,13 +116,21 @@ class SummaryServiceServicer:
     date: they count in client balances only.
     - A visit is a COMPLETED appointment. A client's first visit with the
     organization (or with a provider) is their earliest one.
+    - A figure is an int64: a sum that would pass 2^63-1 minor units (only
+    reachable with thousands of payments of the largest amount) is
+    OUT_OF_RANGE TOTAL_OUT_OF_RANGE, for a write that would store it and for
+    a summary that would add it up.
     """
 
     def GetRevenueSummary(self, request, context):
         """Revenue of the organization, or of some providers or some services, per
         bucket of a business-date range and per currency. Errors:
         INVALID_ARGUMENT (an inverted range, a range over 366 days, both provider
-        and service ids, an unknown granularity or a malformed currency).
+        and service ids, an unknown granularity or a malformed currency);
+        NOT_FOUND ORGANIZATION_NOT_FOUND (its first day of the week is read);
+        OUT_OF_RANGE SUMMARY_TOO_LARGE when currencies x buckets would pass
+        20,000 (ErrorInfo.metadata "buckets", "max_buckets": name a currency or a
+        coarser granularity).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,7 +163,8 @@ class SummaryServiceServicer:
 
     def GetDashboard(self, request, context):
         """The organization's day, this period against the previous one, and its
-        top providers, in one call.
+        top providers, in one call. NOT_FOUND ORGANIZATION_NOT_FOUND (its time
+        zone says what today is).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,6 +232,10 @@ class SummaryService:
     date: they count in client balances only.
     - A visit is a COMPLETED appointment. A client's first visit with the
     organization (or with a provider) is their earliest one.
+    - A figure is an int64: a sum that would pass 2^63-1 minor units (only
+    reachable with thousands of payments of the largest amount) is
+    OUT_OF_RANGE TOTAL_OUT_OF_RANGE, for a write that would store it and for
+    a summary that would add it up.
     """
 
     @staticmethod

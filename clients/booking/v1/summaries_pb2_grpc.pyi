@@ -52,6 +52,10 @@ class SummaryServiceStub:
       date: they count in client balances only.
     - A visit is a COMPLETED appointment. A client's first visit with the
       organization (or with a provider) is their earliest one.
+    - A figure is an int64: a sum that would pass 2^63-1 minor units (only
+      reachable with thousands of payments of the largest amount) is
+      OUT_OF_RANGE TOTAL_OUT_OF_RANGE, for a write that would store it and for
+      a summary that would add it up.
     """
 
     @_typing.overload
@@ -62,7 +66,11 @@ class SummaryServiceStub:
     """Revenue of the organization, or of some providers or some services, per
     bucket of a business-date range and per currency. Errors:
     INVALID_ARGUMENT (an inverted range, a range over 366 days, both provider
-    and service ids, an unknown granularity or a malformed currency).
+    and service ids, an unknown granularity or a malformed currency);
+    NOT_FOUND ORGANIZATION_NOT_FOUND (its first day of the week is read);
+    OUT_OF_RANGE SUMMARY_TOO_LARGE when currencies x buckets would pass
+    20,000 (ErrorInfo.metadata "buckets", "max_buckets": name a currency or a
+    coarser granularity).
     """
     GetProviderMetrics: _grpc.UnaryUnaryMultiCallable[_summaries_pb2.GetProviderMetricsRequest, _summaries_pb2.GetProviderMetricsResponse]
     """Per provider over a business-date range: appointments by status, rates,
@@ -79,7 +87,8 @@ class SummaryServiceStub:
     """
     GetDashboard: _grpc.UnaryUnaryMultiCallable[_summaries_pb2.GetDashboardRequest, _summaries_pb2.GetDashboardResponse]
     """The organization's day, this period against the previous one, and its
-    top providers, in one call.
+    top providers, in one call. NOT_FOUND ORGANIZATION_NOT_FOUND (its time
+    zone says what today is).
     """
 
 @_typing.type_check_only
@@ -109,6 +118,10 @@ class SummaryServiceAsyncStub(SummaryServiceStub):
       date: they count in client balances only.
     - A visit is a COMPLETED appointment. A client's first visit with the
       organization (or with a provider) is their earliest one.
+    - A figure is an int64: a sum that would pass 2^63-1 minor units (only
+      reachable with thousands of payments of the largest amount) is
+      OUT_OF_RANGE TOTAL_OUT_OF_RANGE, for a write that would store it and for
+      a summary that would add it up.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -116,7 +129,11 @@ class SummaryServiceAsyncStub(SummaryServiceStub):
     """Revenue of the organization, or of some providers or some services, per
     bucket of a business-date range and per currency. Errors:
     INVALID_ARGUMENT (an inverted range, a range over 366 days, both provider
-    and service ids, an unknown granularity or a malformed currency).
+    and service ids, an unknown granularity or a malformed currency);
+    NOT_FOUND ORGANIZATION_NOT_FOUND (its first day of the week is read);
+    OUT_OF_RANGE SUMMARY_TOO_LARGE when currencies x buckets would pass
+    20,000 (ErrorInfo.metadata "buckets", "max_buckets": name a currency or a
+    coarser granularity).
     """
     GetProviderMetrics: _aio.UnaryUnaryMultiCallable[_summaries_pb2.GetProviderMetricsRequest, _summaries_pb2.GetProviderMetricsResponse]  # type: ignore[assignment]
     """Per provider over a business-date range: appointments by status, rates,
@@ -133,7 +150,8 @@ class SummaryServiceAsyncStub(SummaryServiceStub):
     """
     GetDashboard: _aio.UnaryUnaryMultiCallable[_summaries_pb2.GetDashboardRequest, _summaries_pb2.GetDashboardResponse]  # type: ignore[assignment]
     """The organization's day, this period against the previous one, and its
-    top providers, in one call.
+    top providers, in one call. NOT_FOUND ORGANIZATION_NOT_FOUND (its time
+    zone says what today is).
     """
 
 class SummaryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -162,6 +180,10 @@ class SummaryServiceServicer(metaclass=_abc_1.ABCMeta):
       date: they count in client balances only.
     - A visit is a COMPLETED appointment. A client's first visit with the
       organization (or with a provider) is their earliest one.
+    - A figure is an int64: a sum that would pass 2^63-1 minor units (only
+      reachable with thousands of payments of the largest amount) is
+      OUT_OF_RANGE TOTAL_OUT_OF_RANGE, for a write that would store it and for
+      a summary that would add it up.
     """
 
     @_abc_1.abstractmethod
@@ -173,7 +195,11 @@ class SummaryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Revenue of the organization, or of some providers or some services, per
         bucket of a business-date range and per currency. Errors:
         INVALID_ARGUMENT (an inverted range, a range over 366 days, both provider
-        and service ids, an unknown granularity or a malformed currency).
+        and service ids, an unknown granularity or a malformed currency);
+        NOT_FOUND ORGANIZATION_NOT_FOUND (its first day of the week is read);
+        OUT_OF_RANGE SUMMARY_TOO_LARGE when currencies x buckets would pass
+        20,000 (ErrorInfo.metadata "buckets", "max_buckets": name a currency or a
+        coarser granularity).
         """
 
     @_abc_1.abstractmethod
@@ -214,7 +240,8 @@ class SummaryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_summaries_pb2.GetDashboardResponse, _abc.Awaitable[_summaries_pb2.GetDashboardResponse]]:
         """The organization's day, this period against the previous one, and its
-        top providers, in one call.
+        top providers, in one call. NOT_FOUND ORGANIZATION_NOT_FOUND (its time
+        zone says what today is).
         """
 
 def add_SummaryServiceServicer_to_server(servicer: SummaryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
