@@ -23,14 +23,8 @@ from server.queries import organizations as q
 from server.queries.requests import GLOBAL_SCOPE
 from server.validation import Violations
 
-UPDATABLE = (
-    "name",
-    "slug",
-    "time_zone",
-    "min_notice_minutes",
-    "booking_horizon_days",
-    "first_day_of_week",
-)
+# Every column a write may set is a field an update may name.
+UPDATABLE = q.ORGANIZATION.writable
 
 # An organization's weeks start on Monday unless it says otherwise (ISO 8601).
 DEFAULT_FIRST_DAY_OF_WEEK = dayofweek_pb2.MONDAY
