@@ -584,7 +584,8 @@ class ListClientBalancesRequest(_message.Message):
     """
     order_by: _builtins.str
     """"balance desc" (the default: who owes most first), "balance",
-    "lifetime_value desc" or "lifetime_value". Ties are broken by client id.
+    "lifetime_value desc" or "lifetime_value". Ties are broken by client id,
+    in the same direction (as every list's order).
     """
     min_balance_minor: _builtins.int
     """Only balances at least / at most these (minor units), e.g.
@@ -665,7 +666,7 @@ class GetDashboardRequest(_message.Message):
     """How many top providers, 0-50; 0 = 5."""
     currency_code: _builtins.str
     """The currency providers are ranked by; empty = the currency with the most
-    completed revenue in the current period.
+    completed revenue in the current period (equal ones: the first by code).
     """
     @_builtins.property
     def date(self) -> _date_pb2.Date:
