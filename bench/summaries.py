@@ -1009,7 +1009,7 @@ async def write_cost(url: str, args: argparse.Namespace) -> tuple[list[WriteRoun
     try:
         await upgrade(scratch, ROOT / "alembic")
         data = await generate_booking(
-            scratch, WRITE_PROVIDERS, WRITE_APPOINTMENTS, WRITE_CLIENTS, slug=WRITE_SLUG
+            scratch, args.write_providers, WRITE_APPOINTMENTS, WRITE_CLIENTS, slug=WRITE_SLUG
         )
         dsn = to_asyncpg_dsn(scratch)
         conn = await asyncpg.connect(dsn)
@@ -1021,7 +1021,7 @@ async def write_cost(url: str, args: argparse.Namespace) -> tuple[list[WriteRoun
         finally:
             await conn.close()
         about = (
-            f"scratch database `{name}` on the same PostgreSQL: a tenant of {WRITE_PROVIDERS} "
+            f"scratch database `{name}` on the same PostgreSQL: a tenant of {args.write_providers} "
             f"providers, {WRITE_APPOINTMENTS:,} appointments, {WRITE_CLIENTS:,} clients "
             f"(bench.generate.generate_booking), rollups built in {built:.1f}s"
         )
@@ -1340,6 +1340,12 @@ def main() -> None:
     parser.add_argument("--write-seconds", type=float, help="per write round (default 5, quick 2)")
     parser.add_argument("--write-rounds", type=int, help="ABBA rounds (default 8, quick 4)")
     parser.add_argument("--callers", type=int, default=32, help="concurrent write callers")
+    parser.add_argument(
+        "--write-providers",
+        type=int,
+        default=WRITE_PROVIDERS,
+        help=f"providers of the write scratch tenant (default {WRITE_PROVIDERS})",
+    )
     parser.add_argument("--complete-share", type=float, default=0.5)
     parser.add_argument("--no-writes", action="store_true", help="skip the write cost")
     parser.add_argument("--explain", action="store_true", help="every summary's plans")
