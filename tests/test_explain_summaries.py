@@ -542,7 +542,7 @@ async def test_a_writes_rollup_statement_probes_its_provider_and_appointment(dat
         ),
     ]
     sql = rollups.apply_sql(groups=rollups.groups_of(facts))
-    args = [row["org"], *rollups._columns(facts)]
+    args = [row["org"], *rollups.fact_params(facts)]
     tx = conn.transaction()
     await tx.start()
     try:

@@ -63,6 +63,7 @@ __all__ = [
     "apply",
     "apply_sql",
     "appointment_facts",
+    "fact_params",
     "groups_of",
     "measures_sql",
     "moved_payment_facts",
@@ -522,7 +523,8 @@ def apply_sql(facts_source: str | None = None, groups: frozenset[str] = GROUPS) 
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
 
-def _columns(facts: Sequence[Fact]) -> list[list[Any]]:
+def fact_params(facts: Sequence[Fact]) -> list[list[Any]]:
+    """The facts as apply_sql()'s parameters $2... (one array per FACT_COLUMNS)."""
     return [[getattr(f, name) for f in facts] for name, _ in FACT_COLUMNS]
 
 
@@ -538,7 +540,7 @@ async def apply(conn: Conn, org_id: str, facts: Sequence[Fact]) -> None:
     if not groups:
         return
     try:
-        await conn.execute(apply_sql(groups=groups), org_id, *_columns(facts))
+        await conn.execute(apply_sql(groups=groups), org_id, *fact_params(facts))
     except asyncpg.NumericValueOutOfRangeError:
         # A bigint rollup column would pass 2^63-1: thousands of payments of
         # the largest amount (10^15) to one client, provider or day.

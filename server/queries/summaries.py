@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 MEASURES = schema.PERIOD_MEASURES
-PERIODS = ("day", "week", "month")
 
 _COLUMNS = ", ".join(MEASURES)
 _NONZERO = " OR ".join(f"{m} <> 0" for m in MEASURES)
